@@ -1,0 +1,889 @@
+"""The load-balancing broker: ROUTER frontend for clients, ROUTER backend for workers.
+
+One thread, one poll loop, no locks. What it promises (DESIGN.md, "Reliability"):
+
+- requests go only to idle workers, least recently used first;
+- a worker that dies mid-request (supervisor notice, DISCONNECT or missed heartbeats) has
+  its request re-dispatched, up to ``max_redispatch`` times, then the client gets WORKER_LOST
+  (a request that kills every worker it touches must not loop forever);
+- a retry (same ``request_id``) joins the request in flight or is answered from the reply
+  cache, so a client retry never runs a request twice;
+- at most ``max_queue_size`` requests wait; more get OVERLOADED at once;
+- a request whose ``timeout_ms`` passes while queued gets DEADLINE_EXCEEDED and never starts;
+- every request is logged through a batching writer thread, off this loop.
+
+``health.check`` is answered here, not by a worker: the broker is the one that knows the
+pool, the queue and the counters, and health must answer even when no worker is alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from typing import Any
+
+import orjson
+import zmq
+
+from tacoreservice import __version__
+from tacoreservice.broker.worker_pool import WorkerPool, WorkerRecord
+from tacoreservice.config import Settings
+from tacoreservice.protocol import worker_protocol as wp
+from tacoreservice.protocol.errors import ErrorCode, ServiceError
+from tacoreservice.protocol.messages import (
+    ClientRequest,
+    RequestRejected,
+    build_error_reply,
+    build_reply,
+    parse_request,
+    utc_timestamp,
+)
+
+__all__ = ["Broker", "CONTROL_ENDPOINT"]
+
+log = logging.getLogger("tacoreservice.broker")
+
+CONTROL_ENDPOINT = "inproc://tacore-broker-control"
+BROKER_ID = "broker"
+_BROKER_METHODS = frozenset({"health.check"})
+_DRAIN_BATCH = 256  # messages read per socket per loop turn: amortises poll() cost
+
+
+class _Pending:
+    """A request the broker has accepted and not yet answered."""
+
+    __slots__ = (
+        "key",
+        "req",
+        "envelopes",
+        "raw",
+        "received",
+        "deadline",
+        "attempts",
+        "worker",
+        "dispatched_at",
+        "payload",
+    )
+
+    def __init__(
+        self,
+        key: bytes,
+        req: ClientRequest,
+        envelope: list[bytes],
+        raw: bytes,
+        now: float,
+        payload: bytes,
+    ):
+        self.key = key
+        self.req = req
+        self.payload = payload
+        self.envelopes = [envelope]
+        self.raw = raw
+        self.received = now
+        self.deadline = now + req.timeout_ms / 1000.0 if req.timeout_ms else None
+        self.attempts = 0
+        self.worker: WorkerRecord | None = None
+        self.dispatched_at = 0.0
+
+
+class _ReplyCache:
+    """Replies by request_id for ``ttl`` seconds, so late retries are answered, not re-run."""
+
+    def __init__(self, ttl_s: float, max_entries: int):
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, bytes, str, dict[str, Any]]] = OrderedDict()
+
+    def get(self, request_id: str, now: float) -> tuple[float, bytes, str, dict[str, Any]] | None:
+        entry = self._entries.get(request_id)
+        if entry is None:
+            return None
+        if entry[0] < now:
+            del self._entries[request_id]
+            return None
+        return entry
+
+    def put(
+        self, request_id: str, body: bytes, method: str, params: dict[str, Any], now: float
+    ) -> None:
+        if self.ttl_s <= 0 or self.max_entries <= 0:
+            return
+        entries = self._entries
+        entries[request_id] = (now + self.ttl_s, body, method, params)
+        entries.move_to_end(request_id)
+        while len(entries) > self.max_entries:
+            entries.popitem(last=False)
+
+    def purge(self, now: float) -> None:
+        # Insertion order is expiry order (one TTL), so expired entries are at the front.
+        entries = self._entries
+        while entries:
+            first = next(iter(entries.values()))
+            if first[0] >= now:
+                break
+            entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class Broker:
+    """Owns the frontend, backend and control sockets and runs the poll loop."""
+
+    def __init__(self, settings: Settings, context: zmq.Context | None = None):
+        self.settings = settings
+        self.cfg = settings.broker
+        self.ctx = context or zmq.Context.instance()
+        self.pool = WorkerPool(self.cfg.heartbeat_expiry_s)
+        self.queue: deque[_Pending] = deque()
+        self.inflight: dict[str, _Pending] = {}  # client request_id -> pending (queued or running)
+        self.dispatched: dict[bytes, _Pending] = {}  # dispatch key -> pending
+        self.reply_cache = _ReplyCache(self.cfg.reply_cache_ttl_s, self.cfg.reply_cache_max_entries)
+        self.started_at = time.time()
+        self.started_mono = time.monotonic()
+        self.hostname = socket.gethostname()
+        self._key_seq = 0
+        self._stop = threading.Event()
+        self._draining = False
+        self._bound = False
+        self.stats: dict[str, Any] = {
+            "requests_total": 0,
+            "replies_success": 0,
+            "replies_error": 0,
+            "errors_by_code": Counter(),
+            "retries_joined": 0,
+            "retries_from_cache": 0,
+            "redispatched": 0,
+            "workers_registered": 0,
+            "workers_evicted": 0,
+            "worker_restarts": 0,
+            "replies_dropped": 0,
+            "stale_replies": 0,
+        }
+        self.method_stats: dict[str, list[float]] = {}  # method -> [count, errors, total_ms]
+        self.request_log = None
+        if settings.request_log.enabled:
+            from tacoreservice.storage.request_log import RequestLogWriter
+
+            self.request_log = RequestLogWriter(settings.database.path, settings.request_log)
+
+    # ------------------------------------------------------------------ sockets
+
+    def bind(self) -> None:
+        cfg = self.cfg
+        self.frontend = self.ctx.socket(zmq.ROUTER)
+        self.backend = self.ctx.socket(zmq.ROUTER)
+        self.control = self.ctx.socket(zmq.PAIR)
+        for sock in (self.frontend, self.backend):
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            sock.setsockopt(zmq.SNDHWM, cfg.hwm)
+            sock.setsockopt(zmq.RCVHWM, cfg.hwm)
+        # The app-level limit (max_message_bytes) answers PAYLOAD_TOO_LARGE; the socket-level
+        # limit, well above it, only stops a peer from making the broker buffer gigabytes
+        # (libzmq drops that peer's connection).
+        self.frontend.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_bytes * 4)
+        self.backend.setsockopt(zmq.MAXMSGSIZE, max(cfg.max_message_bytes * 16, 64 * 1024 * 1024))
+        self.control.setsockopt(zmq.LINGER, 0)
+        self.frontend.bind(cfg.frontend_endpoint)
+        self.backend.bind(cfg.backend_endpoint)
+        self.control.bind(CONTROL_ENDPOINT)
+        self._bound = True
+        log.info(
+            "broker listening: frontend %s, backend %s", cfg.frontend_endpoint, cfg.backend_endpoint
+        )
+
+    def close(self) -> None:
+        for sock in (self.frontend, self.backend, self.control):
+            sock.close(linger=0)
+        if self.request_log is not None:
+            self.request_log.close()
+
+    # ------------------------------------------------------------------ public control
+
+    def request_stop(self) -> None:
+        """Stop accepting work, answer what was accepted, then leave ``run`` (thread-safe)."""
+        self._stop.set()
+
+    def run(self) -> None:
+        if not self._bound:
+            self.bind()
+        if self.request_log is not None:
+            self.request_log.start()
+        poller = zmq.Poller()
+        poller.register(self.backend, zmq.POLLIN)
+        poller.register(self.frontend, zmq.POLLIN)
+        poller.register(self.control, zmq.POLLIN)
+        interval = self.cfg.heartbeat_interval_ms / 1000.0
+        next_heartbeat = time.monotonic() + interval
+        drain_until = 0.0
+        try:
+            while True:
+                now = time.monotonic()
+                if self._stop.is_set() and not self._draining:
+                    self._draining = True
+                    drain_until = now + self.cfg.drain_timeout_s
+                    log.info(
+                        "draining: %d queued, %d running", len(self.queue), len(self.dispatched)
+                    )
+                if self._draining and (
+                    (not self.queue and not self.dispatched) or now >= drain_until
+                ):
+                    break
+                timeout = max(0.0, min(next_heartbeat - now, 0.25))
+                if self.queue and any(p.deadline for p in self.queue):
+                    timeout = min(timeout, 0.02)
+                events = dict(poller.poll(int(timeout * 1000.0)))
+                if self.backend in events:
+                    self._drain_backend()
+                if self.frontend in events:
+                    self._drain_frontend()
+                if self.control in events:
+                    self._handle_control()
+                now = time.monotonic()
+                if now >= next_heartbeat:
+                    self._heartbeat(now)
+                    next_heartbeat = now + interval
+                if self.queue:
+                    self._expire_deadlines(now)
+        finally:
+            self._abandon_remaining()
+            self._disconnect_workers()
+            self.close()
+            log.info("broker stopped")
+
+    # ------------------------------------------------------------------ frontend
+
+    def _drain_frontend(self) -> None:
+        recv = self.frontend.recv_multipart
+        for _ in range(_DRAIN_BATCH):
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._on_client_message(frames)
+
+    def _on_client_message(self, frames: list[bytes]) -> None:
+        # REQ and DEALER clients send [identity, "", body]; a DEALER that skips the
+        # delimiter sends [identity, body]. The reply mirrors the envelope it came with.
+        try:
+            split = frames.index(b"", 1) + 1
+        except ValueError:
+            split = 1
+        envelope = frames[:split]
+        content = frames[split:]
+        now = time.monotonic()
+        self.stats["requests_total"] += 1
+        if len(content) != 1:
+            self._reject(
+                envelope,
+                RequestRejected(
+                    ErrorCode.INVALID_REQUEST,
+                    f"expected exactly one frame holding a JSON object, got {len(content)} frames",
+                ),
+                b"".join(content)[:1024],
+                now,
+            )
+            return
+        body = content[0]
+        if len(body) > self.cfg.max_message_bytes:
+            self._reject(
+                envelope,
+                RequestRejected(
+                    ErrorCode.PAYLOAD_TOO_LARGE,
+                    f"request is {len(body)} bytes; the limit is {self.cfg.max_message_bytes} "
+                    "(broker.max_message_bytes / TACORE_MAX_MESSAGE_BYTES)",
+                ),
+                body[:1024],
+                now,
+            )
+            return
+        try:
+            req = parse_request(body)
+        except RequestRejected as exc:
+            self._reject(envelope, exc, body, now)
+            return
+
+        if self._draining:
+            self._reject(
+                envelope,
+                RequestRejected(
+                    ErrorCode.SHUTTING_DOWN,
+                    "the broker is shutting down; retry on another broker or in a moment",
+                    req.request_id,
+                    req.dialect,
+                ),
+                body,
+                now,
+                req.method,
+            )
+            return
+
+        if req.method in _BROKER_METHODS:
+            self._answer_locally(envelope, req, body, now)
+            return
+
+        if req.client_request_id:
+            pending = self.inflight.get(req.request_id)
+            if pending is not None:
+                if pending.req.method != req.method or pending.req.params != req.params:
+                    self._reject_reused_id(envelope, req, body, now)
+                    return
+                pending.envelopes.append(envelope)
+                self.stats["retries_joined"] += 1
+                return
+            cached = self.reply_cache.get(req.request_id, now)
+            if cached is not None:
+                _, reply, method, params = cached
+                if method != req.method or params != req.params:
+                    self._reject_reused_id(envelope, req, body, now)
+                    return
+                self.stats["retries_from_cache"] += 1
+                self._send_client(envelope, reply)
+                return
+
+        known = self.pool.known_methods()
+        if known and req.method not in known:
+            available = ", ".join(sorted(known | _BROKER_METHODS))
+            self._reject(
+                envelope,
+                RequestRejected(
+                    ErrorCode.METHOD_NOT_FOUND,
+                    f"unknown method {req.method!r}; available: {available}",
+                    req.request_id,
+                    req.dialect,
+                ),
+                body,
+                now,
+                req.method,
+            )
+            return
+
+        if len(self.queue) >= self.cfg.max_queue_size:
+            self._reject(
+                envelope,
+                RequestRejected(
+                    ErrorCode.OVERLOADED,
+                    f"{len(self.queue)} requests are already waiting (max_queue_size "
+                    f"{self.cfg.max_queue_size}); back off and retry",
+                    req.request_id,
+                    req.dialect,
+                ),
+                body,
+                now,
+                req.method,
+            )
+            return
+
+        try:
+            payload = orjson.dumps(
+                {
+                    "request_id": req.request_id,
+                    "method": req.method,
+                    "params": req.params,
+                    "dialect": req.dialect,
+                    "compat": self.cfg.compat,
+                    # Wall clock: the worker may be another process or host.
+                    "deadline": time.time() + req.timeout_ms / 1000.0 if req.timeout_ms else None,
+                }
+            )
+        except TypeError:  # orjson.JSONEncodeError: nesting beyond its 255-level limit
+            self._reject(
+                envelope,
+                RequestRejected(
+                    ErrorCode.INVALID_REQUEST,
+                    "params are nested too deeply (more than 255 levels)",
+                    req.request_id,
+                    req.dialect,
+                ),
+                body,
+                now,
+                req.method,
+            )
+            return
+        self._key_seq += 1
+        pending = _Pending(self._key_seq.to_bytes(8, "big"), req, envelope, body, now, payload)
+        if req.client_request_id:
+            self.inflight[req.request_id] = pending
+        self.queue.append(pending)
+        self._dispatch()
+
+    def _reject_reused_id(
+        self, envelope: list[bytes], req: ClientRequest, body: bytes, now: float
+    ) -> None:
+        self._reject(
+            envelope,
+            RequestRejected(
+                ErrorCode.INVALID_REQUEST,
+                f"request_id {req.request_id!r} is already used by a different request; "
+                "use a fresh request_id per request (retries reuse it with the same content)",
+                req.request_id,
+                req.dialect,
+            ),
+            body,
+            now,
+            req.method,
+        )
+
+    def _reject(
+        self,
+        envelope: list[bytes],
+        exc: RequestRejected,
+        raw: bytes,
+        now: float,
+        method: str | None = None,
+    ) -> None:
+        reply = build_error_reply(exc, exc.request_id, exc.dialect, self.cfg.compat, BROKER_ID)
+        self._send_client(envelope, reply)
+        self._account(method or "", False, exc.code.value, 0.0)
+        self._log(exc.request_id, method, BROKER_ID, raw, reply, 0.0, "error", exc.code.value, 0.0)
+
+    def _send_client(self, envelope: list[bytes], reply: bytes) -> None:
+        try:
+            self.frontend.send_multipart([*envelope, reply], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            # EHOSTUNREACH: the client went away; EAGAIN: it stopped reading (HWM).
+            # Either way its reply has nowhere to go; the broker must not block for it.
+            self.stats["replies_dropped"] += 1
+            log.debug("reply dropped: %s", exc)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _dispatch(self) -> None:
+        queue = self.queue
+        pool = self.pool
+        while queue and pool.idle:
+            pending = queue.popleft()
+            if pending.deadline is not None and pending.deadline <= time.monotonic():
+                self._deadline_exceeded(pending)
+                continue
+            worker = pool.take_idle()
+            if worker is None:  # pragma: no cover - guarded by the loop condition
+                queue.appendleft(pending)
+                return
+            self._send_to_worker(worker, pending)
+
+    def _send_to_worker(self, worker: WorkerRecord, pending: _Pending) -> None:
+        req = pending.req
+        try:
+            self.backend.send_multipart(
+                [worker.identity, b"", wp.PROTOCOL, wp.REQUEST, pending.key, pending.payload],
+                zmq.NOBLOCK,
+            )
+        except zmq.ZMQError as exc:
+            # The worker's connection is gone; evict it and try the request elsewhere.
+            log.warning("worker %s unreachable (%s); evicting", worker.worker_id, exc)
+            self.pool.remove(worker.identity)
+            self.stats["workers_evicted"] += 1
+            self.queue.appendleft(pending)
+            return
+        now = time.monotonic()
+        pending.attempts += 1
+        pending.worker = worker
+        pending.dispatched_at = now
+        worker.state = "busy"
+        worker.current_key = pending.key
+        worker.current_method = req.method
+        worker.current_since = now
+        self.dispatched[pending.key] = pending
+
+    def _deadline_exceeded(self, pending: _Pending) -> None:
+        waited = (time.monotonic() - pending.received) * 1000.0
+        exc = ServiceError(
+            ErrorCode.DEADLINE_EXCEEDED,
+            f"request waited {waited:.0f} ms in the queue, past its timeout_ms "
+            f"{pending.req.timeout_ms}; it was not started",
+        )
+        reply = build_error_reply(
+            exc, pending.req.request_id, pending.req.dialect, self.cfg.compat, BROKER_ID
+        )
+        self._finish(pending, reply, False, exc.code.value, BROKER_ID, 0.0)
+
+    def _expire_deadlines(self, now: float) -> None:
+        if not any(p.deadline is not None and p.deadline <= now for p in self.queue):
+            return
+        keep: deque[_Pending] = deque()
+        for pending in self.queue:
+            if pending.deadline is not None and pending.deadline <= now:
+                self._deadline_exceeded(pending)
+            else:
+                keep.append(pending)
+        self.queue = keep
+
+    def _finish(
+        self,
+        pending: _Pending,
+        reply: bytes,
+        ok: bool,
+        error_code: str | None,
+        worker_id: str,
+        processing_ms: float,
+    ) -> None:
+        req = pending.req
+        for envelope in pending.envelopes:
+            self._send_client(envelope, reply)
+        if req.client_request_id:
+            self.inflight.pop(req.request_id, None)
+            self.reply_cache.put(req.request_id, reply, req.method, req.params, time.monotonic())
+        wait_ms = (
+            (pending.dispatched_at - pending.received) * 1000.0 if pending.dispatched_at else 0.0
+        )
+        self._account(req.method, ok, error_code, processing_ms)
+        self._log(
+            req.request_id,
+            req.method,
+            worker_id,
+            pending.raw,
+            reply,
+            processing_ms,
+            "success" if ok else "error",
+            error_code,
+            wait_ms,
+        )
+
+    # ------------------------------------------------------------------ backend
+
+    def _drain_backend(self) -> None:
+        recv = self.backend.recv_multipart
+        for _ in range(_DRAIN_BATCH):
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self._on_worker_message(frames)
+        if self.queue:
+            self._dispatch()
+
+    def _on_worker_message(self, frames: list[bytes]) -> None:
+        if len(frames) < 4 or frames[1] != b"" or frames[2] != wp.PROTOCOL:
+            log.warning("malformed backend message (%d frames) ignored", len(frames))
+            return
+        identity, command = frames[0], frames[3]
+        now = time.monotonic()
+        if command == wp.REPLY:
+            self._on_reply(identity, frames, now)
+        elif command == wp.HEARTBEAT:
+            self._on_heartbeat(identity, frames, now)
+        elif command == wp.READY:
+            self._on_ready(identity, frames, now)
+        elif command == wp.DISCONNECT:
+            record = self.pool.workers.get(identity)
+            if record is not None:
+                log.info("worker %s disconnected", record.worker_id)
+                self._evict(record, "disconnected")
+        else:
+            log.warning("unknown worker command %r ignored", command)
+
+    def _on_ready(self, identity: bytes, frames: list[bytes], now: float) -> None:
+        try:
+            info = orjson.loads(frames[4]) if len(frames) > 4 else {}
+            if not isinstance(info, dict):
+                raise ValueError("info is not an object")
+        except (orjson.JSONDecodeError, ValueError):
+            log.warning("READY with unreadable info ignored")
+            return
+        previous = self.pool.workers.get(identity)
+        if previous is not None:
+            # Same identity registering again: it lost us and reconnected. Anything it was
+            # running is gone with its old session.
+            self._evict(previous, "re-registered")
+        record = WorkerRecord(
+            identity=identity,
+            worker_id=str(info.get("worker_id") or identity.decode(errors="replace")),
+            pid=info.get("pid"),
+            host=str(info.get("host") or ""),
+            methods=frozenset(m for m in info.get("methods", []) if isinstance(m, str)),
+            version=str(info.get("version") or ""),
+            started_at=str(info.get("started_at") or ""),
+        )
+        self.pool.add(record, now)
+        self.stats["workers_registered"] += 1
+        log.info("worker %s ready (pid %s, host %s)", record.worker_id, record.pid, record.host)
+        self._dispatch()
+
+    def _on_reply(self, identity: bytes, frames: list[bytes], now: float) -> None:
+        if len(frames) < 7:
+            log.warning("malformed REPLY ignored")
+            return
+        key, meta_raw, reply = frames[4], frames[5], frames[6]
+        worker = self.pool.workers.get(identity)
+        pending = self.dispatched.pop(key, None)
+        if worker is not None:
+            self.pool.touch(worker, now)
+            if worker.current_key == key:
+                if worker.state == "busy":
+                    self.pool.mark_idle(worker)
+                else:
+                    worker.current_key = None
+                    worker.current_method = None
+                    worker.current_since = None
+        else:
+            # A reply from a worker we had given up on: use the answer if it is still wanted,
+            # and tell the worker to register again.
+            self._send_worker_command(identity, wp.DISCONNECT)
+        if pending is None:
+            self.stats["stale_replies"] += 1
+            return
+        try:
+            meta = orjson.loads(meta_raw)
+        except orjson.JSONDecodeError:
+            meta = {}
+        ok = meta.get("status") == "success"
+        if worker is not None:
+            worker.served += 1
+            if not ok:
+                worker.failed += 1
+        worker_id = worker.worker_id if worker is not None else identity.decode(errors="replace")
+        self._finish(
+            pending,
+            reply,
+            ok,
+            meta.get("error_code"),
+            worker_id,
+            float(meta.get("processing_time_ms") or 0.0),
+        )
+
+    def _on_heartbeat(self, identity: bytes, frames: list[bytes], now: float) -> None:
+        if not identity.startswith(wp.HEARTBEAT_IDENTITY_PREFIX):
+            return  # heartbeats travel on the dedicated socket only
+        work_identity = identity[len(wp.HEARTBEAT_IDENTITY_PREFIX) :]
+        record = self.pool.workers.get(work_identity)
+        if record is None:
+            # Unknown worker (we restarted, or evicted it): ask it to register again.
+            self._send_worker_command(work_identity, wp.DISCONNECT)
+            return
+        self.pool.touch(record, now)
+        if len(frames) > 4 and frames[4]:
+            try:
+                stats = orjson.loads(frames[4])
+                if isinstance(stats, dict):
+                    record.stats = stats
+            except orjson.JSONDecodeError:
+                pass
+
+    def _send_worker_command(self, identity: bytes, command: bytes) -> None:
+        try:
+            self.backend.send_multipart([identity, b"", wp.PROTOCOL, command], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    def _heartbeat(self, now: float) -> None:
+        for record in self.pool.expired(now):
+            log.warning(
+                "worker %s missed %d heartbeats; evicting",
+                record.worker_id,
+                self.cfg.heartbeat_liveness,
+            )
+            self._evict(record, "heartbeat expired")
+        for identity in list(self.pool.workers):
+            self._send_worker_command(wp.heartbeat_identity(identity), wp.HEARTBEAT)
+        self.reply_cache.purge(now)
+
+    def _evict(self, record: WorkerRecord, reason: str) -> None:
+        self.pool.remove(record.identity)
+        self.stats["workers_evicted"] += 1
+        key = record.current_key
+        if key is None:
+            return
+        pending = self.dispatched.pop(key, None)
+        if pending is None:
+            return
+        if pending.attempts > self.cfg.max_redispatch:
+            exc = ServiceError(
+                ErrorCode.WORKER_LOST,
+                f"the worker running this request was lost ({reason}) {pending.attempts} times; "
+                "the request was not retried again",
+            )
+            reply = build_error_reply(
+                exc, pending.req.request_id, pending.req.dialect, self.cfg.compat, BROKER_ID
+            )
+            self._finish(pending, reply, False, exc.code.value, record.worker_id, 0.0)
+            return
+        log.warning(
+            "re-dispatching %s (%s) after losing worker %s (%s)",
+            pending.req.request_id,
+            pending.req.method,
+            record.worker_id,
+            reason,
+        )
+        self.stats["redispatched"] += 1
+        pending.worker = None
+        pending.dispatched_at = 0.0
+        self.queue.appendleft(pending)  # it has waited longest; it goes first
+        self._dispatch()
+
+    # ------------------------------------------------------------------ control
+
+    def _handle_control(self) -> None:
+        while True:
+            try:
+                msg = self.control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            command = msg[0]
+            if command == b"lost" and len(msg) > 1:
+                # The supervisor reaped a local worker process: no need to wait for heartbeats.
+                worker_id = msg[1].decode()
+                record = self.pool.find(worker_id)
+                if record is not None:
+                    self._evict(record, "process exited")
+            elif command == b"restarted":
+                self.stats["worker_restarts"] += 1
+            elif command == b"stop":
+                self._stop.set()
+
+    # ------------------------------------------------------------------ local methods
+
+    def _answer_locally(
+        self, envelope: list[bytes], req: ClientRequest, raw: bytes, now: float
+    ) -> None:
+        started = time.perf_counter()
+        detailed = bool(req.params.get("detailed")) if isinstance(req.params, dict) else False
+        data = self.health(detailed)
+        elapsed = (time.perf_counter() - started) * 1000.0
+        reply = build_reply(
+            req.request_id, req.dialect, self.cfg.compat, data, None, elapsed, BROKER_ID
+        )
+        self._send_client(envelope, reply)
+        self._account(req.method, True, None, elapsed)
+        self._log(req.request_id, req.method, BROKER_ID, raw, reply, elapsed, "success", None, 0.0)
+
+    def health(self, detailed: bool = False) -> dict[str, Any]:
+        now = time.monotonic()
+        alive = len(self.pool)
+        busy = self.pool.busy_count
+        stats = self.stats
+        cache_hits = cache_misses = 0
+        for record in self.pool.workers.values():
+            cache = record.stats.get("cache") or {}
+            cache_hits += int(cache.get("hits") or 0)
+            cache_misses += int(cache.get("misses") or 0)
+        data: dict[str, Any] = {
+            "status": "healthy" if alive else "degraded",
+            "service": "tacoreservice",
+            "version": __version__,
+            "host": self.hostname,
+            "uptime_s": round(now - self.started_mono, 3),
+            "started_at": utc_timestamp_from(self.started_at),
+            "draining": self._draining,
+            "workers": {"alive": alive, "busy": busy, "idle": len(self.pool.idle)},
+            "queue_depth": len(self.queue),
+            "in_flight": len(self.dispatched),
+            "max_queue_size": self.cfg.max_queue_size,
+            "requests": {
+                "total": stats["requests_total"],
+                "success": stats["replies_success"],
+                "error": stats["replies_error"],
+                "errors_by_code": dict(stats["errors_by_code"]),
+                "retries_joined": stats["retries_joined"],
+                "retries_from_cache": stats["retries_from_cache"],
+                "redispatched": stats["redispatched"],
+            },
+            "cache": {
+                "hits": cache_hits,
+                "misses": cache_misses,
+                "hit_rate": round(cache_hits / (cache_hits + cache_misses), 4)
+                if cache_hits + cache_misses
+                else None,
+            },
+            "worker_events": {
+                "registered": stats["workers_registered"],
+                "evicted": stats["workers_evicted"],
+                "restarts": stats["worker_restarts"],
+            },
+        }
+        if detailed:
+            data["worker_list"] = [w.describe(now) for w in self.pool.workers.values()]
+            data["methods"] = {
+                name: {
+                    "count": int(v[0]),
+                    "errors": int(v[1]),
+                    "avg_ms": round(v[2] / v[0], 3) if v[0] else None,
+                }
+                for name, v in sorted(self.method_stats.items())
+            }
+            data["request_log"] = self.request_log.stats() if self.request_log else None
+            data["reply_cache_entries"] = len(self.reply_cache)
+        return data
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _account(self, method: str, ok: bool, error_code: str | None, processing_ms: float) -> None:
+        stats = self.stats
+        if ok:
+            stats["replies_success"] += 1
+        else:
+            stats["replies_error"] += 1
+            stats["errors_by_code"][error_code or "UNKNOWN"] += 1
+        if method:
+            entry = self.method_stats.get(method)
+            if entry is None:
+                if len(self.method_stats) >= 512:  # unknown names must not grow this forever
+                    method = "<other>"
+                    entry = self.method_stats.setdefault(method, [0, 0, 0.0])
+                else:
+                    entry = self.method_stats[method] = [0, 0, 0.0]
+            entry[0] += 1
+            if not ok:
+                entry[1] += 1
+            entry[2] += processing_ms
+
+    def _log(
+        self,
+        request_id: str | None,
+        method: str | None,
+        worker_id: str,
+        raw: bytes,
+        reply: bytes,
+        processing_ms: float,
+        status: str,
+        error_code: str | None,
+        wait_ms: float,
+    ) -> None:
+        if self.request_log is None:
+            return
+        from tacoreservice.storage.request_log import RequestLogEntry
+
+        self.request_log.record(
+            RequestLogEntry(
+                request_id=request_id or "",
+                method=method or "",
+                worker_id=worker_id,
+                request_data=raw.decode("utf-8", errors="replace"),
+                response_data=reply.decode("utf-8", errors="replace"),
+                processing_time_ms=processing_ms,
+                status=status,
+                created_at=utc_timestamp(),
+                error_code=error_code,
+                client_id=None,
+                queue_wait_ms=wait_ms,
+            )
+        )
+
+    def _abandon_remaining(self) -> None:
+        """At exit, answer whatever is still waiting so no accepted request goes silent."""
+        leftovers = list(self.queue) + list(self.dispatched.values())
+        self.queue.clear()
+        self.dispatched.clear()
+        for pending in leftovers:
+            exc = ServiceError(
+                ErrorCode.SHUTTING_DOWN,
+                "the broker stopped before this request finished; retry",
+            )
+            reply = build_error_reply(
+                exc, pending.req.request_id, pending.req.dialect, self.cfg.compat, BROKER_ID
+            )
+            self._finish(pending, reply, False, exc.code.value, BROKER_ID, 0.0)
+
+    def _disconnect_workers(self) -> None:
+        for identity in list(self.pool.workers):
+            self._send_worker_command(identity, wp.DISCONNECT)
+
+
+def utc_timestamp_from(epoch: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

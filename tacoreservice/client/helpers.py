@@ -1,0 +1,77 @@
+"""Typed helpers per method, shared by the sync and async clients.
+
+Each helper builds the params and returns ``self.call(...)``: a value for the sync client,
+an awaitable for the async one, so the method list is written once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["MethodHelpers"]
+
+
+def _clean(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
+
+
+class MethodHelpers:
+    def call(self, method: str, params: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def health(self, detailed: bool = False) -> Any:
+        return self.call("health.check", {"detailed": detailed})
+
+    def get_market_data(
+        self,
+        symbol: str | None = None,
+        *,
+        symbols: list[str] | None = None,
+        timeframe: str | None = None,
+        history: int | None = None,
+        as_of: str | None = None,
+    ) -> Any:
+        return self.call(
+            "get.market_data",
+            _clean(
+                {
+                    "symbol": symbol,
+                    "symbols": symbols,
+                    "timeframe": timeframe,
+                    "history": history,
+                    "as_of": as_of,
+                }
+            ),
+        )
+
+    def scan_market(self, **params: Any) -> Any:
+        return self.call("scan.market", _clean(params))
+
+    def analyze_stock(self, symbol: str, **params: Any) -> Any:
+        return self.call("analyze.stock", _clean({"symbol": symbol, **params}))
+
+    def evaluate_risk(self, portfolio: dict[str, Any] | list[Any], **params: Any) -> Any:
+        return self.call("evaluate.risk", _clean({"portfolio": portfolio, **params}))
+
+    def execute_order(
+        self,
+        symbol: str,
+        action: str,
+        quantity: float,
+        *,
+        order_type: str = "market",
+        price: float | None = None,
+        request_id: str | None = None,
+        **params: Any,
+    ) -> Any:
+        body = _clean(
+            {
+                "symbol": symbol,
+                "action": action,
+                "quantity": quantity,
+                "order_type": order_type,
+                "price": price,
+                **params,
+            }
+        )
+        return self.call("execute.order", body, request_id=request_id)

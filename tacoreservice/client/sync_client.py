@@ -1,0 +1,130 @@
+"""Blocking client with the Lazy Pirate pattern (ZeroMQ guide, chapter 4).
+
+A REQ socket cannot recover from a lost reply, so after a timeout the socket is closed and
+rebuilt and the request is sent again with the same request_id; the broker joins or answers
+such retries without running the request twice. With several endpoints the client fails over
+to the next one on each retry.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import zmq
+
+from tacoreservice.client.errors import TACoreError, TACoreTimeout
+from tacoreservice.client.helpers import MethodHelpers
+
+__all__ = ["TACoreClient", "DEFAULT_ENDPOINT"]
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+
+
+class TACoreClient(MethodHelpers):
+    def __init__(
+        self,
+        endpoints: str | Sequence[str] = DEFAULT_ENDPOINT,
+        *,
+        timeout_ms: int = 5000,
+        retries: int = 3,
+        context: zmq.Context | None = None,
+    ):
+        self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        if not self.endpoints:
+            raise ValueError("at least one endpoint is needed, e.g. tcp://127.0.0.1:5555")
+        self.timeout_ms = timeout_ms
+        self.retries = retries
+        self._ctx = context or zmq.Context.instance()
+        self._index = 0
+        self._sock: zmq.Socket | None = None
+        self._lock = threading.Lock()
+
+    def _socket(self) -> zmq.Socket:
+        if self._sock is None:
+            sock = self._ctx.socket(zmq.REQ)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self.endpoints[self._index % len(self.endpoints)])
+            self._sock = sock
+        return self._sock
+
+    def _reset(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+        self._index += 1
+
+    def close(self) -> None:
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close(linger=0)
+                self._sock = None
+
+    def __enter__(self) -> TACoreClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send_raw(self, body: bytes, timeout_ms: int | None = None) -> dict[str, Any]:
+        """Send pre-built bytes once (no retry); for tests and tools."""
+        with self._lock:
+            sock = self._socket()
+            sock.send(body)
+            if not sock.poll(timeout_ms or self.timeout_ms):
+                self._reset()
+                raise TACoreTimeout(f"no reply within {timeout_ms or self.timeout_ms} ms")
+            reply: dict[str, Any] = orjson.loads(sock.recv())
+            return reply
+
+    def request(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        request_id: str | None = None,
+        timeout_ms: int | None = None,
+        retries: int | None = None,
+        deadline_ms: int | None = None,
+    ) -> dict[str, Any]:
+        """Send one request and return the whole reply (success or error)."""
+        message: dict[str, Any] = {
+            "request_id": request_id or uuid.uuid4().hex,
+            "method": method,
+            "params": params or {},
+        }
+        if deadline_ms is not None:
+            message["timeout_ms"] = deadline_ms
+        body = orjson.dumps(message)
+        timeout = timeout_ms or self.timeout_ms
+        attempts = 1 + (self.retries if retries is None else retries)
+        with self._lock:
+            for _ in range(attempts):
+                sock = self._socket()
+                sock.send(body)
+                if sock.poll(timeout):
+                    reply: dict[str, Any] = orjson.loads(sock.recv())
+                    return reply
+                self._reset()  # Lazy Pirate: a REQ socket that lost its reply is unusable
+        raise TACoreTimeout(
+            f"no reply to {method} (request_id {message['request_id']}) after {attempts} "
+            f"attempts of {timeout} ms each; endpoints: {', '.join(self.endpoints)}"
+        )
+
+    def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Send one request and return its ``data``; an error reply raises TACoreError."""
+        reply = self.request(method, params, **kwargs)
+        if reply.get("status") != "success":
+            error = reply.get("error") or {}
+            raise TACoreError(
+                str(error.get("code", "UNKNOWN")), str(error.get("message", reply)), reply
+            )
+        return reply.get("data")

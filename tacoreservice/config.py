@@ -1,0 +1,278 @@
+"""Layered, validated settings.
+
+Order of precedence (later wins): built-in defaults < config/config.yaml < environment
+variables < explicit overrides (CLI options). The environment variable names are fixed by
+DESIGN.md because deployment files of the wider system already set them; the YAML file uses
+the nested section names of :class:`Settings`.
+
+An invalid setting fails at start with :class:`ConfigError`, whose message names the setting
+and where its value came from, instead of surfacing later as an obscure runtime error.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = ["ConfigError", "Settings", "load_settings", "ENV_VARS"]
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the message names it and its source."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class BrokerSettings(_Section):
+    frontend_host: str = "127.0.0.1"
+    frontend_port: int = Field(5555, ge=1, le=65535)
+    backend_host: str = "127.0.0.1"
+    backend_port: int = Field(5560, ge=1, le=65535)
+    # BIND_ADDRESS (older deployments): a full endpoint such as tcp://0.0.0.0:5555 that replaces
+    # frontend_host/frontend_port when set.
+    bind_address: str | None = None
+    heartbeat_interval_ms: int = Field(1000, ge=50, le=60_000)
+    heartbeat_liveness: int = Field(3, ge=1, le=100)
+    max_queue_size: int = Field(100, ge=1, le=1_000_000)
+    reply_cache_ttl_s: float = Field(60.0, ge=0, le=86_400)
+    reply_cache_max_entries: int = Field(10_000, ge=0, le=10_000_000)
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024)
+    max_redispatch: int = Field(2, ge=0, le=10)
+    hwm: int = Field(1000, ge=1, le=1_000_000)
+    compat: bool = True
+    drain_timeout_s: float = Field(10.0, ge=0, le=600)
+
+    @field_validator("bind_address")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        parsed = urlparse(v)
+        if parsed.scheme not in ("tcp", "ipc", "inproc"):
+            raise ValueError(f"expected an endpoint like tcp://0.0.0.0:5555, got {v!r}")
+        return v
+
+    @property
+    def frontend_endpoint(self) -> str:
+        return self.bind_address or f"tcp://{self.frontend_host}:{self.frontend_port}"
+
+    @property
+    def backend_endpoint(self) -> str:
+        return f"tcp://{self.backend_host}:{self.backend_port}"
+
+    @property
+    def heartbeat_expiry_s(self) -> float:
+        return self.heartbeat_interval_ms * self.heartbeat_liveness / 1000.0
+
+
+class WorkerSettings(_Section):
+    count: int = Field(4, ge=0, le=256)
+    # Where a worker connects; empty means the local broker's backend endpoint.
+    broker_endpoint: str | None = None
+    reconnect_initial_ms: int = Field(250, ge=10, le=60_000)
+    reconnect_max_ms: int = Field(8000, ge=10, le=600_000)
+    # Extra modules whose import registers more methods (plugins, and test-only methods).
+    plugins: list[str] = Field(default_factory=list)
+    max_params_depth: int = Field(32, ge=1, le=512)
+
+
+class DatabaseSettings(_Section):
+    path: str = "data/tacoreservice.db"
+
+
+class RequestLogSettings(_Section):
+    enabled: bool = True
+    batch_size: int = Field(500, ge=1, le=100_000)
+    flush_interval_ms: int = Field(200, ge=10, le=60_000)
+    retention_days: float = Field(30.0, ge=0, le=3650)
+    max_body_bytes: int = Field(65_536, ge=0, le=64 * 1024 * 1024)
+
+
+class CacheSettings(_Section):
+    redis_url: str | None = None
+    lru_max_entries: int = Field(2048, ge=1, le=10_000_000)
+    market_data_ttl_s: float = Field(60.0, ge=0, le=86_400)
+    key_prefix: str = "tacore:"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        if urlparse(v).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"expected redis://host:port/db, got {v!r}")
+        return v
+
+
+class MarketDataSettings(_Section):
+    provider: str = "bundled"
+    # Optional folder that replaces the bundled data (same layout as the package's bundled/).
+    data_dir: str | None = None
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    dir: str = "logs"
+    config_file: str | None = None
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
+class Settings(_Section):
+    env: str = "development"
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    request_log: RequestLogSettings = Field(default_factory=RequestLogSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    market_data: MarketDataSettings = Field(default_factory=MarketDataSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    def public_summary(self) -> dict[str, Any]:
+        """The settings without anything secret (the Redis URL may carry a password)."""
+        data = self.model_dump()
+        if data["cache"]["redis_url"]:
+            u = urlparse(data["cache"]["redis_url"])
+            data["cache"]["redis_url"] = f"{u.scheme}://{u.hostname or ''}:{u.port or ''}"
+        return data
+
+
+# Environment variable -> dotted setting. Names fixed by DESIGN.md, plus TACORE_* for the rest.
+ENV_VARS: dict[str, str] = {
+    "TACORESERVICE_ENV": "env",
+    "TACORESERVICE_LOG_LEVEL": "logging.level",
+    "REDIS_URL": "cache.redis_url",
+    "DATABASE_PATH": "database.path",
+    "WORKER_COUNT": "worker.count",
+    "ZMQ_FRONTEND_PORT": "broker.frontend_port",
+    "ZMQ_BACKEND_PORT": "broker.backend_port",
+    "API_PORT": "api.port",
+    "BIND_ADDRESS": "broker.bind_address",
+    "TACORE_FRONTEND_HOST": "broker.frontend_host",
+    "TACORE_BACKEND_HOST": "broker.backend_host",
+    "TACORE_BROKER_ENDPOINT": "worker.broker_endpoint",
+    "TACORE_HEARTBEAT_INTERVAL_MS": "broker.heartbeat_interval_ms",
+    "TACORE_HEARTBEAT_LIVENESS": "broker.heartbeat_liveness",
+    "TACORE_MAX_QUEUE_SIZE": "broker.max_queue_size",
+    "TACORE_REPLY_CACHE_TTL_S": "broker.reply_cache_ttl_s",
+    "TACORE_MAX_MESSAGE_BYTES": "broker.max_message_bytes",
+    "TACORE_COMPAT": "broker.compat",
+    "TACORE_PLUGINS": "worker.plugins",
+    "TACORE_LOG_DIR": "logging.dir",
+    "TACORE_MARKET_DATA_PROVIDER": "market_data.provider",
+    "TACORE_MARKET_DATA_DIR": "market_data.data_dir",
+    "TACORE_REQUEST_LOG_RETENTION_DAYS": "request_log.retention_days",
+}
+
+_LIST_SETTINGS = {"worker.plugins"}
+
+
+def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = target
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def default_config_path() -> Path | None:
+    explicit = os.environ.get("TACORE_CONFIG")
+    if explicit:
+        return Path(explicit)
+    candidate = Path("config/config.yaml")
+    return candidate if candidate.is_file() else None
+
+
+def load_settings(
+    config_path: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from defaults, the YAML file, the environment and overrides.
+
+    ``overrides`` takes dotted keys (``{"worker.count": 2}``), as the CLI passes them.
+    """
+    environ = os.environ if env is None else env
+    sources: dict[str, str] = {}
+    data: dict[str, Any] = {}
+
+    path = Path(config_path) if config_path else default_config_path()
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(
+                f"config file {path} does not exist (set by TACORE_CONFIG or --config)"
+            )
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        # The file may carry sections that belong to other parts (security, trading);
+        # only the sections Settings knows are validated here.
+        known = {k: v for k, v in loaded.items() if k in Settings.model_fields}
+        data = _merge(data, known)
+        for section, value in known.items():
+            if isinstance(value, dict):
+                for key in value:
+                    sources[f"{section}.{key}"] = f"file {path}"
+            else:
+                sources[section] = f"file {path}"
+
+    for var, dotted in ENV_VARS.items():
+        raw = environ.get(var)
+        if raw is None or raw == "":
+            continue
+        env_value: Any = raw
+        if dotted in _LIST_SETTINGS:
+            env_value = [item.strip() for item in raw.split(",") if item.strip()]
+        _set_dotted(data, dotted, env_value)
+        sources[dotted] = f"environment variable {var}"
+
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        _set_dotted(data, dotted, value)
+        sources[dotted] = "command-line option"
+
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            dotted = ".".join(str(p) for p in err["loc"])
+            origin = sources.get(dotted, "default")
+            problems.append(
+                f"invalid setting {dotted} = {err.get('input')!r} ({origin}): {err['msg']}"
+            )
+        raise ConfigError("; ".join(problems)) from None

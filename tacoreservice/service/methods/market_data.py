@@ -1,0 +1,251 @@
+"""``get.market_data``: a quote-style summary (and optional history) of one or many symbols.
+
+"Now" is the last bar in the data unless ``as_of`` is given, so the same request always gives
+the same answer; that is also what makes the answer safe to cache for
+``cache.market_data_ttl_s`` under a key built from the canonical params.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+
+from tacoreservice.market_data.provider import Bars, parse_as_of
+from tacoreservice.market_data.symbols import SymbolInfo, normalize_symbol, normalize_timeframe
+from tacoreservice.protocol.errors import DataUnavailable, InvalidParams, ServiceError
+from tacoreservice.service.registry import MethodContext, method
+
+__all__ = ["MarketDataParams", "get_market_data", "summarize"]
+
+log = logging.getLogger(__name__)
+
+_PRICE_DECIMALS = 6
+_PCT_DECIMALS = 4
+_INTRADAY = ("1h", "4h")
+_YEAR = np.timedelta64(365, "D")
+
+
+class MarketDataParams(BaseModel):
+    # Client generations add their own keys (market, scan_type, ...); ignoring them keeps
+    # those clients working.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    symbol: str | None = Field(None, max_length=64)
+    symbols: list[str] | None = Field(None, min_length=1, max_length=200)
+    timeframe: str = Field(
+        "1d", max_length=16, validation_alias=AliasChoices("timeframe", "interval")
+    )
+    as_of: str | None = Field(None, max_length=40)
+    history: int = Field(0, ge=0, le=5000)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> MarketDataParams:
+        if (self.symbol is None) == (self.symbols is None):
+            got = "both" if self.symbol is not None else "neither"
+            raise ValueError(
+                f"give exactly one of 'symbol' (a ticker) or 'symbols' (a list of 1..200 "
+                f"tickers); got {got}"
+            )
+        return self
+
+
+def _f(x: float, decimals: int = _PRICE_DECIMALS) -> float | None:
+    x = float(x)
+    return round(x, decimals) if math.isfinite(x) else None
+
+
+def _times(t: np.ndarray, timeframe: str) -> list[str]:
+    if timeframe in _INTRADAY:
+        return [f"{s}Z" for s in np.datetime_as_string(t, unit="s")]
+    return [str(s) for s in np.datetime_as_string(t, unit="D")]
+
+
+def _column(a: np.ndarray) -> list[float | None]:
+    values: list[float | None] = np.round(a, _PRICE_DECIMALS).tolist()
+    if not np.isfinite(a).all():
+        values = [v if v is not None and math.isfinite(v) else None for v in values]
+    return values
+
+
+def summarize(info: SymbolInfo, bars: Bars, history: int, source: str) -> dict[str, Any]:
+    """The answer for one symbol from its point-in-time bars."""
+    n = len(bars)
+    last = n - 1
+    close = float(bars.close[last])
+    prev = float(bars.close[last - 1]) if n > 1 else math.nan
+    change = close - prev
+    change_pct = change / prev * 100.0 if prev else math.nan
+    t_last = bars.time[last]
+    start = int(np.searchsorted(bars.time, t_last - _YEAR, side="right"))
+    recent_vol = bars.volume[max(n - 20, 0) :]
+    finite_vol = recent_vol[np.isfinite(recent_vol)]
+    out: dict[str, Any] = {
+        "symbol": info.symbol,
+        "market": info.market,
+        "kind": info.kind,
+        "name": info.name,
+        "exchange": info.exchange,
+        "currency": info.currency,
+        "timeframe": bars.timeframe,
+        "as_of": _times(bars.time[last:], bars.timeframe)[0],
+        "price": _f(close),
+        "open": _f(bars.open[last]),
+        "high": _f(bars.high[last]),
+        "low": _f(bars.low[last]),
+        "close": _f(close),
+        "volume": _f(bars.volume[last]),
+        "change": _f(change),
+        "change_pct": _f(change_pct, _PCT_DECIMALS),
+        "high_52w": _f(np.max(bars.high[start:])),
+        "low_52w": _f(np.min(bars.low[start:])),
+        "avg_volume_20": _f(finite_vol.mean(), 2) if finite_vol.size else None,
+        "bars_available": n,
+        "partial_bar_dropped": bool(bars.partial_bar_dropped),
+        "source": source,
+        "adjustment": info.adjustment,
+        "volume_unit": info.volume_unit,
+    }
+    if history > 0:
+        h = bars.tail(history)
+        out["history"] = [
+            {"time": t, "open": o, "high": hi, "low": lo, "close": c, "volume": v}
+            for t, o, hi, lo, c, v in zip(
+                _times(h.time, h.timeframe),
+                _column(h.open),
+                _column(h.high),
+                _column(h.low),
+                _column(h.close),
+                _column(h.volume),
+                strict=True,
+            )
+        ]
+    return out
+
+
+def _cache_get(ctx: MethodContext, key: str) -> Any | None:
+    try:
+        raw = ctx.cache.get(key)
+    except Exception:  # a cache outage must not fail a request the data can answer
+        log.warning("market data cache read failed for %s", key, exc_info=True)
+        return None
+    if raw is None:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _cache_set(ctx: MethodContext, key: str, value: Any, ttl_s: float) -> None:
+    try:
+        ctx.cache.set(key, orjson.dumps(value), ttl_s)
+    except Exception:
+        log.warning("market data cache write failed for %s", key, exc_info=True)
+
+
+def _canonical_symbols(raw: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Canonical symbols in request order without duplicates, and the unparseable ones."""
+    out: list[str] = []
+    bad: list[dict[str, Any]] = []
+    for item in raw:
+        try:
+            canonical = normalize_symbol(item)
+        except InvalidParams as exc:
+            bad.append({"symbol": item, "error": exc.message, "suggestions": []})
+            continue
+        if canonical not in out:
+            out.append(canonical)
+    return out, bad
+
+
+def _resolve_all(
+    ctx: MethodContext, symbols: list[str], bad: list[dict[str, Any]]
+) -> list[SymbolInfo]:
+    """Resolve every symbol, or fail once naming all bad ones (a client fixes them together)."""
+    infos: list[SymbolInfo] = []
+    bad = list(bad)
+    for sym in symbols:
+        try:
+            infos.append(ctx.market_data.resolve(sym))
+        except InvalidParams as exc:
+            suggestions = list((exc.details or {}).get("suggestions", []))
+            bad.append({"symbol": sym, "error": exc.message, "suggestions": suggestions})
+    if bad:
+        parts = [
+            f"{b['symbol']!r} (did you mean {' or '.join(b['suggestions'])}?)"
+            if b["suggestions"]
+            else f"{b['symbol']!r} ({b['error']})"
+            for b in bad
+        ]
+        raise InvalidParams(
+            f"unknown or invalid symbols: {', '.join(parts)}",
+            {"symbols": bad, "bad_symbols": [b["symbol"] for b in bad]},
+        )
+    return infos
+
+
+@method("get.market_data", MarketDataParams)
+def get_market_data(params: MarketDataParams, ctx: MethodContext) -> dict[str, Any]:
+    """Latest bar, change, 52-week range and optional history of one or many symbols."""
+    single = params.symbol is not None
+    timeframe = normalize_timeframe(params.timeframe)
+    as_of = parse_as_of(params.as_of)
+    bad: list[dict[str, Any]] = []
+    if single:
+        symbols = [normalize_symbol(params.symbol or "")]
+    else:
+        symbols, bad = _canonical_symbols(params.symbols or [])
+
+    key_params: dict[str, Any] = {
+        "provider": ctx.settings.market_data.provider,
+        "symbol" if single else "symbols": symbols[0] if single else symbols,
+        "timeframe": timeframe,
+        "as_of": as_of.text if as_of is not None else None,
+        "history": params.history,
+    }
+    key = "md:" + orjson.dumps(key_params, option=orjson.OPT_SORT_KEYS).decode()
+    ttl = float(ctx.settings.cache.market_data_ttl_s)
+    if ttl > 0 and not bad:
+        cached = _cache_get(ctx, key)
+        if cached is not None:
+            return dict(cached)
+
+    provider = ctx.market_data
+    # A single symbol's own resolve error already carries the suggestions.
+    infos = [provider.resolve(symbols[0])] if single else _resolve_all(ctx, symbols, bad)
+
+    results: dict[str, dict[str, Any]] = {}
+    unavailable: list[ServiceError] = []
+    for info in infos:
+        try:
+            bars = provider.bars(info.symbol, timeframe, as_of)
+        except DataUnavailable as exc:
+            if single:
+                raise
+            unavailable.append(exc)
+            continue
+        except InvalidParams:
+            if single:
+                raise
+            bad_tf = [i for i in infos if timeframe not in i.timeframes]
+            listed = ", ".join(f"{i.symbol} (available: {', '.join(i.timeframes)})" for i in bad_tf)
+            raise InvalidParams(
+                f"timeframe {timeframe} is not available for {listed}",
+                {"timeframe": timeframe, "symbols": [i.symbol for i in bad_tf]},
+            ) from None
+        results[info.symbol] = summarize(info, bars, params.history, provider.name)
+    if unavailable:
+        raise DataUnavailable(
+            "; ".join(e.message for e in unavailable),
+            {"symbols": [(e.details or {}).get("symbol") for e in unavailable]},
+        )
+
+    answer = results[infos[0].symbol] if single else {"market_data": results, "count": len(results)}
+    if ttl > 0:
+        _cache_set(ctx, key, answer, ttl)
+    return answer

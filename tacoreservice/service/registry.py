@@ -1,0 +1,131 @@
+"""The method registry: one function per method, each with a pydantic params model.
+
+This is the transport-agnostic business layer. ZeroMQ workers, the CLI and (later) the HTTP
+API all call :func:`call_method`; none of them knows how a method is computed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from tacoreservice.protocol.errors import ErrorCode, ServiceError
+
+if TYPE_CHECKING:
+    from tacoreservice.cache import Cache
+    from tacoreservice.config import Settings
+    from tacoreservice.market_data import MarketDataProvider
+
+__all__ = ["MethodContext", "MethodSpec", "method", "registry", "call_method", "load_plugins"]
+
+P = TypeVar("P", bound=BaseModel)
+Handler = Callable[[Any, "MethodContext"], Any]
+
+
+@dataclass
+class MethodContext:
+    """What a handler may use besides its params. Built once per worker process."""
+
+    settings: Settings
+    cache: Cache
+    worker_id: str = "local"
+    request_id: str = ""
+    deadline: float | None = None  # time.time() by which the caller stops waiting
+    _provider: MarketDataProvider | None = field(default=None, repr=False)
+
+    @property
+    def market_data(self) -> MarketDataProvider:
+        if self._provider is None:
+            from tacoreservice.market_data import load_provider
+
+            self._provider = load_provider(self.settings.market_data)
+        return self._provider
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    params_model: type[BaseModel]
+    handler: Handler
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+
+
+class MethodRegistry:
+    def __init__(self) -> None:
+        self._methods: dict[str, MethodSpec] = {}
+
+    def register(self, spec: MethodSpec) -> None:
+        for name in (spec.name, *spec.aliases):
+            existing = self._methods.get(name)
+            if existing is not None and existing.handler is not spec.handler:
+                raise ValueError(f"method {name!r} is registered twice")
+            self._methods[name] = spec
+
+    def get(self, name: str) -> MethodSpec | None:
+        return self._methods.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._methods)
+
+
+registry = MethodRegistry()
+
+
+def method(
+    name: str, params_model: type[P], *, aliases: tuple[str, ...] = (), description: str = ""
+) -> Callable[[Callable[[P, MethodContext], Any]], Callable[[P, MethodContext], Any]]:
+    """Register ``fn(params, ctx) -> data`` as the handler of ``name``."""
+
+    def decorate(fn: Callable[[P, MethodContext], Any]) -> Callable[[P, MethodContext], Any]:
+        doc = description or (fn.__doc__ or "").strip().split("\n")[0]
+        registry.register(MethodSpec(name, params_model, fn, aliases, doc))
+        return fn
+
+    return decorate
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "params"
+
+
+def validate_params(spec: MethodSpec, params: dict[str, Any]) -> BaseModel:
+    try:
+        return spec.params_model.model_validate(params)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        fields = [
+            {"field": _field_path(e["loc"]), "message": e["msg"], "type": e["type"]} for e in errors
+        ]
+        first = fields[0]
+        more = f" (and {len(fields) - 1} more)" if len(fields) > 1 else ""
+        raise ServiceError(
+            ErrorCode.INVALID_PARAMS,
+            f"{spec.name}: invalid params.{first['field']}: {first['message']}{more}",
+            {"errors": fields},
+        ) from None
+
+
+def call_method(name: str, params: dict[str, Any], ctx: MethodContext) -> Any:
+    """Validate ``params`` and run the method; raises :class:`ServiceError` on bad input."""
+    spec = registry.get(name)
+    if spec is None:
+        raise ServiceError(
+            ErrorCode.METHOD_NOT_FOUND,
+            f"unknown method {name!r}; available: {', '.join(registry.names())}",
+        )
+    model = validate_params(spec, params)
+    return spec.handler(model, ctx)
+
+
+_BUILTIN_METHOD_MODULES = ("tacoreservice.service.methods.market_data",)
+
+
+def load_plugins(extra: list[str] | tuple[str, ...] = ()) -> None:
+    """Import the built-in method modules and any plugin modules (which register on import)."""
+    for module in (*_BUILTIN_METHOD_MODULES, *extra):
+        importlib.import_module(module)

@@ -1,0 +1,93 @@
+"""Process wiring shared by the entry points: broker (+ supervised workers) and lone workers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import Any
+
+from tacoreservice.config import Settings, load_settings
+
+__all__ = ["settings_for_process", "run_service", "run_worker"]
+
+log = logging.getLogger("tacoreservice")
+
+
+def settings_for_process(
+    overrides: dict[str, Any] | None = None, config_path: str | None = None
+) -> Settings:
+    """Settings for this process; a supervised worker inherits its parent's exact settings."""
+    inherited = os.environ.get("TACORE_SETTINGS_JSON")
+    if inherited:
+        return Settings.model_validate_json(inherited)
+    return load_settings(config_path, overrides=overrides)
+
+
+def _local_connect_endpoint(settings: Settings) -> str:
+    host = settings.broker.backend_host
+    if host in ("0.0.0.0", "*", ""):
+        host = "127.0.0.1"
+    return f"tcp://{host}:{settings.broker.backend_port}"
+
+
+def run_service(settings: Settings, with_workers: bool = True) -> int:
+    """Run the broker, and with ``with_workers`` the supervised local workers, until signalled."""
+    from tacoreservice.broker.broker import CONTROL_ENDPOINT, Broker
+    from tacoreservice.logging_setup import setup_logging
+    from tacoreservice.worker_runtime.supervisor import Supervisor
+
+    setup_logging(settings, "service")
+    broker = Broker(settings)
+    try:
+        broker.bind()
+    except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint
+        log.error("cannot bind the broker: %s", exc)
+        return 2
+    supervisor = None
+    if with_workers and settings.worker.count > 0:
+        supervisor = Supervisor(
+            settings,
+            settings.worker.count,
+            _local_connect_endpoint(settings),
+            broker.ctx,
+            CONTROL_ENDPOINT,
+        )
+
+    signals_seen = 0
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            log.warning("second signal: stopping now")
+            if supervisor is not None:
+                supervisor.kill_all()
+            os._exit(130)
+        log.info("signal %d: draining, then stopping", signum)
+        if supervisor is not None:
+            supervisor.stop_respawning()
+        broker.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if supervisor is not None:
+        supervisor.start()
+    try:
+        broker.run()
+    finally:
+        if supervisor is not None:
+            supervisor.stop(timeout=settings.broker.drain_timeout_s)
+    return 0
+
+
+def run_worker(
+    settings: Settings, worker_id: str | None = None, endpoint: str | None = None
+) -> int:
+    from tacoreservice.logging_setup import setup_logging
+    from tacoreservice.worker_runtime.worker import Worker
+
+    setup_logging(settings, os.environ.get("TACORE_LOG_ROLE", "worker"))
+    worker = Worker(settings, worker_id=worker_id, endpoint=endpoint)
+    worker.install_signal_handlers()
+    return worker.run()

@@ -1,0 +1,208 @@
+"""The service's SQLite database: connection settings and versioned schema.
+
+Every part that stores something (request log, orders, positions, jobs) opens its own
+connection with :func:`open_database`; a connection is used by the thread that opened it, so
+no ``check_same_thread=False`` sharing. Several processes (broker, workers) use the same file,
+which is why the file runs in WAL mode (readers never block the writer) with a busy timeout.
+
+The schema is a list of forward-only migrations, tracked in ``PRAGMA user_version``. To change
+the schema, append one ``(next_version, SQL)`` line to :data:`MIGRATIONS`; never edit a step
+that has shipped, because existing files have already applied it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "BUSY_TIMEOUT_MS",
+    "SchemaVersionError",
+    "MigrationError",
+    "open_database",
+    "migrate",
+    "schema_version",
+]
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 5000
+
+_REQUEST_LOGS_V1 = """
+CREATE TABLE IF NOT EXISTS request_logs (
+    id                 INTEGER PRIMARY KEY,
+    request_id         TEXT,
+    method             TEXT,
+    worker_id          TEXT,
+    request_data       TEXT,
+    response_data      TEXT,
+    processing_time_ms REAL,
+    status             TEXT,
+    created_at         TEXT,
+    error_code         TEXT,
+    client_id          TEXT,
+    queue_wait_ms      REAL
+);
+CREATE INDEX IF NOT EXISTS idx_request_logs_created_at ON request_logs(created_at);
+CREATE INDEX IF NOT EXISTS idx_request_logs_request_id ON request_logs(request_id);
+CREATE INDEX IF NOT EXISTS idx_request_logs_method ON request_logs(method);
+CREATE INDEX IF NOT EXISTS idx_request_logs_status ON request_logs(status);
+"""
+
+# (version, SQL) steps, versions 1, 2, 3, ... in order. Append only.
+MIGRATIONS: list[tuple[int, str]] = [
+    (1, _REQUEST_LOGS_V1),
+]
+
+
+def _check_migrations(migrations: Sequence[tuple[int, str]]) -> int:
+    for expected, (version, _sql) in enumerate(migrations, start=1):
+        if version != expected:
+            raise ValueError(
+                f"migration versions must be 1, 2, 3, ... in order; found {version} at "
+                f"position {expected}"
+            )
+    return len(migrations)
+
+
+SCHEMA_VERSION = _check_migrations(MIGRATIONS)
+
+
+class SchemaVersionError(RuntimeError):
+    """The database file was written by a newer TACoreService than this one."""
+
+
+class MigrationError(RuntimeError):
+    """A migration step failed; the file is left at the last version that fully applied."""
+
+
+def _split_statements(sql: str) -> list[str]:
+    # executescript() would commit our BEGIN IMMEDIATE transaction first (Python 3.11), so
+    # statements run one by one. complete_statement() keeps semicolons inside string
+    # literals and trigger bodies where they belong.
+    statements: list[str] = []
+    current = ""
+    for piece in sql.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \t\r\n;"):
+                statements.append(current.strip())
+            current = ""
+    if current.strip(" \t\r\n;"):
+        statements.append(current.strip().rstrip(";"))
+    return statements
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _refuse_newer(version: int, known: int, where: str) -> None:
+    if version > known:
+        raise SchemaVersionError(
+            f"database {where} has schema version {version}, but this TACoreService only knows "
+            f"versions up to {known}: it was written by a newer release. Upgrade TACoreService "
+            f"(pip install -U tacoreservice) or point DATABASE_PATH at another file."
+        )
+
+
+def migrate(
+    conn: sqlite3.Connection,
+    migrations: Sequence[tuple[int, str]] = MIGRATIONS,
+    *,
+    where: str = "",
+) -> int:
+    """Apply the pending steps of ``migrations``; return the resulting schema version.
+
+    Safe when several processes open a new file at once: ``BEGIN IMMEDIATE`` takes the write
+    lock before the version is read, so exactly one process applies each step and the others
+    see the new version once they get the lock.
+    """
+    known = _check_migrations(migrations)
+    current = schema_version(conn)
+    _refuse_newer(current, known, where)
+    if current == known:
+        return current
+
+    saved_isolation = conn.isolation_level
+    conn.isolation_level = None  # explicit transaction control below
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = schema_version(conn)
+            _refuse_newer(current, known, where)
+            for version, sql in migrations[current:]:
+                try:
+                    for statement in _split_statements(sql):
+                        conn.execute(statement)
+                except sqlite3.Error as exc:
+                    raise MigrationError(
+                        f"migration {version} of database {where} failed: {exc}"
+                    ) from exc
+                # PRAGMA cannot take a bound parameter; version is an int we control.
+                conn.execute(f"PRAGMA user_version = {int(version)}")
+                log.info("database %s migrated to schema version %d", where, version)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.isolation_level = saved_isolation
+    return schema_version(conn)
+
+
+def _set_wal(conn: sqlite3.Connection, where: str) -> None:
+    # Switching to WAL needs a moment of exclusive access; when another process is doing the
+    # same on a new file SQLite may answer SQLITE_BUSY without calling the busy handler.
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000.0
+    delay = 0.005
+    while True:
+        try:
+            mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+    if mode not in ("wal", "memory"):
+        log.warning("database %s: could not switch to WAL journal mode (got %s)", where, mode)
+
+
+def open_database(
+    path: str | Path,
+    *,
+    migrations: Sequence[tuple[int, str]] = MIGRATIONS,
+) -> sqlite3.Connection:
+    """Open (creating if needed) the database at ``path`` with the schema up to date.
+
+    Raises :class:`SchemaVersionError` when the file comes from a newer release, and
+    :class:`MigrationError` when a step fails. The connection belongs to the calling thread.
+    """
+    where = str(path)
+    in_memory = where == ":memory:" or where.startswith("file::memory:")
+    if not in_memory:
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        where = str(Path(path).expanduser())
+    conn = sqlite3.connect(where, timeout=BUSY_TIMEOUT_MS / 1000.0)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Refuse a newer file before touching it, not even its journal mode.
+        _refuse_newer(schema_version(conn), _check_migrations(migrations), where)
+        _set_wal(conn, where)
+        # NORMAL in WAL mode: a power cut may lose the last commits but never corrupts.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        migrate(conn, migrations, where=where)
+    except BaseException:
+        conn.close()
+        raise
+    return conn

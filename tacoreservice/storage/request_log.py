@@ -1,0 +1,551 @@
+"""The request log: every request the broker answers, written to ``request_logs`` off the hot path.
+
+The broker's loop must never wait for the disk, so :meth:`RequestLogWriter.record` only appends
+to an in-memory deque; a background thread owns the SQLite connection and writes batches with
+one ``executemany`` per transaction. When the disk cannot keep up (or is broken) the backlog is
+bounded: the oldest entries are dropped and counted, so memory stays flat and the loss is
+visible in :meth:`RequestLogWriter.stats` instead of as an out-of-memory crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tacoreservice.config import RequestLogSettings
+from tacoreservice.storage.database import SchemaVersionError, open_database
+
+__all__ = [
+    "RequestLogEntry",
+    "RequestLogWriter",
+    "query_request_logs",
+    "count_request_logs",
+    "purge_request_logs",
+    "utc_now_iso",
+    "to_iso_utc",
+    "TRUNCATION_MARKER",
+]
+
+log = logging.getLogger(__name__)
+
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+# Appended to a cut body; the numbers let an operator see how much was lost.
+TRUNCATION_MARKER = "...[truncated: {kept} of {total} bytes kept]"
+
+_COLUMNS = (
+    "request_id",
+    "method",
+    "worker_id",
+    "request_data",
+    "response_data",
+    "processing_time_ms",
+    "status",
+    "created_at",
+    "error_code",
+    "client_id",
+    "queue_wait_ms",
+)
+_INSERT_SQL = (
+    f"INSERT INTO request_logs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+)
+_SELECT_COLUMNS = "id, " + ", ".join(_COLUMNS)
+
+
+def utc_now_iso() -> str:
+    """Now as ISO-8601 UTC text with microseconds, e.g. ``2026-11-21T10:00:00.123456Z``.
+
+    The fixed width makes text order equal time order, which retention and the ``since`` /
+    ``until`` filters rely on.
+    """
+    return datetime.now(UTC).strftime(ISO_FORMAT)
+
+
+def to_iso_utc(value: str | datetime) -> str:
+    """Normalise a datetime or ISO-8601 text to the stored form (naive values are UTC)."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"expected an ISO-8601 date/time, got {value!r}") from exc
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime(ISO_FORMAT)
+
+
+Body = str | bytes | dict[str, Any] | list[Any] | None
+
+
+@dataclass(slots=True)
+class RequestLogEntry:
+    """One row of ``request_logs``.
+
+    Bodies may be given as received (``bytes`` frames, or parsed JSON): decoding, encoding and
+    truncation happen on the writer thread, not on the broker's hot path.
+    """
+
+    request_id: str | None
+    method: str | None
+    worker_id: str | None
+    request_data: Body
+    response_data: Body
+    processing_time_ms: float | None
+    status: str | None
+    created_at: str = field(default_factory=utc_now_iso)
+    error_code: str | None = None
+    client_id: str | None = None
+    queue_wait_ms: float | None = None
+
+
+def _body_text(body: Body, max_bytes: int) -> str | None:
+    if body is None:
+        return None
+    if isinstance(body, bytes | bytearray | memoryview):
+        raw = bytes(body)
+    else:
+        text = (
+            body
+            if isinstance(body, str)
+            else json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)
+        )
+        # Cheap exit for the common case: a short text cannot exceed the limit.
+        if len(text) * 4 <= max_bytes:
+            return text
+        raw = text.encode("utf-8", errors="replace")
+    if len(raw) <= max_bytes:
+        return raw.decode("utf-8", errors="replace")
+    # errors="ignore" drops a multi-byte character cut in half at the boundary.
+    kept = raw[:max_bytes].decode("utf-8", errors="ignore")
+    return kept + TRUNCATION_MARKER.format(kept=len(kept.encode("utf-8")), total=len(raw))
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else value if isinstance(value, str) else str(value)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _entry_row(entry: RequestLogEntry, max_bytes: int) -> tuple[Any, ...]:
+    # Coerce every field to a type SQLite takes, so one odd entry cannot fail a whole batch.
+    return (
+        _text(entry.request_id),
+        _text(entry.method),
+        _text(entry.worker_id),
+        _body_text(entry.request_data, max_bytes),
+        _body_text(entry.response_data, max_bytes),
+        _number(entry.processing_time_ms),
+        _text(entry.status),
+        _text(entry.created_at),
+        _text(entry.error_code),
+        _text(entry.client_id),
+        _number(entry.queue_wait_ms),
+    )
+
+
+def purge_request_logs(conn: sqlite3.Connection, retention_days: float, chunk: int = 5000) -> int:
+    """Delete rows older than ``retention_days`` (0 keeps everything); return how many.
+
+    Deletes in chunks, each its own transaction, so other processes are not locked out of the
+    file for the whole purge of a large backlog.
+    """
+    if retention_days <= 0:
+        return 0
+    cutoff = (datetime.now(UTC) - timedelta(days=retention_days)).strftime(ISO_FORMAT)
+    total = 0
+    while True:
+        with conn:
+            cur = conn.execute(
+                "DELETE FROM request_logs WHERE id IN "
+                "(SELECT id FROM request_logs WHERE created_at < ? LIMIT ?)",
+                (cutoff, chunk),
+            )
+        total += max(cur.rowcount, 0)
+        if cur.rowcount < chunk:
+            return total
+
+
+class RequestLogWriter:
+    """Batching writer of ``request_logs`` rows on its own thread.
+
+    ``record()`` is non-blocking, thread-safe and O(1). The thread writes a batch when
+    ``batch_size`` rows are waiting or ``flush_interval_ms`` has passed, and deletes rows older
+    than ``retention_days`` at start and then at most every ``purge_interval_s``. SQLite or file
+    errors are logged and counted in :meth:`stats`; a failed batch is retried
+    ``max_attempts`` times and then given up (counted in ``failed``), and the writer goes on.
+    """
+
+    def __init__(
+        self,
+        db_path: str | Path,
+        settings: RequestLogSettings,
+        *,
+        max_backlog: int = 100_000,
+        max_attempts: int = 3,
+        purge_interval_s: float = 3600.0,
+    ) -> None:
+        if max_backlog < 1:
+            raise ValueError("max_backlog must be at least 1")
+        self.db_path = db_path
+        self.settings = settings
+        self.max_backlog = max_backlog
+        self.max_attempts = max(1, max_attempts)
+        self.purge_interval_s = purge_interval_s
+        self._batch_size = settings.batch_size
+        self._interval_s = settings.flush_interval_ms / 1000.0
+
+        self._cond = threading.Condition(threading.Lock())
+        self._backlog: deque[RequestLogEntry] = deque()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._closed = False
+        self._flush_wanted = 0  # highest `recorded` count some flush() is waiting for
+
+        # Counters; recorded == written + dropped + failed + pending + in flight.
+        self._recorded = 0
+        self._written = 0
+        self._dropped = 0
+        self._failed = 0
+        self._batches = 0
+        self._errors = 0
+        self._purged = 0
+        self._last_error: str | None = None
+        self._last_error_at: str | None = None
+
+        # Owned by the writer thread.
+        self._conn: sqlite3.Connection | None = None
+        self._next_purge = 0.0
+        self._open_error: BaseException | None = None
+        self._startup_error: BaseException | None = None
+        self._started = threading.Event()
+        self._last_logged: str | None = None
+        self._last_logged_at = 0.0
+
+    # -- public API ------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the writer thread and open the database; retention runs right after.
+
+        Raises :class:`SchemaVersionError` (the file belongs to a newer release: a deployment
+        mistake that should stop the service). Other database problems do not raise; they
+        show up in :meth:`stats` and the writer keeps retrying.
+        """
+        if not self.settings.enabled or self._thread is not None:
+            return
+        if self._closed:
+            raise RuntimeError("RequestLogWriter was closed; create a new one")
+        self._thread = threading.Thread(target=self._run, name="request-log-writer", daemon=True)
+        self._thread.start()
+        self._started.wait(timeout)
+        if isinstance(self._startup_error, SchemaVersionError):
+            self.close()
+            raise self._startup_error
+
+    def record(self, entry: RequestLogEntry) -> None:
+        """Queue one entry. Never blocks on I/O and never raises for storage problems."""
+        if not self.settings.enabled:
+            return
+        with self._cond:
+            self._recorded += 1
+            if self._closed:
+                self._dropped += 1
+                return
+            if len(self._backlog) >= self.max_backlog:
+                self._backlog.popleft()
+                self._dropped += 1
+            self._backlog.append(entry)
+            if len(self._backlog) == self._batch_size:
+                self._cond.notify_all()
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Block until every entry recorded before this call is written or given up.
+
+        Returns False on timeout, or when the writer is not running and entries are waiting.
+        Whether rows were given up after errors is in :meth:`stats` (``failed``).
+        """
+        with self._cond:
+            target = self._recorded
+            if self._settled() >= target:
+                return True
+            if not self._running():
+                return False
+            self._flush_wanted = max(self._flush_wanted, target)
+            self._cond.notify_all()
+            return self._cond.wait_for(
+                lambda: self._settled() >= target or not self._running(), timeout
+            ) and (self._settled() >= target)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is waiting, stop the thread and close the connection. Idempotent."""
+        with self._cond:
+            self._closed = True
+            self._stopping = True
+            self._cond.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("request log writer did not stop within %.1fs", timeout)
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            return {
+                "enabled": self.settings.enabled,
+                "running": self._running(),
+                "recorded": self._recorded,
+                "written": self._written,
+                "dropped": self._dropped,
+                "failed": self._failed,
+                "pending": len(self._backlog),
+                "batches": self._batches,
+                "errors": self._errors,
+                "purged": self._purged,
+                "last_error": self._last_error,
+                "last_error_at": self._last_error_at,
+            }
+
+    def __enter__(self) -> RequestLogWriter:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _settled(self) -> int:
+        return self._written + self._dropped + self._failed
+
+    def _note_error(self, what: str, exc: BaseException) -> None:
+        message = f"{what}: {type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        with self._cond:
+            self._errors += 1
+            self._last_error = message
+            self._last_error_at = utc_now_iso()
+            # A broken disk fails every batch; one log line a minute says as much.
+            quiet = message == self._last_logged and now - self._last_logged_at < 60.0
+            if not quiet:
+                self._last_logged, self._last_logged_at = message, now
+        if not quiet:
+            log.error("request log %s (database %s)", message, self.db_path)
+
+    def _ensure_conn(self) -> sqlite3.Connection | None:
+        if self._conn is None:
+            try:
+                self._conn = open_database(self.db_path)
+            except (sqlite3.Error, OSError, RuntimeError) as exc:
+                self._open_error = exc
+                self._note_error("cannot open database", exc)
+        return self._conn
+
+    def _reset_conn(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+
+    def _maybe_purge(self) -> None:
+        # No connection means the disk is already failing; the next batch retries the open.
+        conn = self._conn
+        if conn is None or self.settings.retention_days <= 0:
+            return
+        if time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + self.purge_interval_s
+        try:
+            removed = purge_request_logs(conn, self.settings.retention_days)
+        except sqlite3.Error as exc:
+            self._note_error("retention purge failed", exc)
+            return
+        if removed:
+            with self._cond:
+                self._purged += removed
+            log.info(
+                "request log: deleted %d rows older than %s days",
+                removed,
+                self.settings.retention_days,
+            )
+
+    def _write(self, entries: list[RequestLogEntry]) -> bool:
+        conn = self._ensure_conn()
+        if conn is None:
+            return False
+        max_bytes = self.settings.max_body_bytes
+        try:
+            rows = [_entry_row(e, max_bytes) for e in entries]
+            with conn:  # one transaction per batch
+                conn.executemany(_INSERT_SQL, rows)
+        except sqlite3.Error as exc:
+            self._note_error(f"writing {len(entries)} rows failed", exc)
+            if not isinstance(exc, sqlite3.OperationalError):
+                # A corrupt or replaced file: reopen it next time rather than reuse the handle.
+                self._reset_conn()
+            return False
+        return True
+
+    def _take_batch(self) -> list[RequestLogEntry]:
+        # Called with the lock held.
+        n = min(self._batch_size, len(self._backlog))
+        popleft = self._backlog.popleft
+        return [popleft() for _ in range(n)]
+
+    def _give_up(self, batch: list[RequestLogEntry], attempts: int, rest: bool) -> None:
+        with self._cond:
+            lost = len(batch)
+            if rest:
+                # Closing on a broken disk: do not spend max_attempts on every batch left.
+                lost += len(self._backlog)
+                self._backlog.clear()
+            self._failed += lost
+            self._cond.notify_all()
+        log.error("request log: gave up %d rows after %d failed attempts", lost, attempts)
+
+    def _run(self) -> None:
+        try:
+            self._ensure_conn()
+        finally:
+            if isinstance(self._open_error, SchemaVersionError):
+                self._startup_error = self._open_error
+            self._started.set()
+        if self._startup_error is not None:
+            return
+        # After start() has returned: a first purge after long downtime can take seconds.
+        self._maybe_purge()
+
+        retry: list[RequestLogEntry] = []
+        attempts = 0
+        deadline = time.monotonic() + self._interval_s
+        try:
+            while True:
+                with self._cond:
+                    while not (
+                        retry
+                        or self._stopping
+                        or len(self._backlog) >= self._batch_size
+                        or self._flush_wanted > self._settled()
+                        or time.monotonic() >= deadline
+                    ):
+                        self._cond.wait(max(0.0, deadline - time.monotonic()))
+                    stopping = self._stopping
+                    batch = retry or self._take_batch()
+
+                if batch:
+                    if self._write(batch):
+                        with self._cond:
+                            self._written += len(batch)
+                            self._batches += 1
+                            self._cond.notify_all()
+                        retry, attempts = [], 0
+                    else:
+                        attempts += 1
+                        if attempts >= self.max_attempts:
+                            self._give_up(batch, attempts, rest=stopping)
+                            retry, attempts = [], 0
+                        else:
+                            retry = batch
+                            time.sleep(min(self._interval_s, 1.0))
+                        continue
+
+                with self._cond:
+                    more = len(self._backlog) >= self._batch_size or (
+                        bool(self._backlog) and (stopping or self._flush_wanted > self._settled())
+                    )
+                if more:
+                    continue
+                if stopping:
+                    break
+                deadline = time.monotonic() + self._interval_s
+                self._maybe_purge()
+        except BaseException as exc:  # a bug here must not stop logging silently
+            self._note_error("writer thread crashed", exc)
+            raise
+        finally:
+            self._reset_conn()
+            with self._cond:
+                self._cond.notify_all()
+
+
+def _filters(
+    method: str | None,
+    status: str | None,
+    worker_id: str | None,
+    request_id: str | None,
+    since: str | datetime | None,
+    until: str | datetime | None,
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("method", method),
+        ("status", status),
+        ("worker_id", worker_id),
+        ("request_id", request_id),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if since is not None:
+        clauses.append("created_at >= ?")
+        params.append(to_iso_utc(since))
+    if until is not None:
+        clauses.append("created_at < ?")
+        params.append(to_iso_utc(until))
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    return where, params
+
+
+def query_request_logs(
+    conn: sqlite3.Connection,
+    *,
+    method: str | None = None,
+    status: str | None = None,
+    worker_id: str | None = None,
+    request_id: str | None = None,
+    since: str | datetime | None = None,
+    until: str | datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Rows matching every given filter, newest first. ``since`` is inclusive, ``until``
+    exclusive; both take a datetime or ISO-8601 text (naive means UTC)."""
+    if limit < 0 or offset < 0:
+        raise ValueError("limit and offset must not be negative")
+    where, params = _filters(method, status, worker_id, request_id, since, until)
+    cur = conn.execute(
+        f"SELECT {_SELECT_COLUMNS} FROM request_logs{where} "
+        "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+        [*params, int(limit), int(offset)],
+    )
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def count_request_logs(
+    conn: sqlite3.Connection,
+    *,
+    method: str | None = None,
+    status: str | None = None,
+    worker_id: str | None = None,
+    request_id: str | None = None,
+    since: str | datetime | None = None,
+    until: str | datetime | None = None,
+) -> int:
+    """How many rows :func:`query_request_logs` would page through with the same filters."""
+    where, params = _filters(method, status, worker_id, request_id, since, until)
+    return int(conn.execute(f"SELECT COUNT(*) FROM request_logs{where}", params).fetchone()[0])

@@ -1,0 +1,323 @@
+"""One worker process: registers with a broker, runs requests, heartbeats, reconnects.
+
+See :mod:`tacoreservice.protocol.worker_protocol` for the frames. Handlers run inline on the
+main thread; a background thread owns the heartbeat socket (why: see that module).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+from typing import Any
+
+import orjson
+import zmq
+
+from tacoreservice import __version__
+from tacoreservice.config import Settings
+from tacoreservice.protocol import worker_protocol as wp
+from tacoreservice.protocol.errors import ErrorCode, ServiceError
+from tacoreservice.protocol.messages import (
+    build_error_reply,
+    build_reply,
+    utc_timestamp,
+)
+from tacoreservice.service.registry import MethodContext, call_method, load_plugins, registry
+
+__all__ = ["Worker", "default_worker_id"]
+
+log = logging.getLogger("tacoreservice.worker")
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    # Iterative, so a hostile 100k-deep document cannot overflow the interpreter's stack.
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
+    return False
+
+
+class _Heartbeater(threading.Thread):
+    """Sends HEARTBEATs on its own socket and notices when the broker falls silent."""
+
+    def __init__(self, worker: Worker):
+        super().__init__(name="tacore-heartbeat", daemon=True)
+        self.worker = worker
+        self.broker_lost = threading.Event()
+        self._generation = 0
+        self._stop = threading.Event()
+        self.last_seen = time.monotonic()
+
+    def reconnect(self) -> None:
+        """Called by the main thread after it reconnected: start a fresh session."""
+        self.last_seen = time.monotonic()
+        self.broker_lost.clear()
+        self._generation += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        w = self.worker
+        interval = w.settings.broker.heartbeat_interval_ms / 1000.0
+        expiry = w.settings.broker.heartbeat_expiry_s
+        sock: zmq.Socket | None = None
+        generation = -1
+        next_beat = 0.0
+        try:
+            while not self._stop.is_set():
+                if generation != self._generation:
+                    if sock is not None:
+                        sock.close(linger=0)
+                    sock = w.ctx.socket(zmq.DEALER)
+                    sock.setsockopt(zmq.LINGER, 0)
+                    sock.setsockopt(zmq.IDENTITY, wp.heartbeat_identity(w.identity))
+                    sock.connect(w.endpoint)
+                    generation = self._generation
+                    next_beat = 0.0
+                assert sock is not None
+                now = time.monotonic()
+                if now >= next_beat:
+                    try:
+                        sock.send_multipart(
+                            [b"", wp.PROTOCOL, wp.HEARTBEAT, orjson.dumps(w.heartbeat_stats())],
+                            zmq.NOBLOCK,
+                        )
+                    except zmq.ZMQError:
+                        pass
+                    next_beat = now + interval
+                if sock.poll(int(min(interval, 0.1) * 1000)):
+                    while True:
+                        try:
+                            sock.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self.last_seen = time.monotonic()
+                if time.monotonic() - self.last_seen > expiry and not self.broker_lost.is_set():
+                    self.broker_lost.set()
+        finally:
+            if sock is not None:
+                sock.close(linger=0)
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        worker_id: str | None = None,
+        endpoint: str | None = None,
+        context: zmq.Context | None = None,
+    ):
+        self.settings = settings
+        self.worker_id = worker_id or default_worker_id()
+        self.identity = self.worker_id.encode()
+        self.endpoint = (
+            endpoint or settings.worker.broker_endpoint or settings.broker.backend_endpoint
+        )
+        self.ctx = context or zmq.Context()
+        self.started_at = utc_timestamp()
+        self.served = 0
+        self.failed = 0
+        self.current_method: str | None = None
+        self._stopping = False
+        self._sock: zmq.Socket | None = None
+        self.method_ctx: MethodContext | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def request_stop(self, *_: Any) -> None:
+        """SIGTERM: finish the current request, say DISCONNECT, exit."""
+        self._stopping = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def heartbeat_stats(self) -> dict[str, Any]:
+        cache = self.method_ctx.cache.stats() if self.method_ctx is not None else None
+        return {
+            "served": self.served,
+            "failed": self.failed,
+            "busy": self.current_method is not None,
+            "current_method": self.current_method,
+            "cache": cache,
+        }
+
+    def _connect(self) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IDENTITY, self.identity)
+        sock.setsockopt(zmq.SNDHWM, self.settings.broker.hwm)
+        sock.setsockopt(zmq.RCVHWM, self.settings.broker.hwm)
+        sock.connect(self.endpoint)
+        info = {
+            "worker_id": self.worker_id,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "methods": registry.names(),
+            "version": __version__,
+            "started_at": self.started_at,
+        }
+        sock.send_multipart([b"", wp.PROTOCOL, wp.READY, orjson.dumps(info)])
+        return sock
+
+    def run(self) -> int:
+        from tacoreservice.cache import make_cache
+
+        load_plugins(self.settings.worker.plugins)
+        self.method_ctx = MethodContext(
+            settings=self.settings, cache=make_cache(self.settings.cache), worker_id=self.worker_id
+        )
+        heart = _Heartbeater(self)
+        backoff = self.settings.worker.reconnect_initial_ms / 1000.0
+        max_backoff = self.settings.worker.reconnect_max_ms / 1000.0
+        log.info("worker %s connecting to %s", self.worker_id, self.endpoint)
+        sock = self._connect()
+        heart.start()
+        try:
+            while not self._stopping:
+                outcome = self._serve(sock, heart)
+                sock.close(linger=0)
+                if outcome == "stop":
+                    break
+                if outcome == "lost":
+                    log.warning(
+                        "broker silent for %.1f s; reconnecting in %.2f s",
+                        self.settings.broker.heartbeat_expiry_s,
+                        backoff,
+                    )
+                    self._sleep(backoff)
+                    backoff = min(backoff * 2, max_backoff)
+                else:  # told to re-register: the broker is there, no need to back off
+                    backoff = self.settings.worker.reconnect_initial_ms / 1000.0
+                if self._stopping:
+                    break
+                sock = self._connect()
+                heart.reconnect()
+        finally:
+            heart.stop()
+            heart.join(timeout=2)
+        log.info("worker %s stopped (served %d)", self.worker_id, self.served)
+        return 0
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self._stopping and (left := end - time.monotonic()) > 0:
+            time.sleep(min(0.05, left))
+
+    def _serve(self, sock: zmq.Socket, heart: _Heartbeater) -> str:
+        """Serve one broker session; returns 'stop', 'lost' or 'reregister'."""
+        while True:
+            if self._stopping:
+                try:
+                    sock.send_multipart([b"", wp.PROTOCOL, wp.DISCONNECT], zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+                # Give the DISCONNECT a moment to leave before the socket closes (linger 0).
+                time.sleep(0.05)
+                return "stop"
+            if heart.broker_lost.is_set():
+                return "lost"
+            if not sock.poll(100):
+                continue
+            while True:
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                heart.last_seen = time.monotonic()
+                if len(frames) < 3 or frames[1] != wp.PROTOCOL:
+                    log.warning("malformed message from broker ignored")
+                    continue
+                command = frames[2]
+                if command == wp.REQUEST and len(frames) >= 5:
+                    meta, body = self.handle(frames[4])
+                    try:
+                        sock.send_multipart([b"", wp.PROTOCOL, wp.REPLY, frames[3], meta, body])
+                    except zmq.ZMQError as exc:
+                        log.error("could not send reply: %s", exc)
+                elif command == wp.DISCONNECT:
+                    log.info("broker asked %s to register again", self.worker_id)
+                    return "reregister"
+                if self._stopping:
+                    break
+
+    # ------------------------------------------------------------------ one request
+
+    def handle(self, payload: bytes) -> tuple[bytes, bytes]:
+        """Run one request; returns (meta, client reply). Never raises."""
+        started = time.perf_counter()
+        request_id: str | None = None
+        dialect = 0
+        compat = self.settings.broker.compat
+        method = "?"
+        try:
+            req = orjson.loads(payload)
+            request_id = req.get("request_id")
+            dialect = int(req.get("dialect") or 0)
+            compat = bool(req.get("compat", compat))
+            method = req["method"]
+            params = req.get("params") or {}
+            deadline = req.get("deadline")
+            if deadline is not None and time.time() > deadline:
+                raise ServiceError(
+                    ErrorCode.DEADLINE_EXCEEDED,
+                    "the request's timeout_ms passed before a worker could start it",
+                )
+            limit = self.settings.worker.max_params_depth
+            if _depth_exceeds(params, limit):
+                raise ServiceError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"params are nested deeper than {limit} levels",
+                )
+            ctx = self.method_ctx
+            assert ctx is not None
+            ctx.request_id = request_id or ""
+            ctx.deadline = deadline
+            self.current_method = method
+            data = call_method(method, params, ctx)
+            elapsed = (time.perf_counter() - started) * 1000.0
+            body = build_reply(request_id, dialect, compat, data, None, elapsed, self.worker_id)
+            self.served += 1
+            meta = {"status": "success", "error_code": None, "processing_time_ms": elapsed}
+        except ServiceError as exc:
+            body = build_error_reply(exc, request_id, dialect, compat, self.worker_id, started)
+            self.served += 1
+            self.failed += 1
+            meta = {
+                "status": "error",
+                "error_code": exc.code.value,
+                "processing_time_ms": (time.perf_counter() - started) * 1000.0,
+            }
+        except Exception as exc:  # a bug in a handler must not take the worker down
+            log.error("method %s failed:\n%s", method, traceback.format_exc())
+            err = ServiceError(
+                ErrorCode.INTERNAL,
+                f"{method} failed with {type(exc).__name__}: {str(exc)[:300]}",
+            )
+            body = build_error_reply(err, request_id, dialect, compat, self.worker_id, started)
+            self.served += 1
+            self.failed += 1
+            meta = {
+                "status": "error",
+                "error_code": ErrorCode.INTERNAL.value,
+                "processing_time_ms": (time.perf_counter() - started) * 1000.0,
+            }
+        finally:
+            self.current_method = None
+        return orjson.dumps(meta), body

@@ -1,0 +1,156 @@
+"""Run real TACoreService processes for tests: the embedded service, a lone broker, workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import zmq
+
+from tacoreservice.client import TACoreClient, TACoreError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServiceProcesses:
+    """Ports, environment and child processes of one service instance under test."""
+
+    def __init__(self, tmp: Path, workers: int = 2, **env: Any):
+        self.tmp = tmp
+        self.frontend_port = free_port()
+        self.backend_port = free_port()
+        self.db_path = tmp / "tacore.db"
+        self.workers = workers
+        self.env = dict(os.environ)
+        self.env.pop("TACORE_SETTINGS_JSON", None)
+        self.env.update(
+            {
+                "PYTHONPATH": str(REPO),
+                "ZMQ_FRONTEND_PORT": str(self.frontend_port),
+                "ZMQ_BACKEND_PORT": str(self.backend_port),
+                "DATABASE_PATH": str(self.db_path),
+                "WORKER_COUNT": str(workers),
+                "TACORE_PLUGINS": "tests.support.test_methods",
+                "TACORE_LOG_DIR": str(tmp / "logs"),
+                "TACORE_HEARTBEAT_INTERVAL_MS": "250",
+                "TACORE_CONFIG": str(REPO / "config" / "config.yaml"),
+            }
+        )
+        self.env.update({k: str(v) for k, v in env.items()})
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.main: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp://127.0.0.1:{self.frontend_port}"
+
+    @property
+    def backend_endpoint(self) -> str:
+        return f"tcp://127.0.0.1:{self.backend_port}"
+
+    def _spawn(self, module: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(  # noqa: SIM115 - handed to the child process, closed with it
+            self.tmp / f"{module.rsplit('.', 1)[-1]}-{len(self.procs)}.out", "ab"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            env=self.env,
+            cwd=self.tmp,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def start_main(self, wait: bool = True) -> subprocess.Popen[bytes]:
+        self.main = self._spawn("tacoreservice.main")
+        if wait:
+            self.wait_workers(self.workers)
+        return self.main
+
+    def start_broker(self) -> subprocess.Popen[bytes]:
+        self.main = self._spawn("tacoreservice.load_balancer")
+        return self.main
+
+    def start_worker(self, worker_id: str | None = None) -> subprocess.Popen[bytes]:
+        args = ["--endpoint", self.backend_endpoint]
+        if worker_id:
+            args += ["--worker-id", worker_id]
+        return self._spawn("tacoreservice.worker", *args)
+
+    def client(self, **kwargs: Any) -> TACoreClient:
+        kwargs.setdefault("timeout_ms", 5000)
+        kwargs.setdefault("retries", 2)
+        return TACoreClient(self.endpoint, **kwargs)
+
+    def health(self, detailed: bool = True, timeout_ms: int = 1000) -> dict[str, Any]:
+        with self.client(timeout_ms=timeout_ms, retries=0) as c:
+            return c.health(detailed=detailed)  # type: ignore[no-any-return]
+
+    def wait_workers(self, count: int, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            try:
+                last = self.health()
+                if last["workers"]["alive"] == count:
+                    return last  # type: ignore[no-any-return]
+            except TACoreError as exc:
+                last = exc
+            time.sleep(0.05)
+        raise AssertionError(f"expected {count} workers within {timeout}s; last: {last}")
+
+    def worker_pids(self) -> set[int]:
+        return {w["pid"] for w in self.health()["worker_list"]}
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def raw_request(endpoint: str, body: bytes, timeout_ms: int = 5000) -> dict[str, Any]:
+    """One frame through a plain REQ socket, as the oldest clients do it."""
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        sock.send(body)
+        if not sock.poll(timeout_ms):
+            raise AssertionError(f"no reply within {timeout_ms} ms to {body[:80]!r}")
+        return orjson.loads(sock.recv())  # type: ignore[no-any-return]
+    finally:
+        sock.close(linger=0)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

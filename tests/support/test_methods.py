@@ -1,0 +1,52 @@
+"""Methods for the test-suite only, loaded into workers with TACORE_PLUGINS.
+
+They let tests count executions across processes (a marker file gets one line per run),
+hold a worker busy, and make handlers fail or crash on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from pydantic import BaseModel
+
+from tacoreservice.service.registry import MethodContext, method
+
+
+class SleepParams(BaseModel):
+    seconds: float = 0.5
+    marker: str | None = None
+
+
+@method("test.sleep", SleepParams)
+def sleep(params: SleepParams, ctx: MethodContext) -> dict[str, Any]:
+    if params.marker:
+        with open(params.marker, "a") as f:
+            f.write(f"{os.getpid()} {ctx.request_id}\n")
+    time.sleep(params.seconds)
+    return {"slept": params.seconds, "pid": os.getpid()}
+
+
+class EchoParams(BaseModel):
+    payload: Any = None
+
+
+@method("test.echo", EchoParams)
+def echo(params: EchoParams, ctx: MethodContext) -> dict[str, Any]:
+    return {"payload": params.payload, "pid": os.getpid()}
+
+
+class Empty(BaseModel):
+    pass
+
+
+@method("test.fail", Empty)
+def fail(params: Empty, ctx: MethodContext) -> None:
+    raise RuntimeError("deliberate failure in test.fail")
+
+
+@method("test.crash", Empty)
+def crash(params: Empty, ctx: MethodContext) -> None:
+    os._exit(3)

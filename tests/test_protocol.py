@@ -1,0 +1,125 @@
+"""Request parsing and reply shapes of both client dialects."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from tacoreservice.protocol.errors import ErrorCode, ServiceError
+from tacoreservice.protocol.messages import (
+    LEGACY,
+    STANDARD,
+    RequestRejected,
+    build_error_reply,
+    build_reply,
+    parse_request,
+)
+
+
+def test_standard_request_keeps_id_and_ignores_extra_keys() -> None:
+    req = parse_request(
+        b'{"method": "scan.market", "params": {"market": "US"}, "request_id": "r1",'
+        b' "timestamp": "2025-01-01", "anything": 1}'
+    )
+    assert (req.request_id, req.method, req.params, req.dialect) == (
+        "r1",
+        "scan.market",
+        {"market": "US"},
+        STANDARD,
+    )
+    assert req.client_request_id and req.timeout_ms is None
+
+
+def test_missing_id_and_params_get_defaults() -> None:
+    req = parse_request(b'{"method": "health.check"}')
+    assert req.request_id.startswith("tac-") and not req.client_request_id
+    assert req.params == {}
+
+
+def test_numeric_request_id_is_accepted_as_text() -> None:
+    assert parse_request(b'{"method": "health.check", "request_id": 17}').request_id == "17"
+
+
+@pytest.mark.parametrize(
+    ("action", "method"),
+    [
+        ("analyze_strategy", "analyze.strategy"),
+        ("generate_signal", "generate.signal"),
+        ("optimize_parameters", "optimize.parameters"),
+        ("get_market_data", "get.market_data"),
+    ],
+)
+def test_legacy_actions_map_to_methods(action: str, method: str) -> None:
+    req = parse_request(orjson.dumps({"action": action, "params": {}, "request_id": "t1"}))
+    assert req.method == method and req.dialect == LEGACY
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"{", ErrorCode.PARSE_ERROR),
+        (b"nan", ErrorCode.PARSE_ERROR),
+        (b"[]", ErrorCode.INVALID_REQUEST),
+        (b"{}", ErrorCode.INVALID_REQUEST),
+        (b'{"method": ""}', ErrorCode.INVALID_REQUEST),
+        (b'{"method": ["a"]}', ErrorCode.INVALID_REQUEST),
+        (b'{"action": 3}', ErrorCode.INVALID_REQUEST),
+        (b'{"method": "x", "params": "a"}', ErrorCode.INVALID_REQUEST),
+        (b'{"method": "x", "timeout_ms": "soon"}', ErrorCode.INVALID_REQUEST),
+        (b'{"method": "x", "timeout_ms": true}', ErrorCode.INVALID_REQUEST),
+        (b'{"method": "x", "timeout_ms": 0}', ErrorCode.INVALID_REQUEST),
+        (b'{"method": "x", "request_id": ""}', ErrorCode.INVALID_REQUEST),
+        (b'{"method": "x", "request_id": "' + b"a" * 200 + b'"}', ErrorCode.INVALID_REQUEST),
+    ],
+)
+def test_malformed_requests_are_rejected_with_stable_codes(body: bytes, code: ErrorCode) -> None:
+    with pytest.raises(RequestRejected) as err:
+        parse_request(body)
+    assert err.value.code == code
+    assert err.value.message
+
+
+def test_rejection_keeps_known_request_id_and_dialect() -> None:
+    with pytest.raises(RequestRejected) as err:
+        parse_request(b'{"action": "analyze_strategy", "request_id": "L1", "params": 5}')
+    assert err.value.request_id == "L1" and err.value.dialect == LEGACY
+
+
+def test_standard_reply_with_compat() -> None:
+    reply = orjson.loads(build_reply("r1", STANDARD, True, {"x": 1}, None, 1.23456, "w1"))
+    assert reply["status"] == "success" and reply["data"] == reply["result"] == {"x": 1}
+    assert reply["error"] is None and reply["worker_id"] == "w1"
+    assert reply["processing_time_ms"] == 1.235 and "message" not in reply
+    err = ServiceError(ErrorCode.INVALID_PARAMS, "bad symbol")
+    reply = orjson.loads(build_error_reply(err, "r2", STANDARD, True, "w1"))
+    assert reply["status"] == "error"
+    assert reply["error"] == {"code": "INVALID_PARAMS", "message": "bad symbol"}
+    assert reply["message"] == "bad symbol" and reply["result"] is None
+
+
+def test_standard_reply_without_compat_has_only_spec_fields() -> None:
+    reply = orjson.loads(build_reply("r1", STANDARD, False, 5, None, 0.0, "w"))
+    assert set(reply) == {
+        "status",
+        "request_id",
+        "data",
+        "error",
+        "processing_time_ms",
+        "timestamp",
+        "worker_id",
+    }
+
+
+def test_legacy_reply_shape() -> None:
+    ok = orjson.loads(build_reply("t1", LEGACY, True, {"recommendation": "BUY"}))
+    assert ok == {
+        "success": True,
+        "data": {"recommendation": "BUY"},
+        "error": None,
+        "timestamp": ok["timestamp"],
+        "request_id": "t1",
+    }
+    err = ServiceError(ErrorCode.METHOD_NOT_FOUND, "no such method")
+    bad = orjson.loads(build_error_reply(err, "t2", LEGACY, True))
+    assert bad["success"] is False and bad["error"] == "no such method"
+    assert bad["error_code"] == "METHOD_NOT_FOUND"
