@@ -57,6 +57,46 @@ def _echo_server(port: int) -> None:
         rep.send(rep.recv())
 
 
+def _bare_broker(frontend: str, backend: str) -> None:
+    """The least a Python ROUTER/ROUTER broker can do: LRU routing, no parsing, no logic."""
+    from collections import deque
+
+    ctx = zmq.Context()
+    fe = ctx.socket(zmq.ROUTER)
+    fe.bind(frontend)
+    be = ctx.socket(zmq.ROUTER)
+    be.bind(backend)
+    poller = zmq.Poller()
+    poller.register(fe, zmq.POLLIN)
+    poller.register(be, zmq.POLLIN)
+    workers: deque[bytes] = deque()
+    queue: deque[list[bytes]] = deque()
+    while True:
+        events = dict(poller.poll(250))
+        if be in events:
+            while be.get(zmq.EVENTS) & zmq.POLLIN:
+                frames = be.recv_multipart()
+                if len(frames) > 2:
+                    fe.send_multipart(frames[1:])
+                workers.append(frames[0])
+        if fe in events:
+            while fe.get(zmq.EVENTS) & zmq.POLLIN:
+                queue.append(fe.recv_multipart())
+        while queue and workers:
+            be.send_multipart([workers.popleft(), *queue.popleft()])
+
+
+def _bare_worker(backend: str, reply: bytes) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(backend)
+    sock.send(b"READY")
+    while True:
+        if sock.poll(100):
+            frames = sock.recv_multipart()
+            sock.send_multipart([*frames[:-1], reply])
+
+
 def measure_latency(endpoint: str, body: bytes, n: int) -> list[float]:
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
@@ -238,6 +278,24 @@ def main() -> None:
     results["latency"] = lat
 
     tput = {}
+    # Ceiling: the same load through the bare Python broker chain with 1 and 4 workers.
+    sample_reply = orjson.dumps({"status": "success", "data": {"symbol": "AAPL"}})
+    for workers in (1, 4):
+        fe, be = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+        procs = [mp.Process(target=_bare_broker, args=(fe, be), daemon=True)]
+        procs += [
+            mp.Process(target=_bare_worker, args=(be, sample_reply), daemon=True)
+            for _ in range(workers)
+        ]
+        for p in procs:
+            p.start()
+        time.sleep(0.5)
+        try:
+            throughput(fe, 1.0)
+            tput[f"bare_python_chain_{workers}_workers"] = throughput(fe, seconds)
+        finally:
+            for p in procs:
+                p.terminate()
     for workers, request_log in ((1, True), (2, True), (4, True), (4, False)):
         proc, endpoint = start_service(workers, request_log, tmp)
         try:

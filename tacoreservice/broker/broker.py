@@ -41,6 +41,7 @@ from tacoreservice.protocol.messages import (
     parse_request,
     utc_timestamp,
 )
+from tacoreservice.storage.request_log import RequestLogEntry, RequestLogWriter
 
 __all__ = ["Broker", "CONTROL_ENDPOINT"]
 
@@ -50,6 +51,9 @@ CONTROL_ENDPOINT = "inproc://tacore-broker-control"
 BROKER_ID = "broker"
 _BROKER_METHODS = frozenset({"health.check"})
 _DRAIN_BATCH = 256  # messages read per socket per loop turn: amortises poll() cost
+# Plain ints: pyzmq's enum wrappers cost more than the socket calls on the hot path.
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 class _Pending:
@@ -144,8 +148,10 @@ class Broker:
         self.reply_cache = _ReplyCache(self.cfg.reply_cache_ttl_s, self.cfg.reply_cache_max_entries)
         self.started_at = time.time()
         self.started_mono = time.monotonic()
+        self._started_text = utc_timestamp(self.started_at)
         self.hostname = socket.gethostname()
         self._key_seq = 0
+        self._queued_deadlines = 0  # queued requests with a timeout_ms: sweep only when > 0
         self._stop = threading.Event()
         self._draining = False
         self._bound = False
@@ -164,10 +170,8 @@ class Broker:
             "stale_replies": 0,
         }
         self.method_stats: dict[str, list[float]] = {}  # method -> [count, errors, total_ms]
-        self.request_log = None
+        self.request_log: RequestLogWriter | None = None
         if settings.request_log.enabled:
-            from tacoreservice.storage.request_log import RequestLogWriter
-
             self.request_log = RequestLogWriter(settings.database.path, settings.request_log)
 
     # ------------------------------------------------------------------ sockets
@@ -234,7 +238,7 @@ class Broker:
                 ):
                     break
                 timeout = max(0.0, min(next_heartbeat - now, 0.25))
-                if self.queue and any(p.deadline for p in self.queue):
+                if self._queued_deadlines:
                     timeout = min(timeout, 0.02)
                 events = dict(poller.poll(int(timeout * 1000.0)))
                 if self.backend in events:
@@ -247,7 +251,7 @@ class Broker:
                 if now >= next_heartbeat:
                     self._heartbeat(now)
                     next_heartbeat = now + interval
-                if self.queue:
+                if self._queued_deadlines:
                     self._expire_deadlines(now)
         finally:
             self._abandon_remaining()
@@ -258,13 +262,12 @@ class Broker:
     # ------------------------------------------------------------------ frontend
 
     def _drain_frontend(self) -> None:
-        recv = self.frontend.recv_multipart
+        # Checking EVENTS is cheaper than letting a NOBLOCK recv raise zmq.Again.
+        sock = self.frontend
         for _ in range(_DRAIN_BATCH):
-            try:
-                frames = recv(zmq.NOBLOCK)
-            except zmq.Again:
+            if not int(sock.getsockopt(_EVENTS)) & _POLLIN:
                 return
-            self._on_client_message(frames)
+            self._on_client_message(sock.recv_multipart())
 
     def _on_client_message(self, frames: list[bytes]) -> None:
         # REQ and DEALER clients send [identity, "", body]; a DEALER that skips the
@@ -408,7 +411,7 @@ class Broker:
         pending = _Pending(self._key_seq.to_bytes(8, "big"), req, envelope, body, now, payload)
         if req.client_request_id:
             self.inflight[req.request_id] = pending
-        self.queue.append(pending)
+        self._enqueue(pending)
         self._dispatch()
 
     def _reject_reused_id(
@@ -452,17 +455,27 @@ class Broker:
 
     # ------------------------------------------------------------------ dispatch
 
+    def _enqueue(self, pending: _Pending, front: bool = False) -> None:
+        if front:
+            self.queue.appendleft(pending)
+        else:
+            self.queue.append(pending)
+        if pending.deadline is not None:
+            self._queued_deadlines += 1
+
     def _dispatch(self) -> None:
         queue = self.queue
         pool = self.pool
         while queue and pool.idle:
             pending = queue.popleft()
-            if pending.deadline is not None and pending.deadline <= time.monotonic():
-                self._deadline_exceeded(pending)
-                continue
+            if pending.deadline is not None:
+                self._queued_deadlines -= 1
+                if pending.deadline <= time.monotonic():
+                    self._deadline_exceeded(pending)
+                    continue
             worker = pool.take_idle()
             if worker is None:  # pragma: no cover - guarded by the loop condition
-                queue.appendleft(pending)
+                self._enqueue(pending, front=True)
                 return
             self._send_to_worker(worker, pending)
 
@@ -478,7 +491,7 @@ class Broker:
             log.warning("worker %s unreachable (%s); evicting", worker.worker_id, exc)
             self.pool.remove(worker.identity)
             self.stats["workers_evicted"] += 1
-            self.queue.appendleft(pending)
+            self._enqueue(pending, front=True)
             return
         now = time.monotonic()
         pending.attempts += 1
@@ -506,12 +519,16 @@ class Broker:
         if not any(p.deadline is not None and p.deadline <= now for p in self.queue):
             return
         keep: deque[_Pending] = deque()
+        expired = []
         for pending in self.queue:
             if pending.deadline is not None and pending.deadline <= now:
-                self._deadline_exceeded(pending)
+                expired.append(pending)
             else:
                 keep.append(pending)
         self.queue = keep
+        self._queued_deadlines = sum(1 for p in keep if p.deadline is not None)
+        for pending in expired:
+            self._deadline_exceeded(pending)
 
     def _finish(
         self,
@@ -547,13 +564,11 @@ class Broker:
     # ------------------------------------------------------------------ backend
 
     def _drain_backend(self) -> None:
-        recv = self.backend.recv_multipart
+        sock = self.backend
         for _ in range(_DRAIN_BATCH):
-            try:
-                frames = recv(zmq.NOBLOCK)
-            except zmq.Again:
+            if not int(sock.getsockopt(_EVENTS)) & _POLLIN:
                 break
-            self._on_worker_message(frames)
+            self._on_worker_message(sock.recv_multipart())
         if self.queue:
             self._dispatch()
 
@@ -712,7 +727,7 @@ class Broker:
         self.stats["redispatched"] += 1
         pending.worker = None
         pending.dispatched_at = 0.0
-        self.queue.appendleft(pending)  # it has waited longest; it goes first
+        self._enqueue(pending, front=True)  # it has waited longest; it goes first
         self._dispatch()
 
     # ------------------------------------------------------------------ control
@@ -767,7 +782,7 @@ class Broker:
             "version": __version__,
             "host": self.hostname,
             "uptime_s": round(now - self.started_mono, 3),
-            "started_at": utc_timestamp_from(self.started_at),
+            "started_at": self._started_text,
             "draining": self._draining,
             "workers": {"alive": alive, "busy": busy, "idle": len(self.pool.idle)},
             "queue_depth": len(self.queue),
@@ -845,15 +860,13 @@ class Broker:
     ) -> None:
         if self.request_log is None:
             return
-        from tacoreservice.storage.request_log import RequestLogEntry
-
         self.request_log.record(
             RequestLogEntry(
                 request_id=request_id or "",
                 method=method or "",
                 worker_id=worker_id,
-                request_data=raw.decode("utf-8", errors="replace"),
-                response_data=reply.decode("utf-8", errors="replace"),
+                request_data=raw,  # decoded and truncated on the writer thread
+                response_data=reply,
                 processing_time_ms=processing_ms,
                 status=status,
                 created_at=utc_timestamp(),
@@ -867,6 +880,7 @@ class Broker:
         """At exit, answer whatever is still waiting so no accepted request goes silent."""
         leftovers = list(self.queue) + list(self.dispatched.values())
         self.queue.clear()
+        self._queued_deadlines = 0
         self.dispatched.clear()
         for pending in leftovers:
             exc = ServiceError(
@@ -881,9 +895,3 @@ class Broker:
     def _disconnect_workers(self) -> None:
         for identity in list(self.pool.workers):
             self._send_worker_command(identity, wp.DISCONNECT)
-
-
-def utc_timestamp_from(epoch: float) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

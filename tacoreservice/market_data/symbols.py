@@ -47,7 +47,6 @@ _MARKET_ALIASES: dict[str, str] = {
 }  # fmt: skip
 
 _MAX_RAW_LEN = 32
-_MAX_CANONICAL_LEN = 20
 _ALLOWED = re.compile(r"[A-Z0-9./_\-]+")
 _CN_PREFIX = re.compile(r"(SH|SS|SZ|BJ)(\d{6})")
 _CN_SUFFIX = re.compile(r"(\d{6})\.([A-Z]{1,4})")
@@ -55,7 +54,7 @@ _CN_BARE = re.compile(r"\d{6}")
 _PAIR = re.compile(r"([A-Z0-9]{2,12})[/_\-]([A-Z0-9]{2,8})")
 _SHARE_CLASS = re.compile(r"([A-Z]{1,5})[.\-/]([A-Z])")
 _US_SUFFIX = re.compile(r"([A-Z][A-Z0-9]{0,5}(?:\.[A-Z])?)\.US")
-_PLAIN = re.compile(r"[A-Z0-9]{1,20}|[A-Z]{1,5}\.[A-Z]")
+_PLAIN = re.compile(r"[A-Z0-9]{1,20}")
 
 # Quote currencies that mark "BASE<sep>QUOTE" as a crypto pair rather than a share class.
 _CRYPTO_QUOTES = frozenset({"USDT", "USDC", "BUSD", "FDUSD", "TUSD", "USD", "BTC", "ETH", "BNB"})
@@ -181,7 +180,7 @@ def normalize_symbol(raw: str) -> str:
             return base + quote
     if m := _SHARE_CLASS.fullmatch(s):
         return f"{m.group(1)}.{m.group(2)}"
-    if _PLAIN.fullmatch(s) and len(s) <= _MAX_CANONICAL_LEN:
+    if _PLAIN.fullmatch(s):
         return s
     raise _bad(raw, "not a recognised symbol form")
 

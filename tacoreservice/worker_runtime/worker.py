@@ -33,6 +33,9 @@ __all__ = ["Worker", "default_worker_id"]
 
 log = logging.getLogger("tacoreservice.worker")
 
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
@@ -235,11 +238,8 @@ class Worker:
                 return "lost"
             if not sock.poll(100):
                 continue
-            while True:
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+            while int(sock.getsockopt(_EVENTS)) & _POLLIN:
+                frames = sock.recv_multipart()
                 heart.last_seen = time.monotonic()
                 if len(frames) < 3 or frames[1] != wp.PROTOCOL:
                     log.warning("malformed message from broker ignored")
