@@ -1,5 +1,11 @@
 """Build tacoreservice/market_data/bundled/ from /work/shared/data/market (one-off, reproducible)."""
-import csv, gzip, hashlib, io, json, shutil
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -8,41 +14,77 @@ SRC = REPO.parent / "shared" / "data" / "market"
 DST = REPO / "tacoreservice" / "market_data" / "bundled"
 
 SOURCES = {
-    "traderpro": {"repo": "AnirudhK005/TraderPro", "commit": "4a78c0669bf476ad342a00cb677168ef0892f3b2",
-                  "data_commit": "b0ad6e5b2dbb6d04a2d41c871b76b187bc05f5d0",
-                  "vendor": "Yahoo Finance via yfinance (yf.download(period='5y'), default auto_adjust=True)",
-                  "license": None},
-    "stock_predictor": {"repo": "Koi-west/stock-predictor", "commit": "79ed933362ca06cabc8157374134061fbb393414",
-                        "data_commit": "388d4b1701a4fba9d7e72b8c3f20bc9915f0248b",
-                        "vendor": "Yahoo Finance via yfinance (auto_adjust=True)", "license": None},
-    "stocktradebyz": {"repo": "SebastienZh/StockTradebyZ", "commit": "6d657ad61dac272a2f4ce53ec2d565daaecc4d99",
-                      "data_commit": "6d657ad61dac272a2f4ce53ec2d565daaecc4d99",
-                      "vendor": "Tushare Pro pro_bar, daily, adj='qfq'", "license": None},
-    "stocktradebyz_early": {"repo": "SebastienZh/StockTradebyZ", "commit": "492c4a755609c34fca7f68c71c03da8cff5b4eb8",
-                            "data_commit": "492c4a755609c34fca7f68c71c03da8cff5b4eb8",
-                            "vendor": "Tushare Pro pro_bar, daily, adj='qfq'", "license": None},
-    "finance_analysis": {"repo": "Nshiodis/finance-analysis-platform", "commit": "58cb1c3d584412c1521b9599b021ec77b70a5431",
-                         "data_commit": "6fee16ac660f1925208f7a3581f2a4596e6e8064",
-                         "vendor": "AkShare stock_zh_index_daily_em('sh000300') (Eastmoney)", "license": None},
-    "hopeffy": {"repo": "hopeffy/economics-project-algorithmic-trading-algorithms",
-                "commit": "d47d8be0a6e0af23b0bf96f61e8a8c81ed4aea2d",
-                "data_commit": "b2354d1b5db9a0838a1cc5b1fb2034bd755b5a5a",
-                "vendor": "Binance spot via ccxt.binance().fetch_ohlcv", "license": None},
-    "sp500_financials": {"repo": "datasets/s-and-p-500-companies-financials",
-                         "commit": "44d0ca307550c1615663da85fae5e79efbc7b3a1", "data_commit": "44d0ca307550c1615663da85fae5e79efbc7b3a1",
-                         "vendor": "Wikipedia constituents + Yahoo Finance financials", "license": "ODC-PDDL-1.0"},
-    "sp500": {"repo": "datasets/s-and-p-500-companies", "commit": "56509dd80619e4d8e1410c2260d68ddd3eab6068",
-              "data_commit": "56509dd80619e4d8e1410c2260d68ddd3eab6068",
-              "vendor": "Wikipedia 'List of S&P 500 companies'", "license": "ODC-PDDL-1.0"},
+    "traderpro": {
+        "repo": "AnirudhK005/TraderPro",
+        "commit": "4a78c0669bf476ad342a00cb677168ef0892f3b2",
+        "data_commit": "b0ad6e5b2dbb6d04a2d41c871b76b187bc05f5d0",
+        "vendor": "Yahoo Finance via yfinance (yf.download(period='5y'), default auto_adjust=True)",
+        "license": None,
+    },
+    "stock_predictor": {
+        "repo": "Koi-west/stock-predictor",
+        "commit": "79ed933362ca06cabc8157374134061fbb393414",
+        "data_commit": "388d4b1701a4fba9d7e72b8c3f20bc9915f0248b",
+        "vendor": "Yahoo Finance via yfinance (auto_adjust=True)",
+        "license": None,
+    },
+    "stocktradebyz": {
+        "repo": "SebastienZh/StockTradebyZ",
+        "commit": "6d657ad61dac272a2f4ce53ec2d565daaecc4d99",
+        "data_commit": "6d657ad61dac272a2f4ce53ec2d565daaecc4d99",
+        "vendor": "Tushare Pro pro_bar, daily, adj='qfq'",
+        "license": None,
+    },
+    "stocktradebyz_early": {
+        "repo": "SebastienZh/StockTradebyZ",
+        "commit": "492c4a755609c34fca7f68c71c03da8cff5b4eb8",
+        "data_commit": "492c4a755609c34fca7f68c71c03da8cff5b4eb8",
+        "vendor": "Tushare Pro pro_bar, daily, adj='qfq'",
+        "license": None,
+    },
+    "finance_analysis": {
+        "repo": "Nshiodis/finance-analysis-platform",
+        "commit": "58cb1c3d584412c1521b9599b021ec77b70a5431",
+        "data_commit": "6fee16ac660f1925208f7a3581f2a4596e6e8064",
+        "vendor": "AkShare stock_zh_index_daily_em('sh000300') (Eastmoney)",
+        "license": None,
+    },
+    "hopeffy": {
+        "repo": "hopeffy/economics-project-algorithmic-trading-algorithms",
+        "commit": "d47d8be0a6e0af23b0bf96f61e8a8c81ed4aea2d",
+        "data_commit": "b2354d1b5db9a0838a1cc5b1fb2034bd755b5a5a",
+        "vendor": "Binance spot via ccxt.binance().fetch_ohlcv",
+        "license": None,
+    },
+    "sp500_financials": {
+        "repo": "datasets/s-and-p-500-companies-financials",
+        "commit": "44d0ca307550c1615663da85fae5e79efbc7b3a1",
+        "data_commit": "44d0ca307550c1615663da85fae5e79efbc7b3a1",
+        "vendor": "Wikipedia constituents + Yahoo Finance financials",
+        "license": "ODC-PDDL-1.0",
+    },
+    "sp500": {
+        "repo": "datasets/s-and-p-500-companies",
+        "commit": "56509dd80619e4d8e1410c2260d68ddd3eab6068",
+        "data_commit": "56509dd80619e4d8e1410c2260d68ddd3eab6068",
+        "vendor": "Wikipedia 'List of S&P 500 companies'",
+        "license": "ODC-PDDL-1.0",
+    },
 }
 
 ETF_NAMES = {
-    "SPY": "SPDR S&P 500 ETF Trust", "QQQ": "Invesco QQQ Trust (Nasdaq-100)",
-    "XLK": "Technology Select Sector SPDR Fund", "XLF": "Financial Select Sector SPDR Fund",
-    "XLV": "Health Care Select Sector SPDR Fund", "XLE": "Energy Select Sector SPDR Fund",
+    "SPY": "SPDR S&P 500 ETF Trust",
+    "QQQ": "Invesco QQQ Trust (Nasdaq-100)",
+    "XLK": "Technology Select Sector SPDR Fund",
+    "XLF": "Financial Select Sector SPDR Fund",
+    "XLV": "Health Care Select Sector SPDR Fund",
+    "XLE": "Energy Select Sector SPDR Fund",
     "XLI": "Industrial Select Sector SPDR Fund",
 }
-CRYPTO_NAMES = {"BTCUSDT": "Bitcoin / TetherUS (BTC/USDT)", "ETHUSDT": "Ethereum / TetherUS (ETH/USDT)"}
+CRYPTO_NAMES = {
+    "BTCUSDT": "Bitcoin / TetherUS (BTC/USDT)",
+    "ETHUSDT": "Ethereum / TetherUS (ETH/USDT)",
+}
 
 
 def read_csv(path):
@@ -55,7 +97,10 @@ def gz(src, rel):
     out.parent.mkdir(parents=True, exist_ok=True)
     raw = src.read_bytes()
     # mtime=0 and no file name keep the archive byte-identical across rebuilds.
-    with open(out, "wb") as fh, gzip.GzipFile(filename="", mode="wb", fileobj=fh, compresslevel=9, mtime=0) as g:
+    with (
+        open(out, "wb") as fh,
+        gzip.GzipFile(filename="", mode="wb", fileobj=fh, compresslevel=9, mtime=0) as g,
+    ):
         g.write(raw)
     return raw
 
@@ -89,17 +134,30 @@ def main():
             "encoding": "utf-8",
         }
         if market == "fundamentals":
-            key = {"cn_stocklist.csv": "stocktradebyz", "us_sp500_constituents.csv": "sp500",
-                   "us_sp500_constituents_financials.csv": "sp500_financials"}[path.name]
-            entry["source"] = {**SOURCES[key], "path": {"cn_stocklist.csv": "stocklist.csv",
-                                                        "us_sp500_constituents.csv": "data/constituents.csv",
-                                                        "us_sp500_constituents_financials.csv": "data/constituents-financials.csv"}[path.name]}
-            entry["snapshot_date"] = {"cn_stocklist.csv": "2025-10-09", "us_sp500_constituents.csv": "2026-08-08",
-                                      "us_sp500_constituents_financials.csv": "2026-08-22"}[path.name]
+            key = {
+                "cn_stocklist.csv": "stocktradebyz",
+                "us_sp500_constituents.csv": "sp500",
+                "us_sp500_constituents_financials.csv": "sp500_financials",
+            }[path.name]
+            entry["source"] = {
+                **SOURCES[key],
+                "path": {
+                    "cn_stocklist.csv": "stocklist.csv",
+                    "us_sp500_constituents.csv": "data/constituents.csv",
+                    "us_sp500_constituents_financials.csv": "data/constituents-financials.csv",
+                }[path.name],
+            }
+            entry["snapshot_date"] = {
+                "cn_stocklist.csv": "2025-10-09",
+                "us_sp500_constituents.csv": "2026-08-08",
+                "us_sp500_constituents_financials.csv": "2026-08-22",
+            }[path.name]
             entry["point_in_time"] = False
             if path.name == "us_sp500_constituents_financials.csv":
-                entry["notes"] = ("Sector column is the GICS sub-industry; Market Cap and EBITDA in raw USD; "
-                                  "Dividend Yield is a fraction; single snapshot ~2026-08-21/22, after the price files end.")
+                entry["notes"] = (
+                    "Sector column is the GICS sub-industry; Market Cap and EBITDA in raw USD; "
+                    "Dividend Yield is a fraction; single snapshot ~2026-08-21/22, after the price files end."
+                )
             files[rel + ".gz"] = entry
             continue
 
@@ -113,11 +171,17 @@ def main():
         notes = []
         if market == "us":
             src = "stock_predictor" if symbol == "TSLA" else "traderpro"
-            entry.update(currency="USD", volume_unit="shares", adjustment="yfinance auto_adjust",
-                         time_basis="exchange-local trading date (America/New_York)",
-                         partial_last_bar=symbol == "TSLA")
+            entry.update(
+                currency="USD",
+                volume_unit="shares",
+                adjustment="yfinance auto_adjust",
+                time_basis="exchange-local trading date (America/New_York)",
+                partial_last_bar=symbol == "TSLA",
+            )
             if symbol == "TSLA":
-                notes.append("last row 2026-03-26 is an intraday partial bar (committed ~1h after the US open, volume 10.3M vs ~55-60M)")
+                notes.append(
+                    "last row 2026-03-26 is an intraday partial bar (committed ~1h after the US open, volume 10.3M vs ~55-60M)"
+                )
         elif market == "cn":
             if symbol == "CSI300":
                 src = "finance_analysis"
@@ -126,22 +190,35 @@ def main():
             else:
                 src = "stocktradebyz_early" if symbol in ("000858", "300750") else "stocktradebyz"
                 entry.update(adjustment="tushare qfq")
-            entry.update(currency="CNY", volume_unit="lots of 100 shares",
-                         time_basis="exchange-local trading date (Asia/Shanghai)", partial_last_bar=False)
+            entry.update(
+                currency="CNY",
+                volume_unit="lots of 100 shares",
+                time_basis="exchange-local trading date (Asia/Shanghai)",
+                partial_last_bar=False,
+            )
             if symbol in ("000858", "300750"):
-                notes.append("taken from the earlier auto-update commit; 'amount' column empty except the last 6 rows "
-                             "(from 2025-08-27), where it is in thousands of CNY (Tushare unit); the loader ignores it")
+                notes.append(
+                    "taken from the earlier auto-update commit; 'amount' column empty except the last 6 rows "
+                    "(from 2025-08-27), where it is in thousands of CNY (Tushare unit); the loader ignores it"
+                )
             if symbol == "600030":
                 notes.append("no rows 2022-01-19..26 (suspension)")
             if symbol == "600900":
                 notes.append("no rows 2021-11-29..12-10 and 2022-10-26 (suspension)")
         else:
             src = "hopeffy"
-            entry.update(currency="USDT", volume_unit="base asset units", adjustment="raw",
-                         time_basis="UTC bar-open time", partial_last_bar=True)
+            entry.update(
+                currency="USDT",
+                volume_unit="base asset units",
+                adjustment="raw",
+                time_basis="UTC bar-open time",
+                partial_last_bar=True,
+            )
             notes.append(f"last bar ({last}) is partial; volume far below normal")
             if timeframe == "1h":
-                notes.append("one hourly bar missing in the source: 2023-03-24 13:00 (Binance spot halt)")
+                notes.append(
+                    "one hourly bar missing in the source: 2023-03-24 13:00 (Binance spot halt)"
+                )
         entry["source"] = {**SOURCES[src], "path": entry.pop("source_path", f"data/{path.name}")}
         if notes:
             entry["notes"] = "; ".join(notes)
@@ -158,15 +235,29 @@ def main():
             info.update(exchange="US", currency="USD")
         elif market == "cn":
             if symbol == "CSI300":
-                info.update(kind="index", name="沪深300 (CSI 300 Index)", exchange="SH", sector=None, industry=None)
+                info.update(
+                    kind="index",
+                    name="沪深300 (CSI 300 Index)",
+                    exchange="SH",
+                    sector=None,
+                    industry=None,
+                )
             else:
                 r = cnl[symbol]
                 # Tushare has one classification level; it serves as both sector and industry.
-                info.update(kind="stock", name=r[2], exchange=r[0].split(".")[1], sector=r[4], industry=r[4])
+                info.update(
+                    kind="stock", name=r[2], exchange=r[0].split(".")[1], sector=r[4], industry=r[4]
+                )
             info["currency"] = "CNY"
         else:
-            info.update(kind="crypto", name=CRYPTO_NAMES[symbol], exchange="BINANCE", currency="USDT",
-                        sector=None, industry=None)
+            info.update(
+                kind="crypto",
+                name=CRYPTO_NAMES[symbol],
+                exchange="BINANCE",
+                currency="USDT",
+                sector=None,
+                industry=None,
+            )
 
     manifest = {
         "format": 1,
@@ -176,7 +267,9 @@ def main():
         "symbols": dict(sorted(symbols.items())),
         "files": files,
     }
-    (DST / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    (DST / "manifest.json").write_text(
+        json.dumps(manifest, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
+    )
 
 
 if __name__ == "__main__":
