@@ -260,18 +260,43 @@ def main() -> None:
     finally:
         stop_service(proc)
         echo.terminate()
+    # The same worker round trip through the bare Python chain, and through the service with
+    # a single worker (no LRU rotation over cold processes).
+    fe, be = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    bare = [
+        mp.Process(target=_bare_broker, args=(fe, be), daemon=True),
+        mp.Process(target=_bare_worker, args=(be, HEALTH), daemon=True),
+    ]
+    for p in bare:
+        p.start()
+    time.sleep(0.5)
+    chain = measure_latency(fe, MARKET, n)
+    for p in bare:
+        p.terminate()
+    proc, endpoint = start_service(1, True, tmp)
+    try:
+        one_worker = measure_latency(endpoint, MARKET, n)
+    finally:
+        stop_service(proc)
     lat = {}
     for name, samples in (
         ("floor_req_rep_echo", floor),
         ("health_check", health),
         ("market_data_cached", market),
+        ("bare_python_chain_1_worker", chain),
+        ("market_data_cached_1_worker", one_worker),
     ):
         lat[name] = {
             "p50_us": round(statistics.median(samples), 1),
             "p99_us": round(percentile(samples, 99), 1),
             "n": len(samples),
         }
-    for name in ("health_check", "market_data_cached"):
+    for name in (
+        "health_check",
+        "market_data_cached",
+        "bare_python_chain_1_worker",
+        "market_data_cached_1_worker",
+    ):
         lat[name]["p50_vs_floor"] = round(
             lat[name]["p50_us"] / lat["floor_req_rep_echo"]["p50_us"], 2
         )

@@ -600,3 +600,88 @@ def test_invalid_setting_fails_at_start_naming_it(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "worker.count" in proc.stderr and "WORKER_COUNT" in proc.stderr
+
+
+def test_worker_sigterm_finishes_request_then_disconnects(tmp_path: Path) -> None:
+    svc = ServiceProcesses(tmp_path, workers=1)
+    try:
+        svc.start_broker()
+        worker = svc.start_worker("graceful")
+        svc.wait_workers(1)
+        marker = tmp_path / "runs.txt"
+        result: dict[str, object] = {}
+
+        def slow_call() -> None:
+            with svc.client(timeout_ms=10000, retries=0) as c:
+                result["reply"] = c.request("test.sleep", {"seconds": 0.8, "marker": str(marker)})
+
+        t = threading.Thread(target=slow_call)
+        t.start()
+        while not _lines(marker):
+            time.sleep(0.01)
+        worker.send_signal(signal.SIGTERM)
+        t.join(10)
+        assert result["reply"]["status"] == "success"  # type: ignore[index]
+        assert worker.wait(10) == 0
+        # DISCONNECT, not the heartbeat window: the broker forgets it at once.
+        health = svc.health()
+        assert health["workers"]["alive"] == 0
+        assert health["status"] == "degraded"
+        assert len(_lines(marker)) == 1
+    finally:
+        svc.stop()
+
+
+def test_cli_call_and_health(service: ServiceProcesses) -> None:
+    env = {**service.env, "TACORE_ENDPOINT": service.endpoint}
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tacoreservice",
+            "call",
+            "get.market_data",
+            "symbol=600519.SH",
+            "history=2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    reply = orjson.loads(run.stdout)
+    assert reply["data"]["symbol"] == "600519" and len(reply["data"]["history"]) == 2
+    bad = subprocess.run(
+        [sys.executable, "-m", "tacoreservice", "call", "get.market_data", "symbol=NOPE1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and orjson.loads(bad.stdout)["error"]["code"] == "INVALID_PARAMS"
+    health = subprocess.run(
+        [sys.executable, "-m", "tacoreservice", "health", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert health.returncode == 0 and orjson.loads(health.stdout)["status"] == "healthy"
+    down = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tacoreservice",
+            "health",
+            "-e",
+            "tcp://127.0.0.1:1",
+            "--timeout-ms",
+            "200",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert down.returncode == 1 and "unhealthy" in down.stderr

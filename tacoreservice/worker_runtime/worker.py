@@ -63,7 +63,7 @@ class _Heartbeater(threading.Thread):
         self.worker = worker
         self.broker_lost = threading.Event()
         self._generation = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()  # not _stop: Thread uses that name
         self.last_seen = time.monotonic()
 
     def reconnect(self) -> None:
@@ -73,7 +73,7 @@ class _Heartbeater(threading.Thread):
         self._generation += 1
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def run(self) -> None:
         w = self.worker
@@ -83,7 +83,7 @@ class _Heartbeater(threading.Thread):
         generation = -1
         next_beat = 0.0
         try:
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 if generation != self._generation:
                     if sock is not None:
                         sock.close(linger=0)
@@ -225,6 +225,8 @@ class Worker:
 
     def _serve(self, sock: zmq.Socket, heart: _Heartbeater) -> str:
         """Serve one broker session; returns 'stop', 'lost' or 'reregister'."""
+        poller = zmq.Poller()  # Socket.poll would build a new Poller on every call
+        poller.register(sock, zmq.POLLIN)
         while True:
             if self._stopping:
                 try:
@@ -236,7 +238,7 @@ class Worker:
                 return "stop"
             if heart.broker_lost.is_set():
                 return "lost"
-            if not sock.poll(100):
+            if not poller.poll(100):
                 continue
             while int(sock.getsockopt(_EVENTS)) & _POLLIN:
                 frames = sock.recv_multipart()
