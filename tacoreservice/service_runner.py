@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from typing import Any
 
-from tacoreservice.config import Settings, load_settings
+from tacoreservice.config import ConfigError, Settings, load_settings
 
-__all__ = ["settings_for_process", "run_service", "run_worker"]
+__all__ = ["settings_for_process", "run_service", "run_worker", "service_entry_point"]
 
 log = logging.getLogger("tacoreservice")
 
@@ -91,3 +92,13 @@ def run_worker(
     worker = Worker(settings, worker_id=worker_id, endpoint=endpoint)
     worker.install_signal_handlers()
     return worker.run()
+
+
+def service_entry_point(with_workers: bool) -> int:
+    """``python -m tacoreservice.main`` / ``.load_balancer``: settings from file and env."""
+    try:
+        settings = settings_for_process()
+    except ConfigError as exc:
+        print(f"tacoreservice: {exc}", file=sys.stderr)
+        return 2
+    return run_service(settings, with_workers=with_workers)

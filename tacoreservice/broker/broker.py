@@ -311,17 +311,13 @@ class Broker:
             return
 
         if self._draining:
-            self._reject(
+            self._refuse(
                 envelope,
-                RequestRejected(
-                    ErrorCode.SHUTTING_DOWN,
-                    "the broker is shutting down; retry on another broker or in a moment",
-                    req.request_id,
-                    req.dialect,
-                ),
+                req,
                 body,
                 now,
-                req.method,
+                ErrorCode.SHUTTING_DOWN,
+                "the broker is shutting down; retry on another broker or in a moment",
             )
             return
 
@@ -351,33 +347,25 @@ class Broker:
         known = self.pool.known_methods()
         if known and req.method not in known:
             available = ", ".join(sorted(known | _BROKER_METHODS))
-            self._reject(
+            self._refuse(
                 envelope,
-                RequestRejected(
-                    ErrorCode.METHOD_NOT_FOUND,
-                    f"unknown method {req.method!r}; available: {available}",
-                    req.request_id,
-                    req.dialect,
-                ),
+                req,
                 body,
                 now,
-                req.method,
+                ErrorCode.METHOD_NOT_FOUND,
+                f"unknown method {req.method!r}; available: {available}",
             )
             return
 
         if len(self.queue) >= self.cfg.max_queue_size:
-            self._reject(
+            self._refuse(
                 envelope,
-                RequestRejected(
-                    ErrorCode.OVERLOADED,
-                    f"{len(self.queue)} requests are already waiting (max_queue_size "
-                    f"{self.cfg.max_queue_size}); back off and retry",
-                    req.request_id,
-                    req.dialect,
-                ),
+                req,
                 body,
                 now,
-                req.method,
+                ErrorCode.OVERLOADED,
+                f"{len(self.queue)} requests are already waiting (max_queue_size "
+                f"{self.cfg.max_queue_size}); back off and retry",
             )
             return
 
@@ -394,17 +382,13 @@ class Broker:
                 }
             )
         except TypeError:  # orjson.JSONEncodeError: nesting beyond its 255-level limit
-            self._reject(
+            self._refuse(
                 envelope,
-                RequestRejected(
-                    ErrorCode.INVALID_REQUEST,
-                    "params are nested too deeply (more than 255 levels)",
-                    req.request_id,
-                    req.dialect,
-                ),
+                req,
                 body,
                 now,
-                req.method,
+                ErrorCode.INVALID_REQUEST,
+                "params are nested too deeply (more than 255 levels)",
             )
             return
         self._key_seq += 1
@@ -417,19 +401,28 @@ class Broker:
     def _reject_reused_id(
         self, envelope: list[bytes], req: ClientRequest, body: bytes, now: float
     ) -> None:
-        self._reject(
+        self._refuse(
             envelope,
-            RequestRejected(
-                ErrorCode.INVALID_REQUEST,
-                f"request_id {req.request_id!r} is already used by a different request; "
-                "use a fresh request_id per request (retries reuse it with the same content)",
-                req.request_id,
-                req.dialect,
-            ),
+            req,
             body,
             now,
-            req.method,
+            ErrorCode.INVALID_REQUEST,
+            f"request_id {req.request_id!r} is already used by a different request; "
+            "use a fresh request_id per request (retries reuse it with the same content)",
         )
+
+    def _refuse(
+        self,
+        envelope: list[bytes],
+        req: ClientRequest,
+        body: bytes,
+        now: float,
+        code: ErrorCode,
+        message: str,
+    ) -> None:
+        """Answer a parsed request with an error in its dialect, without running it."""
+        rejection = RequestRejected(code, message, req.request_id, req.dialect)
+        self._reject(envelope, rejection, body, now, req.method)
 
     def _reject(
         self,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +12,7 @@ import zmq
 import zmq.asyncio
 
 from tacoreservice.client.errors import TACoreError, TACoreTimeout
-from tacoreservice.client.helpers import MethodHelpers
+from tacoreservice.client.helpers import MethodHelpers, data_or_raise, encode_request
 from tacoreservice.client.sync_client import DEFAULT_ENDPOINT
 
 __all__ = ["AsyncTACoreClient"]
@@ -93,11 +92,7 @@ class AsyncTACoreClient(MethodHelpers):
     ) -> dict[str, Any]:
         await self.connect()
         assert self._sock is not None
-        rid = request_id or uuid.uuid4().hex
-        message: dict[str, Any] = {"request_id": rid, "method": method, "params": params or {}}
-        if deadline_ms is not None:
-            message["timeout_ms"] = deadline_ms
-        body = orjson.dumps(message)
+        rid, body = encode_request(method, params, request_id, deadline_ms)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         timeout = (timeout_ms or self.timeout_ms) / 1000.0
@@ -117,10 +112,4 @@ class AsyncTACoreClient(MethodHelpers):
         )
 
     async def call(self, method: str, params: dict[str, Any] | None = None, **kwargs: Any) -> Any:
-        reply = await self.request(method, params, **kwargs)
-        if reply.get("status") != "success":
-            error = reply.get("error") or {}
-            raise TACoreError(
-                str(error.get("code", "UNKNOWN")), str(error.get("message", reply)), reply
-            )
-        return reply.get("data")
+        return data_or_raise(await self.request(method, params, **kwargs))

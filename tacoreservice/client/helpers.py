@@ -6,9 +6,34 @@ an awaitable for the async one, so the method list is written once.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-__all__ = ["MethodHelpers"]
+import orjson
+
+from tacoreservice.client.errors import TACoreError
+
+__all__ = ["MethodHelpers", "encode_request", "data_or_raise"]
+
+
+def encode_request(
+    method: str, params: dict[str, Any] | None, request_id: str | None, deadline_ms: int | None
+) -> tuple[str, bytes]:
+    """The request frame; the id is kept so retries can resend the very same bytes."""
+    rid = request_id or uuid.uuid4().hex
+    message: dict[str, Any] = {"request_id": rid, "method": method, "params": params or {}}
+    if deadline_ms is not None:
+        message["timeout_ms"] = deadline_ms
+    return rid, orjson.dumps(message)
+
+
+def data_or_raise(reply: dict[str, Any]) -> Any:
+    if reply.get("status") != "success":
+        error = reply.get("error") or {}
+        raise TACoreError(
+            str(error.get("code", "UNKNOWN")), str(error.get("message", reply)), reply
+        )
+    return reply.get("data")
 
 
 def _clean(params: dict[str, Any]) -> dict[str, Any]:

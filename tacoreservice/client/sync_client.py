@@ -9,15 +9,14 @@ to the next one on each retry.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import zmq
 
-from tacoreservice.client.errors import TACoreError, TACoreTimeout
-from tacoreservice.client.helpers import MethodHelpers
+from tacoreservice.client.errors import TACoreTimeout
+from tacoreservice.client.helpers import MethodHelpers, data_or_raise, encode_request
 
 __all__ = ["TACoreClient", "DEFAULT_ENDPOINT"]
 
@@ -91,14 +90,7 @@ class TACoreClient(MethodHelpers):
         deadline_ms: int | None = None,
     ) -> dict[str, Any]:
         """Send one request and return the whole reply (success or error)."""
-        message: dict[str, Any] = {
-            "request_id": request_id or uuid.uuid4().hex,
-            "method": method,
-            "params": params or {},
-        }
-        if deadline_ms is not None:
-            message["timeout_ms"] = deadline_ms
-        body = orjson.dumps(message)
+        rid, body = encode_request(method, params, request_id, deadline_ms)
         timeout = timeout_ms or self.timeout_ms
         attempts = 1 + (self.retries if retries is None else retries)
         with self._lock:
@@ -110,7 +102,7 @@ class TACoreClient(MethodHelpers):
                     return reply
                 self._reset()  # Lazy Pirate: a REQ socket that lost its reply is unusable
         raise TACoreTimeout(
-            f"no reply to {method} (request_id {message['request_id']}) after {attempts} "
+            f"no reply to {method} (request_id {rid}) after {attempts} "
             f"attempts of {timeout} ms each; endpoints: {', '.join(self.endpoints)}"
         )
 
@@ -121,10 +113,4 @@ class TACoreClient(MethodHelpers):
         **kwargs: Any,
     ) -> Any:
         """Send one request and return its ``data``; an error reply raises TACoreError."""
-        reply = self.request(method, params, **kwargs)
-        if reply.get("status") != "success":
-            error = reply.get("error") or {}
-            raise TACoreError(
-                str(error.get("code", "UNKNOWN")), str(error.get("message", reply)), reply
-            )
-        return reply.get("data")
+        return data_or_raise(self.request(method, params, **kwargs))

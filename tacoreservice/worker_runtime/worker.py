@@ -297,27 +297,21 @@ class Worker:
             body = build_reply(request_id, dialect, compat, data, None, elapsed, self.worker_id)
             self.served += 1
             meta = {"status": "success", "error_code": None, "processing_time_ms": elapsed}
-        except ServiceError as exc:
-            body = build_error_reply(exc, request_id, dialect, compat, self.worker_id, started)
-            self.served += 1
-            self.failed += 1
-            meta = {
-                "status": "error",
-                "error_code": exc.code.value,
-                "processing_time_ms": (time.perf_counter() - started) * 1000.0,
-            }
-        except Exception as exc:  # a bug in a handler must not take the worker down
-            log.error("method %s failed:\n%s", method, traceback.format_exc())
-            err = ServiceError(
-                ErrorCode.INTERNAL,
-                f"{method} failed with {type(exc).__name__}: {str(exc)[:300]}",
-            )
+        except Exception as exc:
+            if isinstance(exc, ServiceError):
+                err = exc
+            else:  # a bug in a handler must not take the worker down
+                log.error("method %s failed:\n%s", method, traceback.format_exc())
+                err = ServiceError(
+                    ErrorCode.INTERNAL,
+                    f"{method} failed with {type(exc).__name__}: {str(exc)[:300]}",
+                )
             body = build_error_reply(err, request_id, dialect, compat, self.worker_id, started)
             self.served += 1
             self.failed += 1
             meta = {
                 "status": "error",
-                "error_code": ErrorCode.INTERNAL.value,
+                "error_code": err.code.value,
                 "processing_time_ms": (time.perf_counter() - started) * 1000.0,
             }
         finally:
