@@ -117,6 +117,33 @@ class MarketDataSettings(_Section):
     data_dir: str | None = None
 
 
+class AnalysisSettings(_Section):
+    default_engine: Literal["quant", "llm", "tradingagents"] = "quant"
+    default_research_depth: int = Field(3, ge=1, le=5)
+    # Completed analyses are cached by (method, params, as_of, engine) for this long.
+    result_cache_ttl_s: float = Field(3600.0, ge=0, le=30 * 86_400)
+
+
+class LLMSettings(_Section):
+    """An OpenAI-compatible chat endpoint (OpenAI, DeepSeek, DashScope, Ollama, vLLM, ...).
+
+    The API key is deliberately not a setting that can live in config.yaml: it is read from
+    TACORE_LLM_API_KEY (or OPENAI_API_KEY) in the environment only.
+    """
+
+    base_url: str = "https://api.openai.com/v1"
+    quick_model: str = "gpt-4o-mini"
+    deep_model: str = "gpt-4o"
+    timeout_s: float = Field(60.0, gt=0, le=3600)
+    max_retries: int = Field(2, ge=0, le=10)
+    token_budget: int = Field(60_000, ge=100, le=10_000_000)
+    temperature: float = Field(0.2, ge=0, le=2)
+
+    @property
+    def api_key(self) -> str | None:
+        return os.environ.get("TACORE_LLM_API_KEY") or os.environ.get("OPENAI_API_KEY") or None
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -141,6 +168,8 @@ class Settings(_Section):
     request_log: RequestLogSettings = Field(default_factory=RequestLogSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     market_data: MarketDataSettings = Field(default_factory=MarketDataSettings)
+    analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
@@ -178,6 +207,12 @@ ENV_VARS: dict[str, str] = {
     "TACORE_MARKET_DATA_PROVIDER": "market_data.provider",
     "TACORE_MARKET_DATA_DIR": "market_data.data_dir",
     "TACORE_REQUEST_LOG_RETENTION_DAYS": "request_log.retention_days",
+    "TACORE_ANALYSIS_ENGINE": "analysis.default_engine",
+    "TACORE_LLM_BASE_URL": "llm.base_url",
+    "TACORE_LLM_QUICK_MODEL": "llm.quick_model",
+    "TACORE_LLM_DEEP_MODEL": "llm.deep_model",
+    "TACORE_LLM_TIMEOUT_S": "llm.timeout_s",
+    "TACORE_LLM_TOKEN_BUDGET": "llm.token_budget",
 }
 
 _LIST_SETTINGS = {"worker.plugins"}

@@ -34,6 +34,7 @@ from tacoreservice.config import Settings
 from tacoreservice.protocol import worker_protocol as wp
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
 from tacoreservice.protocol.messages import (
+    STANDARD,
     ClientRequest,
     RequestRejected,
     build_error_reply,
@@ -41,6 +42,8 @@ from tacoreservice.protocol.messages import (
     parse_request,
     utc_timestamp,
 )
+from tacoreservice.service.methods.jobs import JOB_READ_METHODS, read_job
+from tacoreservice.storage.job_store import TERMINAL_STATES, JobStore
 from tacoreservice.storage.request_log import RequestLogEntry, RequestLogWriter
 
 __all__ = ["Broker", "CONTROL_ENDPOINT"]
@@ -49,7 +52,12 @@ log = logging.getLogger("tacoreservice.broker")
 
 CONTROL_ENDPOINT = "inproc://tacore-broker-control"
 BROKER_ID = "broker"
-_BROKER_METHODS = frozenset({"health.check"})
+_JOB_METHODS = frozenset({"job.submit", "job.cancel", *JOB_READ_METHODS})
+_BROKER_METHODS = frozenset({"health.check", *_JOB_METHODS})
+# A job whose worker dies is run once more, then failed with the reason (issue 3).
+_JOB_MAX_ATTEMPTS = 2
+# Errors that mean "the broker could not get this job run", as opposed to the job's own error.
+_JOB_BROKER_ERRORS = frozenset({"WORKER_LOST", "DEADLINE_EXCEEDED"})
 _DRAIN_BATCH = 256  # messages read per socket per loop turn: amortises poll() cost
 # Plain ints: pyzmq's enum wrappers cost more than the socket calls on the hot path.
 _EVENTS = int(zmq.EVENTS)
@@ -70,6 +78,7 @@ class _Pending:
         "worker",
         "dispatched_at",
         "payload",
+        "job_id",
     )
 
     def __init__(
@@ -84,7 +93,8 @@ class _Pending:
         self.key = key
         self.req = req
         self.payload = payload
-        self.envelopes = [envelope]
+        self.job_id: str | None = None
+        self.envelopes = [envelope] if envelope else []
         self.raw = raw
         self.received = now
         self.deadline = now + req.timeout_ms / 1000.0 if req.timeout_ms else None
@@ -145,6 +155,11 @@ class Broker:
         self.queue: deque[_Pending] = deque()
         self.inflight: dict[str, _Pending] = {}  # client request_id -> pending (queued or running)
         self.dispatched: dict[bytes, _Pending] = {}  # dispatch key -> pending
+        # Jobs wait here, apart from interactive requests: they run only when no interactive
+        # request is waiting, on at most all-but-one of the workers, so a batch of long
+        # analyses never starves quick calls. Their state lives in SQLite (JobStore).
+        self.job_queue: deque[_Pending] = deque()
+        self.jobs: JobStore | None = None
         self.reply_cache = _ReplyCache(self.cfg.reply_cache_ttl_s, self.cfg.reply_cache_max_entries)
         self.started_at = time.time()
         self.started_mono = time.monotonic()
@@ -203,6 +218,8 @@ class Broker:
     def close(self) -> None:
         for sock in (self.frontend, self.backend, self.control):
             sock.close(linger=0)
+        if self.jobs is not None:
+            self.jobs.close()
         if self.request_log is not None:
             self.request_log.close()
 
@@ -217,6 +234,9 @@ class Broker:
             self.bind()
         if self.request_log is not None:
             self.request_log.start()
+        # Opened on the thread that runs the loop: sqlite3 connections stay on one thread.
+        self.jobs = JobStore(self.settings.database.path)
+        self._recover_jobs()
         poller = zmq.Poller()
         poller.register(self.backend, zmq.POLLIN)
         poller.register(self.frontend, zmq.POLLIN)
@@ -234,7 +254,8 @@ class Broker:
                         "draining: %d queued, %d running", len(self.queue), len(self.dispatched)
                     )
                 if self._draining and (
-                    (not self.queue and not self.dispatched) or now >= drain_until
+                    (not self.queue and not any(p.job_id is None for p in self.dispatched.values()))
+                    or now >= drain_until
                 ):
                     break
                 timeout = max(0.0, min(next_heartbeat - now, 0.25))
@@ -321,7 +342,7 @@ class Broker:
             )
             return
 
-        if req.method in _BROKER_METHODS:
+        if req.method == "health.check":
             self._answer_locally(envelope, req, body, now)
             return
 
@@ -343,6 +364,10 @@ class Broker:
                 self.stats["retries_from_cache"] += 1
                 self._send_client(envelope, reply)
                 return
+
+        if req.method in _JOB_METHODS or req.params.get("async") is True:
+            self._job_request(envelope, req, body, now)
+            return
 
         known = self.pool.known_methods()
         if known and req.method not in known:
@@ -369,6 +394,31 @@ class Broker:
             )
             return
 
+        pending = self._new_pending(req, envelope, body, now)
+        if pending is None:
+            self._refuse(
+                envelope,
+                req,
+                body,
+                now,
+                ErrorCode.INVALID_REQUEST,
+                "params are nested too deeply (more than 255 levels)",
+            )
+            return
+        if req.client_request_id:
+            self.inflight[req.request_id] = pending
+        self._enqueue(pending)
+        self._dispatch()
+
+    def _new_pending(
+        self,
+        req: ClientRequest,
+        envelope: list[bytes] | None,
+        body: bytes,
+        now: float,
+        job_id: str | None = None,
+    ) -> _Pending | None:
+        """The pending request with its worker payload; None when params cannot be encoded."""
         try:
             payload = orjson.dumps(
                 {
@@ -379,24 +429,153 @@ class Broker:
                     "compat": self.cfg.compat,
                     # Wall clock: the worker may be another process or host.
                     "deadline": time.time() + req.timeout_ms / 1000.0 if req.timeout_ms else None,
+                    "job_id": job_id,
                 }
             )
         except TypeError:  # orjson.JSONEncodeError: nesting beyond its 255-level limit
-            self._refuse(
-                envelope,
-                req,
+            return None
+        self._key_seq += 1
+        pending = _Pending(
+            self._key_seq.to_bytes(8, "big"), req, envelope or [], body, now, payload
+        )
+        pending.job_id = job_id
+        return pending
+
+    # ------------------------------------------------------------------ jobs
+
+    def _job_request(
+        self, envelope: list[bytes], req: ClientRequest, body: bytes, now: float
+    ) -> None:
+        assert self.jobs is not None
+        started = time.perf_counter()
+        try:
+            if req.method == "job.cancel":
+                data = self._cancel_job(req.params)
+            elif req.method in JOB_READ_METHODS:
+                data = read_job(self.jobs, req.method, req.params)
+            else:
+                data = self._submit_job(req, body, now)
+        except ServiceError as exc:
+            reply = build_error_reply(exc, req.request_id, req.dialect, self.cfg.compat, BROKER_ID)
+            self._send_client(envelope, reply)
+            self._account(req.method, False, exc.code.value, 0.0)
+            self._log(
+                req.request_id,
+                req.method,
+                BROKER_ID,
                 body,
-                now,
-                ErrorCode.INVALID_REQUEST,
-                "params are nested too deeply (more than 255 levels)",
+                reply,
+                0.0,
+                "error",
+                exc.code.value,
+                0.0,
             )
             return
-        self._key_seq += 1
-        pending = _Pending(self._key_seq.to_bytes(8, "big"), req, envelope, body, now, payload)
-        if req.client_request_id:
-            self.inflight[req.request_id] = pending
-        self._enqueue(pending)
+        elapsed = (time.perf_counter() - started) * 1000.0
+        reply = build_reply(
+            req.request_id, req.dialect, self.cfg.compat, data, None, elapsed, BROKER_ID
+        )
+        self._send_client(envelope, reply)
+        if req.client_request_id and req.method not in JOB_READ_METHODS:
+            # A retried submit gets the same job, not a second one.
+            self.reply_cache.put(req.request_id, reply, req.method, req.params, now)
+        self._account(req.method, True, None, elapsed)
+        self._log(req.request_id, req.method, BROKER_ID, body, reply, elapsed, "success", None, 0.0)
         self._dispatch()
+
+    def _submit_job(self, req: ClientRequest, body: bytes, now: float) -> dict[str, Any]:
+        assert self.jobs is not None
+        if req.method == "job.submit":
+            method = req.params.get("method")
+            params = req.params.get("params") or {}
+            if not isinstance(method, str) or not method:
+                raise ServiceError(
+                    ErrorCode.INVALID_PARAMS,
+                    'job.submit needs params.method (and params.params), e.g. {"method": '
+                    '"analyze.stock", "params": {"symbol": "AAPL"}}',
+                )
+            if not isinstance(params, dict):
+                raise ServiceError(
+                    ErrorCode.INVALID_PARAMS, "job.submit: params.params must be an object"
+                )
+        else:
+            method = req.method
+            params = {k: v for k, v in req.params.items() if k != "async"}
+        known = self.pool.known_methods()
+        if (
+            method.startswith("job.")
+            or method in _BROKER_METHODS
+            or (known and method not in known)
+        ):
+            available = ", ".join(sorted(known)) or "(no worker registered yet)"
+            raise ServiceError(
+                ErrorCode.METHOD_NOT_FOUND,
+                f"{method!r} cannot run as a job; methods that can: {available}",
+            )
+        job_req = ClientRequest("", method, params, STANDARD, None, False)
+        job_id = self.jobs.create(method, params, req.request_id)
+        job_req.request_id = job_id
+        pending = self._new_pending(job_req, None, body, now, job_id)
+        if pending is None:
+            self.jobs.fail(
+                job_id, {"code": "INVALID_REQUEST", "message": "params nested too deeply"}
+            )
+            raise ServiceError(ErrorCode.INVALID_REQUEST, "params are nested too deeply")
+        self.job_queue.append(pending)
+        return {
+            "job_id": job_id,
+            "state": "queued",
+            "method": method,
+            "queue_position": len(self.job_queue),
+        }
+
+    def _cancel_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        assert self.jobs is not None
+        job_id = params.get("job_id")
+        if not isinstance(job_id, str) or not job_id:
+            raise ServiceError(ErrorCode.INVALID_PARAMS, "job.cancel needs params.job_id")
+        job = self.jobs.request_cancel(job_id)
+        if job is None:
+            raise ServiceError(ErrorCode.NOT_FOUND, f"no job {job_id!r}")
+        # Still waiting here: drop it now. Running: its worker sees the flag between steps.
+        self.job_queue = deque(p for p in self.job_queue if p.job_id != job_id)
+        return {k: job[k] for k in ("job_id", "state", "cancel_requested", "stage", "percent")}
+
+    def _recover_jobs(self) -> None:
+        """At start: jobs left queued or running by a previous broker are scheduled again."""
+        assert self.jobs is not None
+        now = time.monotonic()
+        for job in self.jobs.unfinished():
+            if job["state"] == "running" and job["attempts"] >= _JOB_MAX_ATTEMPTS:
+                self.jobs.fail(
+                    job["job_id"],
+                    {
+                        "code": "WORKER_LOST",
+                        "message": f"the job's worker was lost {job['attempts']} times; not run again",
+                    },
+                )
+                continue
+            self.jobs.requeue(job["job_id"])
+            req = ClientRequest(
+                job["job_id"], job["method"], job["params"] or {}, STANDARD, None, False
+            )
+            pending = self._new_pending(req, None, b"", now, job["job_id"])
+            if pending is not None:
+                self.job_queue.append(pending)
+        if self.job_queue:
+            log.info("recovered %d unfinished jobs", len(self.job_queue))
+
+    def _dispatch_jobs(self) -> None:
+        pool = self.pool
+        if not self.job_queue or self.queue or not pool.idle:
+            return
+        running = sum(1 for p in self.dispatched.values() if p.job_id)
+        while self.job_queue and pool.idle and running < max(1, len(pool) - 1):
+            worker = pool.take_idle()
+            if worker is None:  # pragma: no cover - guarded by the loop condition
+                return
+            self._send_to_worker(worker, self.job_queue.popleft())
+            running += 1
 
     def _reject_reused_id(
         self, envelope: list[bytes], req: ClientRequest, body: bytes, now: float
@@ -471,6 +650,7 @@ class Broker:
                 self._enqueue(pending, front=True)
                 return
             self._send_to_worker(worker, pending)
+        self._dispatch_jobs()
 
     def _send_to_worker(self, worker: WorkerRecord, pending: _Pending) -> None:
         req = pending.req
@@ -541,6 +721,13 @@ class Broker:
         wait_ms = (
             (pending.dispatched_at - pending.received) * 1000.0 if pending.dispatched_at else 0.0
         )
+        if pending.job_id is not None and not ok and error_code in _JOB_BROKER_ERRORS:
+            assert self.jobs is not None
+            try:
+                error = orjson.loads(reply).get("error")
+            except orjson.JSONDecodeError:
+                error = None
+            self.jobs.fail(pending.job_id, error or {"code": error_code, "message": error_code})
         self._account(req.method, ok, error_code, processing_ms)
         self._log(
             req.request_id,
@@ -562,7 +749,7 @@ class Broker:
             if not int(sock.getsockopt(_EVENTS)) & _POLLIN:
                 break
             self._on_worker_message(sock.recv_multipart())
-        if self.queue:
+        if self.queue or self.job_queue:
             self._dispatch()
 
     def _on_worker_message(self, frames: list[bytes]) -> None:
@@ -699,6 +886,9 @@ class Broker:
         pending = self.dispatched.pop(key, None)
         if pending is None:
             return
+        if pending.job_id is not None:
+            self._job_worker_lost(pending, reason)
+            return
         if pending.attempts > self.cfg.max_redispatch:
             exc = ServiceError(
                 ErrorCode.WORKER_LOST,
@@ -721,6 +911,30 @@ class Broker:
         pending.worker = None
         pending.dispatched_at = 0.0
         self._enqueue(pending, front=True)  # it has waited longest; it goes first
+        self._dispatch()
+
+    def _job_worker_lost(self, pending: _Pending, reason: str) -> None:
+        assert self.jobs is not None and pending.job_id is not None
+        job = self.jobs.get(pending.job_id, with_result=False)
+        attempts = job["attempts"] if job else pending.attempts
+        if job is None or job["state"] in TERMINAL_STATES:
+            return
+        if attempts >= _JOB_MAX_ATTEMPTS:
+            self.jobs.fail(
+                pending.job_id,
+                {
+                    "code": "WORKER_LOST",
+                    "message": f"the job's worker was lost ({reason}) on each of {attempts} "
+                    "attempts; not run again",
+                },
+            )
+            return
+        log.warning("job %s lost its worker (%s); running it once more", pending.job_id, reason)
+        self.stats["redispatched"] += 1
+        self.jobs.requeue(pending.job_id)
+        pending.worker = None
+        pending.dispatched_at = 0.0
+        self.job_queue.appendleft(pending)
         self._dispatch()
 
     # ------------------------------------------------------------------ control
@@ -871,7 +1085,9 @@ class Broker:
 
     def _abandon_remaining(self) -> None:
         """At exit, answer whatever is still waiting so no accepted request goes silent."""
-        leftovers = list(self.queue) + list(self.dispatched.values())
+        # Jobs are not answered here: they stay queued/running in SQLite and the next broker
+        # picks them up (see _recover_jobs).
+        leftovers = list(self.queue) + [p for p in self.dispatched.values() if p.job_id is None]
         self.queue.clear()
         self._queued_deadlines = 0
         self.dispatched.clear()

@@ -20,10 +20,33 @@ if TYPE_CHECKING:
     from tacoreservice.config import Settings
     from tacoreservice.market_data import MarketDataProvider
 
-__all__ = ["MethodContext", "MethodSpec", "method", "registry", "call_method", "load_plugins"]
+__all__ = [
+    "Cancelled",
+    "MethodContext",
+    "MethodSpec",
+    "method",
+    "registry",
+    "call_method",
+    "load_plugins",
+]
 
 P = TypeVar("P", bound=BaseModel)
 Handler = Callable[[Any, "MethodContext"], Any]
+
+
+class Cancelled(ServiceError):
+    """Raised inside a handler when its job was cancelled; the job ends as 'cancelled'."""
+
+    def __init__(self, message: str = "the job was cancelled"):
+        super().__init__(ErrorCode.CANCELLED, message)
+
+
+def _no_progress(stage: str, percent: float, detail: dict[str, Any] | None = None) -> None:
+    return None
+
+
+def _never_cancelled() -> bool:
+    return False
 
 
 @dataclass
@@ -35,7 +58,18 @@ class MethodContext:
     worker_id: str = "local"
     request_id: str = ""
     deadline: float | None = None  # time.time() by which the caller stops waiting
+    # Long handlers report progress (stage name, 0-100, optional detail such as per-role
+    # state) and check for cancellation between steps. Outside a job both are no-ops.
+    progress: Callable[[str, float, dict[str, Any] | None], None] = field(
+        default=_no_progress, repr=False
+    )
+    cancelled: Callable[[], bool] = field(default=_never_cancelled, repr=False)
     _provider: MarketDataProvider | None = field(default=None, repr=False)
+
+    def check_cancelled(self) -> None:
+        """Call between steps of a long computation; raises :class:`Cancelled`."""
+        if self.cancelled():
+            raise Cancelled()
 
     @property
     def market_data(self) -> MarketDataProvider:
@@ -122,7 +156,10 @@ def call_method(name: str, params: dict[str, Any], ctx: MethodContext) -> Any:
     return spec.handler(model, ctx)
 
 
-_BUILTIN_METHOD_MODULES = ("tacoreservice.service.methods.market_data",)
+_BUILTIN_METHOD_MODULES = (
+    "tacoreservice.service.methods.market_data",
+    "tacoreservice.service.methods.scan",
+)
 
 
 def load_plugins(extra: list[str] | tuple[str, ...] = ()) -> None:

@@ -55,8 +55,33 @@ CREATE INDEX IF NOT EXISTS idx_request_logs_status ON request_logs(status);
 """
 
 # (version, SQL) steps, versions 1, 2, 3, ... in order. Append only.
+_JOBS_V2 = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id            TEXT PRIMARY KEY,
+    method            TEXT NOT NULL,
+    params            TEXT NOT NULL,
+    state             TEXT NOT NULL,
+    stage             TEXT,
+    percent           REAL NOT NULL DEFAULT 0,
+    progress          TEXT,
+    result            TEXT,
+    error             TEXT,
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    worker_id         TEXT,
+    request_id        TEXT,
+    cancel_requested  INTEGER NOT NULL DEFAULT 0,
+    created_at        TEXT NOT NULL,
+    started_at        TEXT,
+    finished_at       TEXT,
+    updated_at        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_jobs_state ON jobs(state);
+CREATE INDEX IF NOT EXISTS idx_jobs_created_at ON jobs(created_at);
+"""
+
 MIGRATIONS: list[tuple[int, str]] = [
     (1, _REQUEST_LOGS_V1),
+    (2, _JOBS_V2),
 ]
 
 

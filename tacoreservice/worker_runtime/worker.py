@@ -27,7 +27,16 @@ from tacoreservice.protocol.messages import (
     build_reply,
     utc_timestamp,
 )
-from tacoreservice.service.registry import MethodContext, call_method, load_plugins, registry
+from tacoreservice.service.registry import (
+    Cancelled,
+    MethodContext,
+    _never_cancelled,
+    _no_progress,
+    call_method,
+    load_plugins,
+    registry,
+)
+from tacoreservice.storage.job_store import JobStore
 
 __all__ = ["Worker", "default_worker_id"]
 
@@ -140,6 +149,7 @@ class Worker:
         self._stopping = False
         self._sock: zmq.Socket | None = None
         self.method_ctx: MethodContext | None = None
+        self._jobs: JobStore | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -259,6 +269,54 @@ class Worker:
                 if self._stopping:
                     break
 
+    # ------------------------------------------------------------------ jobs
+
+    def _job_store(self) -> JobStore:
+        if self._jobs is None:
+            self._jobs = JobStore(self.settings.database.path)
+        return self._jobs
+
+    def _run_job(self, job_id: str, method: str, params: dict[str, Any], ctx: MethodContext) -> Any:
+        """Run a job: progress and outcome go to SQLite, where job.status reads them."""
+        store = self._job_store()
+        if not store.start(job_id, self.worker_id):
+            raise Cancelled("the job was cancelled before it started")
+        written_at, written_stage = 0.0, ""
+        checked_at, cancel_seen = 0.0, False
+
+        def progress(stage: str, percent: float, detail: dict[str, Any] | None = None) -> None:
+            # Throttled: a role finishing every few ms must not turn into a write storm.
+            nonlocal written_at, written_stage
+            now = time.monotonic()
+            if stage != written_stage or now - written_at >= 0.2 or percent >= 100:
+                store.progress(job_id, stage, percent, detail)
+                written_at, written_stage = now, stage
+
+        def cancelled() -> bool:
+            nonlocal checked_at, cancel_seen
+            now = time.monotonic()
+            if not cancel_seen and now - checked_at >= 0.2:
+                checked_at, cancel_seen = now, store.cancel_requested(job_id)
+            return cancel_seen
+
+        ctx.progress, ctx.cancelled = progress, cancelled
+        try:
+            data = call_method(method, params, ctx)
+        except ServiceError as exc:
+            state = "cancelled" if exc.code == ErrorCode.CANCELLED else "failed"
+            store.fail(job_id, exc.to_dict(), state=state)
+            raise
+        except Exception as exc:
+            store.fail(
+                job_id,
+                {"code": "INTERNAL", "message": f"{type(exc).__name__}: {str(exc)[:300]}"},
+            )
+            raise
+        finally:
+            ctx.progress, ctx.cancelled = _no_progress, _never_cancelled
+        store.succeed(job_id, data)
+        return {"job_id": job_id, "state": "succeeded"}
+
     # ------------------------------------------------------------------ one request
 
     def handle(self, payload: bytes) -> tuple[bytes, bytes]:
@@ -292,7 +350,12 @@ class Worker:
             ctx.request_id = request_id or ""
             ctx.deadline = deadline
             self.current_method = method
-            data = call_method(method, params, ctx)
+            job_id = req.get("job_id")
+            data = (
+                self._run_job(job_id, method, params, ctx)
+                if job_id
+                else call_method(method, params, ctx)
+            )
             elapsed = (time.perf_counter() - started) * 1000.0
             body = build_reply(request_id, dialect, compat, data, None, elapsed, self.worker_id)
             self.served += 1

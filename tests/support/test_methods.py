@@ -50,3 +50,28 @@ def fail(params: Empty, ctx: MethodContext) -> None:
 @method("test.crash", Empty)
 def crash(params: Empty, ctx: MethodContext) -> None:
     os._exit(3)
+
+
+class StepsParams(BaseModel):
+    steps: int = 5
+    delay: float = 0.1
+    marker: str | None = None
+
+
+@method("test.steps", StepsParams)
+def steps(params: StepsParams, ctx: MethodContext) -> dict[str, Any]:
+    """A long computation in steps, reporting progress and honouring cancellation."""
+    if params.marker:
+        with open(params.marker, "a") as f:
+            f.write(f"start {os.getpid()} {ctx.request_id}\n")
+    roles = {f"step{i + 1}": "pending" for i in range(params.steps)}
+    for i in range(params.steps):
+        ctx.check_cancelled()
+        roles[f"step{i + 1}"] = "running"
+        ctx.progress(f"step{i + 1}", 100.0 * i / params.steps, {"roles": dict(roles)})
+        time.sleep(params.delay)
+        roles[f"step{i + 1}"] = "done"
+        if params.marker:
+            with open(params.marker, "a") as f:
+                f.write(f"done step{i + 1}\n")
+    return {"steps": params.steps, "pid": os.getpid()}

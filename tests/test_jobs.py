@@ -1,0 +1,197 @@
+"""Jobs end to end: submit, progress, result, cancel, broker restart, lost workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tacoreservice.client import TACoreClient, TACoreError
+from tests.support.service import ServiceProcesses
+
+
+@pytest.fixture
+def svc(tmp_path: Path) -> Iterator[ServiceProcesses]:
+    service = ServiceProcesses(tmp_path, workers=2)
+    service.start_main()
+    yield service
+    service.stop()
+
+
+def wait_job(
+    client: TACoreClient, job_id: str, states: set[str], timeout: float = 20
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        job = client.call("job.status", {"job_id": job_id})
+        if job["state"] in states:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached {states}: {job}")
+
+
+def test_submit_progress_result_and_list(svc: ServiceProcesses) -> None:
+    with svc.client() as c:
+        t0 = time.monotonic()
+        sub = c.call("job.submit", {"method": "test.steps", "params": {"steps": 6, "delay": 0.15}})
+        assert time.monotonic() - t0 < 1.0  # answered at once, not after the run
+        assert sub["state"] == "queued" and sub["job_id"].startswith("job-")
+        running = wait_job(c, sub["job_id"], {"running"})
+        seen_partial = None
+        while True:
+            job = c.call("job.status", {"job_id": sub["job_id"]})
+            if job["state"] == "running" and 0 < job["percent"] < 100 and job["progress"]:
+                seen_partial = job
+            if job["state"] == "succeeded":
+                break
+            time.sleep(0.05)
+        assert running["worker_id"].startswith("local-")
+        assert seen_partial is not None and seen_partial["stage"].startswith("step")
+        assert "done" in seen_partial["progress"]["roles"].values()  # per-role progress
+        result = c.call("job.result", {"job_id": sub["job_id"]})
+        assert result["state"] == "succeeded" and result["percent"] == 100
+        assert result["result"]["steps"] == 6 and result["attempts"] == 1
+        assert result["started_at"] <= result["finished_at"]
+        listed = c.call("job.list", {"state": "succeeded"})
+        assert sub["job_id"] in [j["job_id"] for j in listed["jobs"]]
+        assert "result" not in listed["jobs"][0]
+
+
+def test_async_flag_on_any_method(svc: ServiceProcesses) -> None:
+    with svc.client() as c:
+        sub = c.call("get.market_data", {"symbol": "AAPL", "async": True})
+        job = wait_job(c, sub["job_id"], {"succeeded", "failed"})
+        assert job["state"] == "succeeded" and job["method"] == "get.market_data"
+        assert c.call("job.result", {"job_id": sub["job_id"]})["result"]["symbol"] == "AAPL"
+
+
+def test_failed_job_records_the_error(svc: ServiceProcesses) -> None:
+    with svc.client() as c:
+        bad = c.call("job.submit", {"method": "get.market_data", "params": {"symbol": "APPL"}})
+        job = wait_job(c, bad["job_id"], {"failed"})
+        assert job["error"]["code"] == "INVALID_PARAMS" and "AAPL" in job["error"]["message"]
+
+
+def test_cancel_running_and_queued_jobs(tmp_path: Path) -> None:
+    svc = ServiceProcesses(tmp_path, workers=1)  # one job runs at a time
+    svc.start_main()
+    marker = tmp_path / "steps.txt"
+    queued_marker = tmp_path / "queued.txt"
+    try:
+        with svc.client() as c:
+            long = c.call(
+                "job.submit",
+                {
+                    "method": "test.steps",
+                    "params": {"steps": 50, "delay": 0.1, "marker": str(marker)},
+                },
+            )
+            waiting = c.call(
+                "job.submit",
+                {"method": "test.steps", "params": {"steps": 2, "marker": str(queued_marker)}},
+            )
+            wait_job(c, long["job_id"], {"running"})
+            assert c.call("job.status", {"job_id": waiting["job_id"]})["state"] == "queued"
+            cancelled = c.call("job.cancel", {"job_id": waiting["job_id"]})
+            assert cancelled["state"] == "cancelled"
+            time.sleep(0.3)
+            c.call("job.cancel", {"job_id": long["job_id"]})
+            job = wait_job(c, long["job_id"], {"cancelled"}, timeout=10)
+            assert job["error"]["code"] == "CANCELLED"
+            steps_done = sum(
+                1 for line in marker.read_text().splitlines() if line.startswith("done")
+            )
+            assert 0 < steps_done < 50  # stopped between steps, well before the end
+            assert c.call("job.result", {"job_id": long["job_id"]})["result"] is None
+            time.sleep(0.5)
+            assert not queued_marker.exists()  # the cancelled queued job never started
+            with pytest.raises(TACoreError) as err:
+                c.call("job.cancel", {"job_id": "job-unknown"})
+            assert err.value.code == "NOT_FOUND"
+    finally:
+        svc.stop()
+
+
+def test_bad_submissions(svc: ServiceProcesses) -> None:
+    with svc.client() as c:
+        for params, code in [
+            ({"method": "no.such", "params": {}}, "METHOD_NOT_FOUND"),
+            ({"method": "job.list"}, "METHOD_NOT_FOUND"),
+            ({"params": {}}, "INVALID_PARAMS"),
+            ({"method": "test.steps", "params": [1]}, "INVALID_PARAMS"),
+        ]:
+            with pytest.raises(TACoreError) as err:
+                c.call("job.submit", params)
+            assert err.value.code == code, params
+        with pytest.raises(TACoreError) as err:
+            c.call("job.status", {"job_id": "job-nope"})
+        assert err.value.code == "NOT_FOUND"
+
+
+def test_retried_submit_creates_one_job(svc: ServiceProcesses) -> None:
+    rid = "submit-" + uuid.uuid4().hex
+    with svc.client() as c:
+        first = c.request(
+            "job.submit", {"method": "test.steps", "params": {"steps": 1}}, request_id=rid
+        )
+        again = c.request(
+            "job.submit", {"method": "test.steps", "params": {"steps": 1}}, request_id=rid
+        )
+        assert first["data"]["job_id"] == again["data"]["job_id"]
+        jobs = c.call("job.list", {"method": "test.steps"})["jobs"]
+        assert [j["job_id"] for j in jobs].count(first["data"]["job_id"]) == 1 and len(jobs) == 1
+
+
+def test_interactive_requests_are_served_while_jobs_run(svc: ServiceProcesses) -> None:
+    with svc.client() as c:
+        for _ in range(4):
+            c.call("job.submit", {"method": "test.steps", "params": {"steps": 10, "delay": 0.1}})
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        assert c.call("test.echo", {"payload": 1})["payload"] == 1
+        assert time.monotonic() - t0 < 0.5  # a worker is kept free of jobs
+        running = c.call("job.list", {"state": "running"})["jobs"]
+        assert len(running) == 1  # 2 workers: at most one runs jobs
+
+
+def test_job_survives_broker_restart(tmp_path: Path) -> None:
+    svc = ServiceProcesses(tmp_path, workers=2)
+    marker = tmp_path / "runs.txt"
+    try:
+        main = svc.start_main()
+        with svc.client() as c:
+            sub = c.call(
+                "job.submit",
+                {
+                    "method": "test.steps",
+                    "params": {"steps": 8, "delay": 0.1, "marker": str(marker)},
+                },
+            )
+            wait_job(c, sub["job_id"], {"running"})
+        os.kill(main.pid, signal.SIGKILL)  # broker and (by PDEATHSIG) its workers die
+        main.wait()
+        time.sleep(0.3)
+        svc.start_main()
+        with svc.client() as c:
+            job = wait_job(c, sub["job_id"], {"succeeded", "failed"}, timeout=30)
+        assert job["state"] == "succeeded" and job["attempts"] == 2
+        starts = [line for line in marker.read_text().splitlines() if line.startswith("start")]
+        assert len(starts) == 2
+    finally:
+        svc.stop()
+
+
+def test_job_whose_worker_keeps_dying_fails_with_reason(svc: ServiceProcesses) -> None:
+    with svc.client() as c:
+        sub = c.call("job.submit", {"method": "test.crash", "params": {}})
+        job = wait_job(c, sub["job_id"], {"failed"}, timeout=30)
+    assert job["error"]["code"] == "WORKER_LOST" and job["attempts"] == 2
+    assert "not run again" in job["error"]["message"]
+    svc.wait_workers(2)
