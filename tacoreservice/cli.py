@@ -216,6 +216,231 @@ def health(
     raise typer.Exit(0 if data.get("status") == "healthy" else 1)
 
 
+_ROLE_ICONS = {"pending": "·", "running": "…", "done": "✓", "skipped": "–"}
+
+
+def _run_local(method: str, params: dict[str, Any], on_progress: Any) -> Any:
+    """Run a method in this process (no service needed), reporting progress as a job would."""
+    from tacoreservice.cache import make_cache
+    from tacoreservice.config import load_settings
+    from tacoreservice.service.registry import MethodContext, call_method, load_plugins
+
+    settings = load_settings()
+    load_plugins(settings.worker.plugins)
+    ctx = MethodContext(settings=settings, cache=make_cache(settings.cache), worker_id="cli")
+    ctx.progress = on_progress
+    return call_method(method, params, ctx)
+
+
+def _progress_table(symbol: str, stage: str, percent: float, roles: dict[str, str]) -> Table:
+    table = Table(title=f"analysing {symbol}: {stage} ({percent:.0f}%)", show_header=False)
+    table.add_column("role")
+    table.add_column("state")
+    for role, state in roles.items():
+        table.add_row(role, f"{_ROLE_ICONS.get(state, state)} {state}")
+    return table
+
+
+def _decision_table(data: dict[str, Any]) -> Table:
+    table = Table(
+        title=f"{data.get('symbol')} decision ({data.get('engine')}, as of {data.get('as_of')})"
+    )
+    table.add_column("field")
+    table.add_column("value")
+    for key in (
+        "rating",
+        "action",
+        "confidence",
+        "target_price",
+        "stop_loss",
+        "take_profit",
+        "position_size_pct",
+        "risk_score",
+    ):
+        if key in data:
+            table.add_row(key, str(data[key]))
+    table.add_row("reasoning", str(data.get("reasoning", ""))[:600])
+    return table
+
+
+@app.command()
+def analyze(
+    symbol: Annotated[str, typer.Argument(help="AAPL, 600519.SH, BTC/USDT, ...")],
+    engine: Annotated[str | None, typer.Option(help="quant, llm or tradingagents.")] = None,
+    depth: Annotated[
+        int | None, typer.Option("--depth", min=1, max=5, help="Research depth 1-5.")
+    ] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Analyse as of this date.")] = None,
+    analysis_type: Annotated[
+        str | None, typer.Option(help="technical, fundamental, comprehensive.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the whole decision as JSON.")
+    ] = False,
+    report: Annotated[
+        str | None, typer.Option(help="Write every role's report to this Markdown file.")
+    ] = None,
+    local: Annotated[
+        bool, typer.Option(help="Run in this process instead of calling the service.")
+    ] = False,
+    endpoint: EndpointOpt = None,
+    timeout_s: Annotated[float, typer.Option(help="Give up after this long.")] = 900.0,
+) -> None:
+    """Run the multi-agent analysis of one symbol, with live progress per role."""
+    import time
+
+    from rich.live import Live
+
+    from tacoreservice.client import TACoreClient, TACoreError
+
+    params: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "symbol": symbol,
+            "engine": engine,
+            "research_depth": depth,
+            "as_of": as_of,
+            "analysis_type": analysis_type,
+        }.items()
+        if v is not None
+    }
+    quiet = as_json or not sys.stdout.isatty()
+    try:
+        if local:
+            with Live(console=err_console, transient=True, auto_refresh=False) as live:
+
+                def show(stage: str, percent: float, detail: dict[str, Any] | None = None) -> None:
+                    roles = (detail or {}).get("roles") or {}
+                    if not quiet:
+                        live.update(_progress_table(symbol, stage, percent, roles), refresh=True)
+
+                data = _run_local("analyze.stock", params, show)
+        else:
+            with TACoreClient(_endpoint(endpoint), timeout_ms=10_000, retries=2) as client:
+                job = client.call("job.submit", {"method": "analyze.stock", "params": params})
+                deadline = time.monotonic() + timeout_s
+                with Live(console=err_console, transient=True, auto_refresh=False) as live:
+                    while True:
+                        status = client.call("job.status", {"job_id": job["job_id"]})
+                        roles = (status.get("progress") or {}).get("roles") or {}
+                        if not quiet:
+                            live.update(
+                                _progress_table(
+                                    symbol,
+                                    status.get("stage") or status["state"],
+                                    status["percent"],
+                                    roles,
+                                ),
+                                refresh=True,
+                            )
+                        if status["state"] in ("succeeded", "failed", "cancelled"):
+                            break
+                        if time.monotonic() > deadline:
+                            client.call("job.cancel", {"job_id": job["job_id"]})
+                            raise TACoreError(
+                                "TIMEOUT", f"analysis took longer than {timeout_s:.0f} s"
+                            )
+                        time.sleep(0.2)
+                result = client.call("job.result", {"job_id": job["job_id"]})
+                if result["state"] != "succeeded":
+                    error = result.get("error") or {}
+                    raise TACoreError(str(error.get("code")), str(error.get("message")))
+                data = result["result"]
+    except TACoreError as exc:
+        err_console.print(f"[red]{exc.code}:[/] {exc.message}")
+        raise typer.Exit(1) from None
+    except Exception as exc:  # in-process run: ServiceError and friends
+        code = getattr(getattr(exc, "code", None), "value", type(exc).__name__)
+        err_console.print(f"[red]{code}:[/] {exc}")
+        raise typer.Exit(1) from None
+    if report:
+        reports = data.get("reports") or {}
+        text = "\n\n".join(f"## {role}\n\n{body}" for role, body in reports.items())
+        with open(report, "w", encoding="utf-8") as f:
+            f.write(f"# {data.get('symbol')} analysis, as of {data.get('as_of')}\n\n{text}\n")
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    else:
+        console.print(_decision_table(data))
+
+
+@app.command()
+def scan(
+    market: Annotated[str, typer.Option(help="US, CN, crypto or all.")] = "all",
+    scan_type: Annotated[
+        str, typer.Option(help="basic, technical or comprehensive.")
+    ] = "technical",
+    min_volume: Annotated[float | None, typer.Option(help="Minimum last-bar volume.")] = None,
+    price_range: Annotated[str | None, typer.Option(help="lo,hi e.g. 10,500")] = None,
+    min_change_pct: Annotated[
+        float | None, typer.Option(help="Minimum change % of the last bar.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Rows to show.")] = 20,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Scan as of this date.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    local: Annotated[
+        bool, typer.Option(help="Run in this process instead of calling the service.")
+    ] = False,
+    endpoint: EndpointOpt = None,
+) -> None:
+    """Scan a market and print the ranked opportunities."""
+    from tacoreservice.client import TACoreClient, TACoreError
+
+    criteria: dict[str, Any] = {}
+    if min_volume is not None:
+        criteria["min_volume"] = min_volume
+    if min_change_pct is not None:
+        criteria["min_change_pct"] = min_change_pct
+    if price_range:
+        try:
+            lo, hi = (float(x) for x in price_range.split(","))
+        except ValueError:
+            err_console.print("[red]--price-range takes two numbers: lo,hi[/]")
+            raise typer.Exit(2) from None
+        criteria["price_range"] = [lo, hi]
+    params: dict[str, Any] = {
+        "market": market,
+        "scan_type": scan_type,
+        "criteria": criteria,
+        "limit": limit,
+    }
+    if as_of:
+        params["as_of"] = as_of
+    try:
+        if local:
+            data = _run_local("scan.market", params, lambda *a: None)
+        else:
+            with TACoreClient(_endpoint(endpoint), timeout_ms=30_000, retries=1) as client:
+                data = client.call("scan.market", params)
+    except TACoreError as exc:
+        err_console.print(f"[red]{exc.code}:[/] {exc.message}")
+        raise typer.Exit(1) from None
+    except Exception as exc:
+        code = getattr(getattr(exc, "code", None), "value", type(exc).__name__)
+        err_console.print(f"[red]{code}:[/] {exc}")
+        raise typer.Exit(1) from None
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        return
+    table = Table(
+        title=f"scan {data.get('market', market)} ({data.get('scan_type')}): "
+        f"{data.get('matched')} of {data.get('total_scanned')} matched, as of {data.get('as_of')}"
+    )
+    for col in ("#", "symbol", "score", "price", "change %", "signals", "reason"):
+        table.add_column(col)
+    for i, row in enumerate(data.get("scan_results", [])[:limit], 1):
+        table.add_row(
+            str(i),
+            str(row.get("symbol")),
+            f"{row.get('score', 0):.2f}",
+            str(row.get("price")),
+            str(row.get("change_pct")),
+            ", ".join(row.get("signals") or []),
+            str(row.get("reason", ""))[:80],
+        )
+    console.print(table)
+
+
 def main() -> None:
     app()
 

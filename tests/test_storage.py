@@ -49,6 +49,8 @@ EXTRA_COLUMNS = {
     "queue_wait_ms": "REAL",
 }
 
+NEXT = SCHEMA_VERSION + 1  # the version a newly appended migration would take
+
 
 def settings(**kw: object) -> RequestLogSettings:
     base: dict[str, object] = {"batch_size": 500, "flush_interval_ms": 20, "retention_days": 0}
@@ -148,11 +150,11 @@ def test_newer_file_is_refused_with_upgrade_hint(db: Path) -> None:
 
 def test_appended_migration_applies_once(db: Path) -> None:
     open_database(db).close()
-    step2 = (2, "CREATE TABLE extra (x INTEGER); CREATE INDEX idx_extra_x ON extra(x);")
-    later = [*MIGRATIONS, step2]
-    for _ in range(2):  # the second open must not re-run step 2 (it would fail: no IF NOT EXISTS)
+    step = (NEXT, "CREATE TABLE extra (x INTEGER); CREATE INDEX idx_extra_x ON extra(x);")
+    later = [*MIGRATIONS, step]
+    for _ in range(2):  # the second open must not re-run the step (it would fail: no IF NOT EXISTS)
         conn = open_database(db, migrations=later)
-        assert schema_version(conn) == 2
+        assert schema_version(conn) == NEXT
         conn.close()
     # The older code then refuses the file.
     with pytest.raises(SchemaVersionError):
@@ -161,7 +163,7 @@ def test_appended_migration_applies_once(db: Path) -> None:
 
 def test_migration_statements_split_like_sqlite(db: Path) -> None:
     tricky = (
-        2,
+        NEXT,
         """
         CREATE TABLE notes (body TEXT);
         INSERT INTO notes VALUES ('semi;colon; inside');
@@ -179,8 +181,8 @@ def test_migration_statements_split_like_sqlite(db: Path) -> None:
 
 def test_failed_migration_rolls_back(db: Path) -> None:
     open_database(db).close()
-    broken = (2, "CREATE TABLE half_done (x); CREATE TABLE request_logs (x);")
-    with pytest.raises(MigrationError, match="migration 2"):
+    broken = (NEXT, "CREATE TABLE half_done (x); CREATE TABLE request_logs (x);")
+    with pytest.raises(MigrationError, match=f"migration {NEXT}"):
         open_database(db, migrations=[*MIGRATIONS, broken])
     conn = open_database(db)
     assert schema_version(conn) == SCHEMA_VERSION
@@ -190,8 +192,8 @@ def test_failed_migration_rolls_back(db: Path) -> None:
 
 
 def test_migration_list_must_be_contiguous(db: Path) -> None:
-    with pytest.raises(ValueError, match="1, 2, 3"):
-        open_database(db, migrations=[*MIGRATIONS, (3, "SELECT 1")])
+    with pytest.raises(ValueError, match="must be 1, 2, 3"):
+        open_database(db, migrations=[*MIGRATIONS, (NEXT + 1, "SELECT 1")])
 
 
 _CHILD = textwrap.dedent(

@@ -159,6 +159,7 @@ def call_method(name: str, params: dict[str, Any], ctx: MethodContext) -> Any:
 _BUILTIN_METHOD_MODULES = (
     "tacoreservice.service.methods.market_data",
     "tacoreservice.service.methods.scan",
+    "tacoreservice.service.methods.analysis",
 )
 
 

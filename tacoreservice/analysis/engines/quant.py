@@ -1,0 +1,36 @@
+"""The ``quant`` engine: every role computed from the evidence, offline and deterministic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tacoreservice.analysis.evidence import compute_evidence
+from tacoreservice.analysis.graph import AnalysisRequest, Hooks, QuantRunner, run_pipeline
+
+__all__ = ["QUANT_MODEL_VERSION", "QuantEngine"]
+
+# Bumped whenever a weight, threshold or formula in roles.py changes, so cached answers of the
+# old model are not served as the new one's.
+QUANT_MODEL_VERSION = "1"
+
+
+class QuantEngine:
+    name = "quant"
+
+    def __init__(self, settings: Any = None) -> None:
+        self._runner = QuantRunner()
+
+    def identity(self) -> dict[str, Any]:
+        return {"engine": "quant", "version": QUANT_MODEL_VERSION}
+
+    def analyze(self, provider: Any, request: AnalysisRequest, hooks: Hooks) -> dict[str, Any]:
+        ev = compute_evidence(provider, request.symbol, request.as_of, request.timeframe)
+        decision = run_pipeline(ev, request, self._runner, hooks)
+        decision["model"] = {
+            "engine": "quant",
+            "version": QUANT_MODEL_VERSION,
+            "description": "rule-based roles over TA-Lib indicators, returns, risk and "
+            "fundamentals; weights and thresholds in tacoreservice/analysis/roles.py",
+            "deterministic": True,
+        }
+        return decision

@@ -1,0 +1,10 @@
+"""A minimal stand-in for TradingAgents / TradingAgents-CN, for the adapter's tests.
+
+It exposes what the adapter uses: ``tradingagents.graph.trading_graph.TradingAgentsGraph``
+(``selected_analysts``, ``config``; ``propagate(symbol, date) -> (state, decision)``) and
+``tradingagents.default_config.DEFAULT_CONFIG``. ``config["stub_dialect"]`` picks the decision
+dialect: ``"en"`` (TradingAgents' rating string, ``config["stub_rating"]``) or ``"cn"``
+(TradingAgents-CN's dict with 买入/持有/卖出).
+"""
+
+__version__ = "0.0.0-stub"

@@ -1,0 +1,410 @@
+"""The llm engine against a local OpenAI-compatible server started by this module (no network).
+
+The fake server answers ``POST /v1/chat/completions`` with a role-appropriate JSON object (it
+reads the ``role:`` line the engine puts in the system prompt), reports ``usage``, and records
+every request (role, model, messages). Per-role behaviours make it slow, return garbage, or
+report huge token counts.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+import tacoreservice.service.methods.analysis  # noqa: F401  (registers the methods)
+from tacoreservice.analysis.engines import clear_engines, load_engine
+from tacoreservice.analysis.engines.llm import UNUSABLE, extract_json, is_local_url
+from tacoreservice.analysis.graph import AnalysisRequest, Hooks, run_analysis
+from tacoreservice.config import LLMSettings, Settings
+from tacoreservice.market_data.bundled_provider import BundledProvider
+from tacoreservice.protocol.errors import ErrorCode, ServiceError
+from tacoreservice.service.registry import MethodContext, call_method
+
+
+class FakeOpenAI:
+    """State shared with the handler: recorded requests and per-role behaviours."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.slow: dict[str, float] = {}  # role -> seconds to sleep before answering
+        self.garbage: dict[str, int] = {}  # role -> how many answers are garbage (-1: all)
+        self.usage_tokens: int | None = None  # override total_tokens
+        self.overrides: dict[str, dict[str, Any]] = {}  # role -> fields merged into answer
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests.clear()
+        self.slow.clear()
+        self.garbage.clear()
+        self.usage_tokens = None
+        self.overrides.clear()
+
+    def roles_called(self) -> list[str]:
+        return [r["role"] for r in self.requests]
+
+    def answer(self, role: str, data: dict[str, Any]) -> str:
+        price = float(data["instrument"]["price"])
+        if role.endswith("_risk_analyst"):
+            body: dict[str, Any] = {"size_multiplier": 0.9, "argument": f"{role} says 0.9"}
+        elif role.endswith("_analyst"):
+            body = {"score": 0.3, "confidence": 0.6, "report": f"## {role}\nLLM view."}
+        elif role.endswith("_researcher"):
+            body = {"argument": f"{role} round {data['round']}: LLM argument."}
+        elif role == "research_manager":
+            body = {"recommendation": "BUY", "score": 0.4, "confidence": 0.7, "report": "RM."}
+        elif role == "trader":
+            body = {
+                "action": "BUY",
+                "target_price": round(price * 1.05, 2),
+                "stop_loss": round(price * 0.95, 2),
+                "take_profit": round(price * 1.10, 2),
+                "position_size_pct": 10,
+                "report": "Trader plan.",
+            }
+        else:  # portfolio_manager: wrapped in prose and a code fence, as chat models do
+            body = {
+                "rating": "OVERWEIGHT",
+                "confidence": 0.66,
+                "target_price": round(price * 1.04, 2),
+                "stop_loss": round(price * 0.94, 2),
+                "take_profit": round(price * 1.12, 2),
+                "position_size_pct": 8,
+                "risk_score": 0.4,
+                "reasoning": "Trend and debate favour a modest long.",
+            }
+            body.update(self.overrides.get(role, {}))
+            return "Here is my decision:\n```json\n" + json.dumps(body) + "\n```\nThanks."
+        body.update(self.overrides.get(role, {}))
+        return json.dumps(body)
+
+
+def _make_handler(state: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+            return None
+
+        def do_POST(self) -> None:
+            if self.path.rstrip("/") != "/v1/chat/completions":
+                self.send_error(404)
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            req = json.loads(self.rfile.read(length))
+            system = req["messages"][0]["content"]
+            role = system.split("\n", 1)[0].removeprefix("role:").strip()
+            user = req["messages"][1]["content"]
+            data = json.loads(user.split("\n", 1)[1])
+            with state.lock:
+                state.requests.append(
+                    {"role": role, "model": req["model"], "messages": req["messages"]}
+                )
+                garbage_left = state.garbage.get(role, 0)
+                if garbage_left > 0:
+                    state.garbage[role] = garbage_left - 1
+            delay = state.slow.get(role)
+            if delay:
+                time.sleep(delay)
+            if garbage_left != 0:
+                content = "I think the stock is fine, really. {not json at all"
+            else:
+                content = state.answer(role, data)
+            prompt_tokens = sum(len(m["content"]) for m in req["messages"]) // 4
+            completion_tokens = len(content) // 4
+            total = state.usage_tokens or prompt_tokens + completion_tokens
+            payload = {
+                "id": f"chatcmpl-{len(state.requests)}",
+                "object": "chat.completion",
+                "created": 0,
+                "model": req["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": total,
+                },
+            }
+            raw = json.dumps(payload).encode()
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+            except OSError:  # the client gave up (timeout test)
+                pass
+
+    return Handler
+
+
+@pytest.fixture(scope="module")
+def fake_server() -> Iterator[tuple[str, FakeOpenAI]]:
+    state = FakeOpenAI()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(state))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="fake-openai", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def fake(
+    fake_server: tuple[str, FakeOpenAI], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, FakeOpenAI]]:
+    # A local server needs no key; make sure none leaks in from the environment.
+    monkeypatch.delenv("TACORE_LLM_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    fake_server[1].reset()
+    clear_engines()
+    yield fake_server
+    fake_server[1].reset()
+
+
+@pytest.fixture(scope="module")
+def provider() -> BundledProvider:
+    return BundledProvider()
+
+
+def settings_for(url: str, **llm: Any) -> Settings:
+    base: dict[str, Any] = {
+        "base_url": url,
+        "quick_model": "fake-quick",
+        "deep_model": "fake-deep",
+        "timeout_s": 10.0,
+        "max_retries": 0,
+    }
+    base.update(llm)
+    return Settings(llm=LLMSettings(**base))
+
+
+def run(provider: BundledProvider, settings: Settings, **kw: Any) -> dict[str, Any]:
+    engine = load_engine("llm", settings)
+    kw.setdefault("symbol", "AAPL")
+    return run_analysis(engine, provider, AnalysisRequest(**kw), Hooks())
+
+
+def test_normal_run_uses_llm_answers(
+    fake: tuple[str, FakeOpenAI], provider: BundledProvider
+) -> None:
+    url, server = fake
+    d = run(provider, settings_for(url), research_depth=3)
+    assert d["engine"] == "llm"
+    assert d["rating"] == "OVERWEIGHT" and d["action"] == "BUY"  # the PM's (fenced) answer
+    assert d["confidence"] == pytest.approx(0.66)
+    assert d["position_size_pct"] == pytest.approx(8)
+    assert d["reasoning"] == "Trend and debate favour a modest long."
+    assert d["debate"]["research_manager"]["recommendation"] == "BUY"
+    assert "LLM view." in d["reports"]["market_analyst"]
+    assert "bull_researcher round 1: LLM argument." in d["reports"]["bull_researcher"]
+    # depth 3: 2 analysts with data + 1x(bull, bear) + RM + trader + 2x3 risk + PM = 13 calls
+    assert d["model"]["calls"] == 13 == len(server.requests)
+    assert d["model"]["fallback_roles"] == []
+    assert 0 < d["model"]["tokens_used"] <= d["model"]["token_budget"]
+    # Analysts without data are not asked: nothing to ground an answer on.
+    called = server.roles_called()
+    assert "news_analyst" not in called and "sentiment_analyst" not in called
+    assert "no news source" in d["reports"]["news_analyst"]
+
+
+def test_quick_and_deep_models_per_role(
+    fake: tuple[str, FakeOpenAI], provider: BundledProvider
+) -> None:
+    url, server = fake
+    d = run(provider, settings_for(url), research_depth=1)
+    by_role: dict[str, set[str]] = {}
+    for r in server.requests:
+        by_role.setdefault(r["role"], set()).add(r["model"])
+    assert by_role.pop("research_manager") == {"fake-deep"}
+    assert by_role.pop("portfolio_manager") == {"fake-deep"}
+    assert set(by_role) == {
+        "market_analyst",
+        "fundamentals_analyst",
+        "bull_researcher",
+        "bear_researcher",
+        "trader",
+        "aggressive_risk_analyst",
+        "neutral_risk_analyst",
+        "conservative_risk_analyst",
+    }
+    assert all(models == {"fake-quick"} for models in by_role.values())
+    assert d["model"]["models_by_role"]["portfolio_manager"] == "fake-deep"
+
+
+def test_prompts_are_grounded_on_quant_evidence(
+    fake: tuple[str, FakeOpenAI], provider: BundledProvider
+) -> None:
+    url, server = fake
+    run(provider, settings_for(url), research_depth=1, analysts=("market",))
+    market = next(r for r in server.requests if r["role"] == "market_analyst")
+    data = json.loads(market["messages"][1]["content"].split("\n", 1)[1])
+    assert data["instrument"]["symbol"] == "AAPL"
+    assert data["technical"]["rsi_14"] is not None
+    assert {s["name"] for s in data["quant_figures"]["signals"]} >= {"trend", "rsi", "macd"}
+    assert "Do not invent" in market["messages"][0]["content"]
+    trader = next(r for r in server.requests if r["role"] == "trader")
+    tdata = json.loads(trader["messages"][1]["content"].split("\n", 1)[1])
+    # Later roles see the earlier roles' (LLM) outputs.
+    assert tdata["research_manager"]["recommendation"] == "BUY"
+    assert tdata["quant_figures"]["stop_loss"] is not None
+
+
+def test_slow_answer_retries_then_upstream_error(
+    fake: tuple[str, FakeOpenAI], provider: BundledProvider
+) -> None:
+    url, server = fake
+    server.slow["trader"] = 3.0
+    settings = settings_for(url, timeout_s=0.3, max_retries=1)
+    started = time.monotonic()
+    with pytest.raises(ServiceError) as info:
+        run(provider, settings, research_depth=1, analysts=("market",))
+    assert info.value.code is ErrorCode.UPSTREAM_ERROR
+    assert "did not answer within 0.3 s (2 attempts)" in info.value.message
+    assert server.roles_called().count("trader") == 2  # the first attempt and one retry
+    assert "portfolio_manager" not in server.roles_called()  # the analysis stopped there
+    assert time.monotonic() - started < 2.9  # did not wait for the slow answers
+
+
+def test_garbage_answer_falls_back_to_quant_and_says_so(
+    fake: tuple[str, FakeOpenAI], provider: BundledProvider
+) -> None:
+    url, server = fake
+    server.garbage["research_manager"] = -1  # every answer
+    d = run(provider, settings_for(url), research_depth=1)
+    assert server.roles_called().count("research_manager") == 2  # asked once more, then gave up
+    report = d["reports"]["research_manager"]
+    assert report.startswith(f"**{UNUSABLE}**")
+    assert d["model"]["fallback_roles"] == ["research_manager"]
+    # The fallback is the quant research manager, so its figures are the quant ones.
+    quant = run_analysis(
+        load_engine("quant", Settings()), provider, AnalysisRequest("AAPL", research_depth=1)
+    )
+    assert d["debate"]["research_manager"]["score"] == quant["debate"]["research_manager"]["score"]
+    # The rest of the graph still used the LLM.
+    assert d["rating"] == "OVERWEIGHT"
+
+
+def test_one_garbage_answer_is_retried(
+    fake: tuple[str, FakeOpenAI], provider: BundledProvider
+) -> None:
+    url, server = fake
+    server.garbage["trader"] = 1
+    d = run(provider, settings_for(url), research_depth=1, analysts=("market",))
+    assert server.roles_called().count("trader") == 2
+    assert d["model"]["fallback_roles"] == []
+    assert "Trader plan." in d["reports"]["trader"]
+    retry = [r for r in server.requests if r["role"] == "trader"][1]
+    assert "not usable" in retry["messages"][-1]["content"]
+
+
+def test_levels_on_the_wrong_side_are_replaced(
+    fake: tuple[str, FakeOpenAI], provider: BundledProvider
+) -> None:
+    url, server = fake
+    server.overrides["portfolio_manager"] = {"stop_loss": 10_000.0, "position_size_pct": 95}
+    d = run(provider, settings_for(url), research_depth=1, analysts=("market",))
+    assert d["action"] == "BUY"
+    assert d["stop_loss"] < d["price"]  # the quant stop for a long, not the model's
+    assert d["position_size_pct"] == 20.0  # capped at the risk rule's maximum
+    assert "wrong side" in d["reports"]["portfolio_manager"]
+
+
+def test_token_budget_exceeded_aborts(
+    fake: tuple[str, FakeOpenAI], provider: BundledProvider
+) -> None:
+    url, server = fake
+    server.usage_tokens = 40_000
+    with pytest.raises(ServiceError) as info:
+        run(provider, settings_for(url, token_budget=100_000), research_depth=1)
+    assert info.value.code is ErrorCode.UPSTREAM_ERROR
+    assert "token budget exceeded" in info.value.message
+    assert info.value.details and info.value.details["tokens_used"] == 120_000
+    assert len(server.requests) == 3  # stopped at the call that went over
+
+
+def test_no_key_for_a_remote_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TACORE_LLM_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    clear_engines()
+    ctx = MethodContext(settings=Settings(), cache=_DictCache())  # type: ignore[arg-type]
+    with pytest.raises(ServiceError) as info:
+        call_method("analyze.stock", {"symbol": "AAPL", "engine": "llm"}, ctx)
+    assert info.value.code is ErrorCode.ENGINE_UNAVAILABLE
+    assert "TACORE_LLM_API_KEY" in info.value.message
+
+
+def test_llm_answers_are_cached(fake: tuple[str, FakeOpenAI]) -> None:
+    url, server = fake
+    ctx = MethodContext(settings=settings_for(url), cache=_DictCache())  # type: ignore[arg-type]
+    params = {"symbol": "MSFT", "engine": "llm", "research_depth": 1, "analysis_type": "technical"}
+    first = call_method("analyze.stock", params, ctx)
+    calls = len(server.requests)
+    second = call_method("analyze.stock", params, ctx)
+    assert (first["cached"], second["cached"]) == (False, True)
+    assert len(server.requests) == calls
+    assert second["rating"] == first["rating"]
+    # Another model is another answer, not the cached one.
+    ctx2 = MethodContext(
+        settings=settings_for(url, deep_model="fake-deep-2"),
+        cache=ctx.cache,
+    )
+    third = call_method("analyze.stock", params, ctx2)
+    assert third["cached"] is False and len(server.requests) > calls
+
+
+class _DictCache:
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        self.data[key] = value
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"a": 1}', {"a": 1}),
+        ('Sure! Here it is:\n```json\n{"a": {"b": "}"}}\n```', {"a": {"b": "}"}}),
+        ('<think>maybe {"a": 0}?</think>\n{"a": 2}', {"a": 2}),
+        ('prose {broken json} then {"a": 3} done', {"a": 3}),
+        ("[1, 2, 3]", None),
+        ("no json", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_extract_json(text: str | None, expected: dict[str, Any] | None) -> None:
+    assert extract_json(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "local"),
+    [
+        ("http://localhost:11434/v1", True),
+        ("http://127.0.0.1:8000/v1", True),
+        ("http://192.168.1.20:8000/v1", True),
+        ("https://api.openai.com/v1", False),
+        ("https://api.deepseek.com", False),
+        ("https://dashscope.aliyuncs.com/compatible-mode/v1", False),
+    ],
+)
+def test_is_local_url(url: str, local: bool) -> None:
+    assert is_local_url(url) is local
