@@ -34,6 +34,7 @@ from tacoreservice.market_data.provider import Bars
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
 from tacoreservice.protocol.messages import LEGACY, build_reply, parse_request
 from tacoreservice.service.registry import Cancelled, MethodContext, call_method
+from tests.support.memory_cache import DictCache
 
 DECISION_KEYS = {
     "symbol",
@@ -63,30 +64,13 @@ DECISION_KEYS = {
 VOLATILE = ("elapsed_ms", "cached")
 
 
-class DictCache:
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-        self.ttls: dict[str, float] = {}
-        self.hits = 0
-
-    def get(self, key: str) -> bytes | None:
-        value = self.data.get(key)
-        if value is not None:
-            self.hits += 1
-        return value
-
-    def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        self.data[key] = value
-        self.ttls[key] = ttl_s
-
-
 @pytest.fixture(scope="module")
 def provider() -> BundledProvider:
     return BundledProvider()
 
 
 def make_ctx(provider: BundledProvider | None = None, **kw: Any) -> MethodContext:
-    ctx = MethodContext(settings=Settings(), cache=DictCache(), **kw)  # type: ignore[arg-type]
+    ctx = MethodContext(settings=Settings(), cache=DictCache(), **kw)
     if provider is not None:
         ctx._provider = provider
     return ctx
@@ -364,7 +348,7 @@ def test_repeat_is_a_cache_hit(provider: BundledProvider) -> None:
 def test_cache_ttl_zero_stores_nothing(provider: BundledProvider) -> None:
     ctx = MethodContext(
         settings=Settings(analysis=AnalysisSettings(result_cache_ttl_s=0)),
-        cache=DictCache(),  # type: ignore[arg-type]
+        cache=DictCache(),
     )
     ctx._provider = provider
     call_method("analyze.stock", {"symbol": "KO"}, ctx)

@@ -25,6 +25,7 @@ from tacoreservice.config import LLMSettings, Settings
 from tacoreservice.market_data.bundled_provider import BundledProvider
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
 from tacoreservice.service.registry import MethodContext, call_method
+from tests.support.memory_cache import DictCache
 
 
 class FakeOpenAI:
@@ -341,7 +342,7 @@ def test_no_key_for_a_remote_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TACORE_LLM_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     clear_engines()
-    ctx = MethodContext(settings=Settings(), cache=_DictCache())  # type: ignore[arg-type]
+    ctx = MethodContext(settings=Settings(), cache=DictCache())
     with pytest.raises(ServiceError) as info:
         call_method("analyze.stock", {"symbol": "AAPL", "engine": "llm"}, ctx)
     assert info.value.code is ErrorCode.ENGINE_UNAVAILABLE
@@ -350,7 +351,7 @@ def test_no_key_for_a_remote_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_llm_answers_are_cached(fake: tuple[str, FakeOpenAI]) -> None:
     url, server = fake
-    ctx = MethodContext(settings=settings_for(url), cache=_DictCache())  # type: ignore[arg-type]
+    ctx = MethodContext(settings=settings_for(url), cache=DictCache())
     params = {"symbol": "MSFT", "engine": "llm", "research_depth": 1, "analysis_type": "technical"}
     first = call_method("analyze.stock", params, ctx)
     calls = len(server.requests)
@@ -365,17 +366,6 @@ def test_llm_answers_are_cached(fake: tuple[str, FakeOpenAI]) -> None:
     )
     third = call_method("analyze.stock", params, ctx2)
     assert third["cached"] is False and len(server.requests) > calls
-
-
-class _DictCache:
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        self.data[key] = value
 
 
 @pytest.mark.parametrize(

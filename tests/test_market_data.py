@@ -39,28 +39,9 @@ from tacoreservice.market_data.provider import aggregate
 from tacoreservice.protocol.errors import ErrorCode, InvalidParams, ServiceError
 from tacoreservice.service.methods.market_data import summarize
 from tacoreservice.service.registry import MethodContext, call_method, load_plugins
+from tests.support.memory_cache import DictCache
 
 load_plugins()
-
-
-class DictCache:
-    """The cache interface MethodContext expects, in memory, recording what was stored."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-        self.ttls: dict[str, float] = {}
-        self.hits = 0
-
-    def get(self, key: str) -> bytes | None:
-        value = self.data.get(key)
-        if value is not None:
-            self.hits += 1
-        return value
-
-    def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        assert isinstance(value, bytes)
-        self.data[key] = value
-        self.ttls[key] = ttl_s
 
 
 @pytest.fixture(scope="module")

@@ -18,21 +18,9 @@ from tacoreservice.market_data.bundled_provider import BUNDLED_DIR, BundledProvi
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
 from tacoreservice.service.methods.scan import CRITERIA_KEYS, WEIGHTS
 from tacoreservice.service.registry import MethodContext, call_method, load_plugins
+from tests.support.memory_cache import DictCache
 
 load_plugins()
-
-
-class DictCache:
-    """The cache interface MethodContext expects, in memory."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        self.data[key] = value
 
 
 @pytest.fixture

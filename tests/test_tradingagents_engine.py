@@ -21,19 +21,9 @@ from tacoreservice.config import Settings
 from tacoreservice.market_data.bundled_provider import BundledProvider
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
 from tacoreservice.service.registry import MethodContext, call_method
+from tests.support.memory_cache import DictCache
 
 STUBS = Path(__file__).resolve().parent / "stubs"
-
-
-class DictCache:
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        self.data[key] = value
 
 
 def _forget_tradingagents() -> None:
