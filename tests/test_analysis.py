@@ -11,10 +11,10 @@ import numpy as np
 import orjson
 import pytest
 
-import tacoreservice.service.methods.analysis  # noqa: F401  (registers the methods)
+import tacoreservice.service.methods.analysis as analysis_methods  # registers the methods
 from tacoreservice.analysis import roles
 from tacoreservice.analysis.engines import load_engine
-from tacoreservice.analysis.evidence import clear_caches
+from tacoreservice.analysis.evidence import clear_caches, compute_evidence
 from tacoreservice.analysis.graph import (
     DEPTH_ROUNDS,
     ROLE_NAMES,
@@ -84,6 +84,27 @@ def stable(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in VOLATILE}
 
 
+def assert_levels_agree(d: dict[str, Any]) -> None:
+    """Stop, take-profit and target on the sides of the price that the rating implies.
+
+    BUY/OVERWEIGHT: stop < price < take-profit, target above; SELL/UNDERWEIGHT: take-profit <
+    price < stop, target below; HOLD: a long's stop below the price and no take-profit
+    (``roles.HOLD_NO_TAKE_PROFIT``), the target on either side.
+    """
+    price, rating = d["price"], d["rating"]
+    stop, take, target = d["stop_loss"], d["take_profit"], d["target_price"]
+    where = f"{d.get('symbol')} {d.get('as_of')} {rating}: {stop=} {price=} {take=} {target=}"
+    if rating in ("BUY", "OVERWEIGHT"):
+        assert stop < price < take, where
+        assert target > price, where
+    elif rating in ("SELL", "UNDERWEIGHT"):
+        assert take < price < stop, where
+        assert target < price, where
+    else:
+        assert rating == "HOLD", where
+        assert take is None and stop < price, where
+
+
 # --- the decision ---------------------------------------------------------------------------
 
 
@@ -98,15 +119,39 @@ def test_decision_shape_is_complete(provider: BundledProvider) -> None:
     assert set(d["reports"]) == set(ROLE_NAMES)
     assert set(d["evidence"]) == set(ROLE_NAMES)
     assert all(isinstance(r, str) and r for r in d["reports"].values())
-    price = d["price"]
-    if d["action"] == "SELL":
-        assert d["take_profit"] < price < d["stop_loss"]
-    else:
-        assert d["stop_loss"] < price < d["take_profit"]
+    assert_levels_agree(d)
     # The numbers each role used are in its evidence, and they are the data's.
     assert d["evidence"]["market_analyst"]["rsi"]["rsi_14"] is not None
-    assert d["evidence"]["trader"]["price"] == price
+    assert d["evidence"]["trader"]["price"] == d["price"]
     orjson.dumps(d)  # JSON-ready: no numpy types, no NaN
+
+
+LEVEL_SYMBOLS = ("AAPL", "NVDA", "XOM", "600519", "BTCUSDT", "ETHUSDT")
+
+
+@pytest.mark.parametrize("symbol", LEVEL_SYMBOLS)
+def test_levels_agree_with_every_rating(provider: BundledProvider, symbol: str) -> None:
+    """All five ratings, each from a research score in its band, priced by the portfolio
+    manager on the symbol's real evidence; HOLD with a negative score included."""
+    ev = compute_evidence(provider, symbol, "2025-06-30")
+    seen = set()
+    for score in (0.9, 0.2, 0.05, -0.05, -0.2, -0.9):
+        rec = "BUY" if score >= 0.1 else "SELL" if score <= -0.1 else "HOLD"
+        rm = {"score": score, "confidence": 0.5, "recommendation": rec}
+        pm = roles.portfolio_manager(ev, {}, rm, roles.trader(ev, rm), [])
+        assert_levels_agree({**pm, "price": ev["price"], "symbol": symbol, "as_of": ev["as_of"]})
+        seen.add(pm["rating"])
+        trade = roles.trader(ev, rm)
+        assert trade["take_profit"] is None if rec == "HOLD" else trade["take_profit"] is not None
+        if rec == "HOLD":
+            assert roles.HOLD_NO_TAKE_PROFIT in trade["report"]
+    assert seen == set(roles.RATINGS)
+
+
+def test_levels_agree_in_real_decisions(provider: BundledProvider) -> None:
+    for symbol in LEVEL_SYMBOLS:
+        for as_of in ("2023-03-15", "2024-06-14", "2025-06-30"):
+            assert_levels_agree(quant(provider, symbol=symbol, as_of=as_of))
 
 
 def test_same_request_same_answer(provider: BundledProvider) -> None:
@@ -293,18 +338,165 @@ def test_news_and_sentiment_say_they_are_unavailable_offline(provider: BundledPr
         assert "no data" in report.lower() and "offline" in report
         assert "carries no weight" in report
         assert d["analysts"]["weights"][analyst] == 0.0
-    assert set(d["analysts"]["with_data"]) == {"market", "fundamentals"}
+    # The bundled fundamentals are a snapshot from after the last bar: not usable either.
+    assert d["analysts"]["with_data"] == ["market"]
 
 
-def test_snapshot_fundamentals_are_discounted_and_flagged(provider: BundledProvider) -> None:
+def test_snapshot_fundamentals_after_as_of_are_not_used(provider: BundledProvider) -> None:
     d = quant(provider, symbol="AAPL")
-    assert d["analysts"]["weights"]["fundamentals"] == pytest.approx(
-        roles.ANALYST_WEIGHTS["fundamentals"] * roles.FUNDAMENTALS_SNAPSHOT_DISCOUNT
+    snapshot = provider.fundamentals("AAPL")["snapshot_date"]  # type: ignore[index]
+    assert d["as_of"] < snapshot
+    assert d["analysts"]["weights"]["fundamentals"] == 0.0
+    why = d["analysts"]["without_data"]["fundamentals"]
+    assert why == (
+        f"fundamentals snapshot dated {snapshot} is after as_of {d['as_of']}; using it would "
+        "leak the future"
     )
-    assert "not point-in-time" in d["reports"]["fundamentals_analyst"]
+    report = d["reports"]["fundamentals_analyst"]
+    assert why in report and "carries no weight" in report
+    # The figures are shown, labelled as not used, and never reach a signal or the debate.
+    ev = d["evidence"]["fundamentals_analyst"]
+    assert ev["used"] is False and ev["why_not_used"] == why
+    assert ev["figures_not_used"]["pe_ratio"] is not None
+    assert all(
+        p["analyst"] != "fundamentals" for t in d["debate"]["investment"] for p in t["points"]
+    )
+    assert "P/E" not in report
     cn = quant(provider, symbol="600519")
     assert "classification only" in cn["reports"]["fundamentals_analyst"]
     assert cn["analysts"]["weights"]["fundamentals"] == 0.0
+
+
+class ShiftedFundamentals(BundledProvider):
+    """The bundled data with the fundamentals' time flags replaced (``fields``).
+
+    All instances share one evidence-cache identity, so a test using one calls
+    ``clear_caches()`` first."""
+
+    name = "bundled-shifted-fundamentals"
+
+    def __init__(self, **fields: Any) -> None:
+        super().__init__()
+        self.fields = fields
+
+    def fundamentals(self, symbol: str) -> dict[str, Any] | None:
+        found = super().fundamentals(symbol)
+        if found is None:
+            return None
+        out = {**found, **self.fields}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    ("fields", "usable"),
+    [
+        ({"point_in_time": True}, True),
+        ({"snapshot_date": "2024-06-14"}, True),  # dated on the as_of itself: known then
+        ({"snapshot_date": "2024-06-17"}, False),
+        ({"snapshot_date": None}, False),  # undated: cannot be placed before as_of
+        ({"snapshot_date": "mid-2024"}, False),
+    ],
+)
+def test_fundamentals_are_used_only_when_known_at_as_of(
+    fields: dict[str, Any], usable: bool
+) -> None:
+    clear_caches()
+    d = quant(ShiftedFundamentals(**fields), symbol="AAPL", as_of="2024-06-14")
+    assert d["as_of"] == "2024-06-14"
+    weight = d["analysts"]["weights"]["fundamentals"]
+    report = d["reports"]["fundamentals_analyst"]
+    if usable:
+        # Known at as_of: full weight, no discount.
+        assert weight == roles.ANALYST_WEIGHTS["fundamentals"]
+        assert "P/E" in report
+    else:
+        assert weight == 0.0 and "leak the future" in report
+        assert "fundamentals" in d["analysts"]["without_data"]
+
+
+DECISION_FIELDS = (
+    "rating",
+    "action",
+    "confidence",
+    "target_price",
+    "stop_loss",
+    "take_profit",
+    "position_size_pct",
+    "risk_score",
+    "reasoning",
+    "debate",
+)
+
+
+def test_later_fundamentals_cannot_change_an_earlier_decision(
+    provider: BundledProvider, tmp_path: Path
+) -> None:
+    """AAPL at 2024-06-14 decides the same with and without the (later) fundamentals file."""
+    for rel in ("us/AAPL.csv.gz", "us/SPY.csv.gz"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(BUNDLED_DIR / rel, tmp_path / rel)
+    without = BundledProvider(data_dir=tmp_path)  # no fundamentals folder at all
+    day = "2024-06-14"
+    full = quant(provider, symbol="AAPL", as_of=day, research_depth=5)
+    bare = quant(without, symbol="AAPL", as_of=day, research_depth=5)
+    assert full["as_of"] == bare["as_of"] == day
+    assert {k: full[k] for k in DECISION_FIELDS} == {k: bare[k] for k in DECISION_FIELDS}
+    for key in ("with_data", "weights", "scores"):
+        assert full["analysts"][key] == bare["analysts"][key]
+    assert full["analysts"]["weights"]["fundamentals"] == 0.0
+    assert "leak the future" in full["analysts"]["without_data"]["fundamentals"]
+    assert "is missing" in bare["analysts"]["without_data"]["fundamentals"]
+    assert "carries no weight" in full["reports"]["fundamentals_analyst"]
+    # Same through the method, whose cache key is the same for both (same bars, same data).
+    a = call_method("analyze.stock", {"symbol": "AAPL", "as_of": day}, make_ctx(provider))
+    b = call_method("analyze.stock", {"symbol": "AAPL", "as_of": day}, make_ctx(without))
+    assert {k: a[k] for k in DECISION_FIELDS} == {k: b[k] for k in DECISION_FIELDS}
+
+
+class FailingFundamentals(BundledProvider):
+    """Fundamentals raise a third-party exception (not a ServiceError)."""
+
+    name = "bundled-failing-fundamentals"
+
+    def fundamentals(self, symbol: str) -> dict[str, Any] | None:
+        raise RuntimeError("upstream exploded")
+
+
+def test_fundamentals_provider_crash_is_reported_missing() -> None:
+    d = quant(FailingFundamentals(), symbol="AAPL", as_of="2025-06-30")
+    assert d["rating"] in roles.RATINGS
+    why = d["analysts"]["without_data"]["fundamentals"]
+    assert "RuntimeError" in why and "upstream exploded" not in why
+    assert any(
+        m["what"] == "fundamentals" and "RuntimeError" in m["why"] for m in d["data"]["missing"]
+    )
+    assert d["analysts"]["weights"]["fundamentals"] == 0.0
+
+
+def test_first_bar_has_no_usable_evidence(provider: BundledProvider) -> None:
+    """On AAPL's first bar no indicator exists: the market analyst has no data, no weight."""
+    first = str(np.datetime_as_string(provider.bars("AAPL").time[0], unit="D"))
+    assert first == "2021-01-11"
+    d = quant(provider, symbol="AAPL", as_of=first)
+    assert d["rating"] == "HOLD" and d["action"] == "HOLD" and d["confidence"] == 0.0
+    assert d["analysts"]["with_data"] == []
+    assert d["analysts"]["weights"]["market"] == 0.0
+    assert d["analysts"]["without_data"]["market"] == (
+        "1 1d bar up to 2021-01-11: too short for any indicator"
+    )
+    assert "No usable evidence" in d["reasoning"]
+    assert d["stop_loss"] is None and d["take_profit"] is None and d["target_price"] is None
+    assert d["position_size_pct"] is None
+
+
+def test_market_analyst_without_signals_adds_no_coverage() -> None:
+    """With usable fundamentals on the first bar, only their weight counts as coverage."""
+    clear_caches()
+    d = quant(ShiftedFundamentals(point_in_time=True), symbol="AAPL", as_of="2021-01-11")
+    assert d["analysts"]["with_data"] == ["fundamentals"]
+    cov = d["evidence"]["research_manager"]["coverage"]
+    assert cov == pytest.approx(roles.ANALYST_WEIGHTS["fundamentals"] / 1.0)
+    assert d["confidence"] <= cov
 
 
 def test_thin_history_says_what_is_missing(provider: BundledProvider) -> None:
@@ -403,6 +595,29 @@ def test_analyze_strategy(provider: BundledProvider, strategy_type: str) -> None
     assert stats["trades"] > 0 and -1.0 <= stats["max_drawdown"] <= 0.0
     assert 0.0 <= stats["exposure"] <= 1.0
     assert d["analysis"]["parameters"] and d["analysis"]["summary"].startswith(strategy_type)
+
+
+def test_strategy_summary_without_backtest_invents_no_figures(provider: BundledProvider) -> None:
+    ctx = make_ctx(provider)
+    params = {"symbol": "AAPL", "strategy_type": "trend", "as_of": "2021-01-12"}
+    d = call_method("analyze.strategy", params, ctx)
+    note = d["analysis"]["backtest"]["note"]
+    summary = d["analysis"]["summary"]
+    assert "fewer than 3 bars" in note and summary.endswith(f"No backtest: {note}.")
+    for invented in ("total return", "0.0%", "0 trades", "Sharpe", "drawdown"):
+        assert invented not in summary
+    sig = call_method("generate.signal", {**params, "strategy": "trend"}, ctx)
+    assert sig["reasoning"] == summary
+    # Figures a backtest did not produce are "n/a", never 0.
+    header = {"symbol": "AAPL", "timeframe": "1d"}
+    partial = {
+        "strategy_type": "trend",
+        "signal": "HOLD",
+        "position": "flat",
+        "backtest": {"start": "2021-01-11T00:00:00", "end": "2021-02-11T00:00:00"},
+    }
+    text = analysis_methods._summary(header, partial)
+    assert "total return n/a" in text and "n/a trades" in text and "0" not in text.split(":", 2)[2]
 
 
 def test_legacy_analyze_strategy_request_and_reply(provider: BundledProvider) -> None:

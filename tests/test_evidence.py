@@ -15,8 +15,10 @@ import pytest
 from tacoreservice.analysis import compute_evidence
 from tacoreservice.analysis.evidence import (
     clear_caches,
+    fundamentals_usable,
     horizon_bars,
     periods_per_year,
+    symbol_sectors,
     universe_features,
 )
 from tacoreservice.market_data.bundled_provider import BUNDLED_DIR, BundledProvider
@@ -268,6 +270,67 @@ def test_fundamentals_kept_with_their_flags(provider: BundledProvider) -> None:
     assert "A-share valuation" in missing["fundamentals.pe_ratio"]
     spy = {m["what"]: m["why"] for m in compute_evidence(provider, "SPY")["missing"]}
     assert "ETF" in spy["fundamentals"]
+
+
+@pytest.mark.parametrize(
+    ("fund", "as_of", "usable", "why"),
+    [
+        ({"point_in_time": True}, "2021-01-11", True, None),
+        ({"point_in_time": False, "snapshot_date": "2025-10-09"}, "2025-10-09", True, None),
+        ({"snapshot_date": "2025-10-09"}, "2025-10-10T04:00:00Z", True, None),
+        (
+            {"point_in_time": False, "snapshot_date": "2025-10-09"},
+            "2025-09-30",
+            False,
+            "fundamentals snapshot dated 2025-10-09 is after as_of 2025-09-30; using it would "
+            "leak the future",
+        ),
+        ({"point_in_time": False}, "2025-09-30", False, "no snapshot date"),
+        ({}, "2025-09-30", False, "no snapshot date"),
+        ({"snapshot_date": "soon"}, "2025-09-30", False, "cannot be compared"),
+        (None, "2025-09-30", False, "no fundamentals"),
+    ],
+)  # fmt: skip
+def test_fundamentals_usable_only_when_known_at_as_of(
+    fund: dict[str, Any] | None, as_of: str, usable: bool, why: str | None
+) -> None:
+    ok, reason = fundamentals_usable(fund, as_of)
+    assert ok is usable
+    if why is None:
+        assert reason is None
+    else:
+        assert reason is not None and why in reason
+
+
+def test_bundled_snapshots_are_after_every_bundled_bar(provider: BundledProvider) -> None:
+    for symbol in ("AAPL", "600519"):
+        ev = compute_evidence(provider, symbol)  # the last bar
+        usable, why = fundamentals_usable(ev["fundamentals"], ev["as_of"])
+        assert not usable and why and "leak the future" in why
+        missing = {m["what"]: m["why"] for m in ev["missing"]}
+        assert missing["point-in-time fundamentals"] == why
+
+
+class RaisingFundamentals(BundledProvider):
+    """A provider whose fundamentals fail with a third-party exception."""
+
+    name = "bundled-raising"
+
+    def fundamentals(self, symbol: str) -> dict[str, Any] | None:
+        raise RuntimeError("boom: https://user:pw@vendor.example/?token=abc")
+
+
+def test_fundamentals_exception_is_recorded_missing() -> None:
+    flaky = RaisingFundamentals()
+    ev = compute_evidence(flaky, "AAPL", AS_OF)
+    assert ev["fundamentals"] is None and ev["technical"]["rsi_14"] is not None
+    missing = {m["what"]: m["why"] for m in ev["missing"]}
+    assert missing["fundamentals"] == "the provider failed to return fundamentals (RuntimeError)"
+    # The scanner's sector lookup falls back to the catalogue's names.
+    info = flaky.resolve("AAPL")
+    assert symbol_sectors(flaky, info) == tuple(
+        dict.fromkeys(str(n).strip().lower() for n in (info.sector, info.industry) if n)
+    )
 
 
 def test_news_and_sentiment_are_always_missing(provider: BundledProvider) -> None:

@@ -9,22 +9,27 @@ report huge token counts.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import orjson
 import pytest
 
 import tacoreservice.service.methods.analysis  # noqa: F401  (registers the methods)
-from tacoreservice.analysis.engines import clear_engines, load_engine
+from tacoreservice.analysis import roles
+from tacoreservice.analysis.engines import clear_engines, llm, load_engine
+from tacoreservice.analysis.engines import quant as quant_engine
 from tacoreservice.analysis.engines.llm import UNUSABLE, extract_json, is_local_url
+from tacoreservice.analysis.evidence import compute_evidence
 from tacoreservice.analysis.graph import AnalysisRequest, Hooks, run_analysis
 from tacoreservice.config import LLMSettings, Settings
 from tacoreservice.market_data.bundled_provider import BundledProvider
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
-from tacoreservice.service.registry import MethodContext, call_method
+from tacoreservice.service.registry import Cancelled, MethodContext, call_method
 from tests.support.memory_cache import DictCache
 
 
@@ -38,6 +43,7 @@ class FakeOpenAI:
         self.garbage: dict[str, int] = {}  # role -> how many answers are garbage (-1: all)
         self.usage_tokens: int | None = None  # override total_tokens
         self.overrides: dict[str, dict[str, Any]] = {}  # role -> fields merged into answer
+        self.fail: dict[str, int] = {}  # role -> HTTP status answered instead
 
     def reset(self) -> None:
         with self.lock:
@@ -46,6 +52,7 @@ class FakeOpenAI:
         self.garbage.clear()
         self.usage_tokens = None
         self.overrides.clear()
+        self.fail.clear()
 
     def roles_called(self) -> list[str]:
         return [r["role"] for r in self.requests]
@@ -92,7 +99,9 @@ def _make_handler(state: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             return None
 
         def do_POST(self) -> None:
-            if self.path.rstrip("/") != "/v1/chat/completions":
+            # The openai client appends the route after a query in base_url ("/v1/?q=1chat/
+            # completions"), so match the route's end, not the whole path.
+            if not self.path.rstrip("/").endswith("chat/completions"):
                 self.send_error(404)
                 return
             length = int(self.headers.get("Content-Length") or 0)
@@ -111,6 +120,15 @@ def _make_handler(state: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             delay = state.slow.get(role)
             if delay:
                 time.sleep(delay)
+            status = state.fail.get(role)
+            if status:
+                err = json.dumps({"error": {"message": f"{role} failed", "type": "server"}})
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(err)))
+                self.end_headers()
+                self.wfile.write(err.encode())
+                return
             if garbage_left != 0:
                 content = "I think the stock is fine, really. {not json at all"
             else:
@@ -213,8 +231,9 @@ def test_normal_run_uses_llm_answers(
     assert d["debate"]["research_manager"]["recommendation"] == "BUY"
     assert "LLM view." in d["reports"]["market_analyst"]
     assert "bull_researcher round 1: LLM argument." in d["reports"]["bull_researcher"]
-    # depth 3: 2 analysts with data + 1x(bull, bear) + RM + trader + 2x3 risk + PM = 13 calls
-    assert d["model"]["calls"] == 13 == len(server.requests)
+    # depth 3: 1 analyst with data + 1x(bull, bear) + RM + trader + 2x3 risk + PM = 12 calls
+    # (the bundled fundamentals are a snapshot from after as_of: no data, no call)
+    assert d["model"]["calls"] == 12 == len(server.requests)
     assert d["model"]["fallback_roles"] == []
     assert 0 < d["model"]["tokens_used"] <= d["model"]["token_budget"]
     # Analysts without data are not asked: nothing to ground an answer on.
@@ -235,7 +254,6 @@ def test_quick_and_deep_models_per_role(
     assert by_role.pop("portfolio_manager") == {"fake-deep"}
     assert set(by_role) == {
         "market_analyst",
-        "fundamentals_analyst",
         "bull_researcher",
         "bear_researcher",
         "trader",
@@ -398,3 +416,240 @@ def test_extract_json(text: str | None, expected: dict[str, Any] | None) -> None
 )
 def test_is_local_url(url: str, local: bool) -> None:
     assert is_local_url(url) is local
+
+
+# --- no look-ahead through the prompts ------------------------------------------------------
+
+
+class PointInTimeFundamentals(BundledProvider):
+    """The bundled data, with the fundamentals declared point-in-time (usable at any as_of)."""
+
+    name = "bundled-point-in-time"
+
+    def fundamentals(self, symbol: str) -> dict[str, Any] | None:
+        found = super().fundamentals(symbol)
+        return None if found is None else {**found, "point_in_time": True}
+
+
+@pytest.fixture(scope="module")
+def pit_provider() -> PointInTimeFundamentals:
+    return PointInTimeFundamentals()
+
+
+def test_later_fundamentals_are_not_shown_to_the_model(
+    fake: tuple[str, FakeOpenAI], provider: BundledProvider, pit_provider: BundledProvider
+) -> None:
+    url, server = fake
+    day = "2024-06-14"
+    d = run(provider, settings_for(url), research_depth=1, as_of=day)
+    assert "fundamentals_analyst" not in server.roles_called()
+    assert d["analysts"]["weights"]["fundamentals"] == 0.0
+    assert "leak the future" in d["reports"]["fundamentals_analyst"]
+    for r in server.requests:
+        text = json.dumps(r["messages"], ensure_ascii=False)
+        assert "pe_ratio" not in text and "figures_not_used" not in text, r["role"]
+    # Even if the role were asked, its data would carry no figures, only why.
+    ev = compute_evidence(provider, "AAPL", day)
+    as_if = {**roles.fundamentals_analyst(ev), "available": True}
+    data = llm._role_data("fundamentals_analyst", as_if, {"evidence": ev})
+    assert data["fundamentals"] == {
+        "usable": False,
+        "why": f"fundamentals snapshot dated {ev['fundamentals']['snapshot_date']} is after "
+        f"as_of {day}; using it would leak the future",
+    }
+    assert "pe_ratio" not in json.dumps(data, ensure_ascii=False)
+    # Point-in-time fundamentals are used, and the model sees them.
+    server.reset()
+    run(pit_provider, settings_for(url), research_depth=1, as_of=day)
+    asked = [r for r in server.requests if r["role"] == "fundamentals_analyst"]
+    assert len(asked) == 1 and "pe_ratio" in asked[0]["messages"][1]["content"]
+
+
+# --- credentials ----------------------------------------------------------------------------
+
+SECRET_PASSWORD = "s3cr3t-pw"
+SECRET_QUERY = "SECRET-query-key"
+SECRET_API_KEY = "sk-SECRET-api-key-123"
+
+
+def with_credentials(url: str) -> str:
+    """``url`` with user info and an api-key query parameter, as some proxies want it."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://user:{SECRET_PASSWORD}@{rest}?api-key={SECRET_QUERY}"
+
+
+def assert_no_secret(text: str) -> None:
+    for secret in (SECRET_PASSWORD, SECRET_QUERY, SECRET_API_KEY):
+        assert secret not in text
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_credentials_never_leak(
+    fake: tuple[str, FakeOpenAI], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, server = fake
+    monkeypatch.setenv("TACORE_LLM_API_KEY", SECRET_API_KEY)
+    settings = settings_for(with_credentials(url))
+    identity = load_engine("llm", settings).identity()
+    assert identity["base_url"] == url
+    ctx = MethodContext(settings=settings, cache=DictCache())
+    params = {"symbol": "AAPL", "engine": "llm", "research_depth": 1, "analysis_type": "technical"}
+    d = call_method("analyze.stock", params, ctx)
+    assert server.requests and d["model"]["calls"] > 0  # it really ran against the server
+    assert d["model"]["base_url"] == url
+    assert_no_secret(orjson.dumps(d).decode())
+    assert isinstance(ctx.cache, DictCache)
+    assert ctx.cache.data and all(isinstance(k, str) for k in ctx.cache.data)
+    assert_no_secret(repr(ctx.cache.data))  # keys and values
+
+    # Error messages: an HTTP error, an unreachable endpoint and a missing key.
+    server.fail["market_analyst"] = 500
+    with pytest.raises(ServiceError) as info:
+        run(BundledProvider(), settings, research_depth=1, analysts=("market",))
+    assert "HTTP 500" in info.value.message
+    assert_no_secret(info.value.message + repr(info.value.details))
+    dead = settings_for(with_credentials(f"http://127.0.0.1:{_closed_port()}/v1"))
+    with pytest.raises(ServiceError) as info:
+        run(BundledProvider(), dead, research_depth=1, analysts=("market",))
+    assert info.value.code is ErrorCode.UPSTREAM_ERROR and "unreachable" in info.value.message
+    assert_no_secret(info.value.message + repr(info.value.details))
+    monkeypatch.delenv("TACORE_LLM_API_KEY")
+    remote = settings_for(with_credentials("https://proxy.example/v1"))
+    with pytest.raises(ServiceError) as info:
+        run(BundledProvider(), remote)
+    assert info.value.code is ErrorCode.ENGINE_UNAVAILABLE
+    assert "https://proxy.example/v1" in info.value.message
+    assert_no_secret(info.value.message)
+
+
+@pytest.mark.parametrize(
+    ("url", "public"),
+    [
+        ("https://user:pw@proxy.example/v1?api-key=K&x=1#f", "https://proxy.example/v1"),
+        ("http://localhost:11434/v1", "http://localhost:11434/v1"),
+        ("https://api.example.com/v1?token=T", "https://api.example.com/v1"),
+        ("http://[::1]:8000/v1", "http://[::1]:8000/v1"),
+    ],
+)
+def test_public_url(url: str, public: str) -> None:
+    assert llm.public_url(url) == public
+
+
+def test_redact_masks_credentials() -> None:
+    url = with_credentials("https://proxy.example/v1")
+    text = f"POST {url}chat/completions failed; Authorization: Bearer {SECRET_API_KEY}"
+    masked = llm.redact(text, url, SECRET_API_KEY)
+    assert_no_secret(masked)
+    assert "proxy.example/v1" in masked and "user:" not in masked
+
+
+# --- the quant model is part of the LLM engine's identity --------------------------------------
+
+
+def test_quant_model_version_is_part_of_the_cache_key(
+    fake: tuple[str, FakeOpenAI], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, server = fake
+    settings = settings_for(url)
+    version = quant_engine.QUANT_MODEL_VERSION
+    assert load_engine("llm", settings).identity()["quant_model_version"] == version
+    ctx = MethodContext(settings=settings, cache=DictCache())
+    params = {"symbol": "MSFT", "engine": "llm", "research_depth": 1, "analysis_type": "technical"}
+    assert call_method("analyze.stock", params, ctx)["cached"] is False
+    assert call_method("analyze.stock", params, ctx)["cached"] is True
+    calls = len(server.requests)
+    # A new quant model changes every prompt: the old LLM answer must not be served.
+    monkeypatch.setattr(quant_engine, "QUANT_MODEL_VERSION", f"{version}-next")
+    again = call_method("analyze.stock", params, ctx)
+    assert again["cached"] is False and len(server.requests) > calls
+    assert again["model"]["quant_model_version"] == f"{version}-next"
+
+
+# --- a failure stops the other analysts' calls ----------------------------------------------
+
+
+def test_failing_analyst_stops_the_other_analysts(
+    fake: tuple[str, FakeOpenAI], pit_provider: BundledProvider
+) -> None:
+    url, server = fake
+    server.fail["market_analyst"] = 500
+    # In flight when the market analyst fails; its garbage answer would be asked again.
+    server.slow["fundamentals_analyst"] = 0.6
+    server.garbage["fundamentals_analyst"] = -1
+    with pytest.raises(ServiceError) as info:
+        run(pit_provider, settings_for(url), research_depth=1)
+    assert info.value.code is ErrorCode.UPSTREAM_ERROR and "HTTP 500" in info.value.message
+    time.sleep(1.0)  # the abandoned call answers meanwhile; no retry may follow it
+    called = server.roles_called()
+    assert called.count("market_analyst") == 1
+    assert called.count("fundamentals_analyst") <= 1
+    assert set(called) <= {"market_analyst", "fundamentals_analyst"}
+
+
+def test_over_budget_analyst_stops_the_other_analysts(
+    fake: tuple[str, FakeOpenAI], pit_provider: BundledProvider
+) -> None:
+    url, server = fake
+    server.usage_tokens = 50_000
+    server.slow["fundamentals_analyst"] = 0.6
+    server.garbage["fundamentals_analyst"] = -1
+    with pytest.raises(ServiceError) as info:
+        run(pit_provider, settings_for(url, token_budget=40_000), research_depth=1)
+    assert "token budget exceeded" in info.value.message
+    time.sleep(1.0)
+    called = server.roles_called()
+    assert called.count("fundamentals_analyst") <= 1
+    assert set(called) <= {"market_analyst", "fundamentals_analyst"}
+
+
+def test_cancellation_stops_the_analysts_in_flight(
+    fake: tuple[str, FakeOpenAI], pit_provider: BundledProvider
+) -> None:
+    url, server = fake
+    for role in ("market_analyst", "fundamentals_analyst"):
+        server.slow[role] = 0.8
+        server.garbage[role] = -1  # each would be asked again after its slow answer
+    seen: dict[str, float] = {}
+
+    def check_cancelled() -> None:
+        # Cancelled once both analyst calls are in flight.
+        if len(server.requests) >= 2:
+            seen.setdefault("at", time.monotonic())
+            raise Cancelled()
+
+    engine = load_engine("llm", settings_for(url))
+    request = AnalysisRequest("AAPL", research_depth=1)
+    compute_evidence(pit_provider, "AAPL")  # warm, so the calls start right away
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        run_analysis(engine, pit_provider, request, Hooks(check_cancelled=check_cancelled))
+    # Noticed while the calls were still in flight (0.8 s each), not after they answered.
+    assert "at" in seen and time.monotonic() - started < 0.75
+    time.sleep(1.2)  # the abandoned calls answer meanwhile; no retry may follow them
+    assert sorted(server.roles_called()) == ["fundamentals_analyst", "market_analyst"]
+
+
+def test_model_levels_follow_the_direction(
+    fake: tuple[str, FakeOpenAI], provider: BundledProvider
+) -> None:
+    url, server = fake
+    price = float(compute_evidence(provider, "AAPL")["price"])
+    # A BUY whose target is below the price: replaced by the quant target for a BUY.
+    server.overrides["portfolio_manager"] = {"rating": "BUY", "target_price": price * 0.9}
+    d = run(provider, settings_for(url), research_depth=1, analysts=("market",))
+    assert d["rating"] == "BUY" and d["target_price"] > d["price"]
+    assert "target_price" in d["reports"]["portfolio_manager"]
+    assert "wrong side" in d["reports"]["portfolio_manager"]
+    # A HOLD has no take-profit, whatever the model proposes.
+    server.reset()
+    server.overrides["portfolio_manager"] = {"rating": "HOLD", "take_profit": price * 1.2}
+    d = run(provider, settings_for(url), research_depth=1, analysts=("market",))
+    assert d["rating"] == "HOLD" and d["take_profit"] is None
+    assert d["stop_loss"] < d["price"]
+    assert roles.HOLD_NO_TAKE_PROFIT in d["reports"]["portfolio_manager"]

@@ -7,17 +7,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 import tacoreservice.service.methods.analysis  # noqa: F401  (registers the methods)
 from tacoreservice.analysis.engines import clear_engines, load_engine
 from tacoreservice.analysis.engines.tradingagents_adapter import (
+    _unit,
     clear_graphs,
     normalize_decision,
     parse_rating,
 )
 from tacoreservice.analysis.graph import AnalysisRequest, Hooks, run_analysis
-from tacoreservice.config import Settings
+from tacoreservice.config import LLMSettings, Settings
 from tacoreservice.market_data.bundled_provider import BundledProvider
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
 from tacoreservice.service.registry import MethodContext, call_method
@@ -166,10 +168,104 @@ def test_not_installed_names_what_to_install(monkeypatch: pytest.MonkeyPatch) ->
         ("增持", "OVERWEIGHT"),
         ("no rating here", None),
         ("", None),
+        # Negations mean what they say: not buying/selling keeps the position (HOLD), not
+        # holding is getting out (SELL).
+        ("不建议买入", "HOLD"),
+        ("综合来看，不建议买入，建议观望", "HOLD"),
+        ("不推荐追高买入", "HOLD"),
+        ("暂不买入", "HOLD"),
+        ("不建议卖出", "HOLD"),
+        ("不建议继续持有", "SELL"),
+        ("不建议增持", "HOLD"),
+        ("不建议卖出，建议买入", "BUY"),  # the conclusion is the last one
+        ("不过建议买入", "BUY"),  # "however, buy": 不过 is no negation
+        ("买入。不建议观望", "BUY"),  # "don't wait" names no direction
+        ("We do not recommend a BUY.", "HOLD"),
+        ("Not recommended to buy", "HOLD"),
+        ("Don't sell.", "HOLD"),
+        ("do not hold", "SELL"),
+        ("Do not buy; SELL.", "SELL"),
     ],
 )
 def test_parse_rating(text: str, rating: str | None) -> None:
     assert parse_rating(text) == rating
+
+
+@pytest.mark.parametrize(
+    ("raw", "unit"),
+    [("1%", 0.01), ("0.5%", 0.005), ("75%", 0.75), (75, 0.75), (0.3, 0.3), (1, 1.0),
+     ("100%", 1.0), ("150%", None), (-0.2, None), ("n/a", None)],
+)  # fmt: skip
+def test_unit(raw: Any, unit: float | None) -> None:
+    got = _unit(raw)
+    assert got == (None if unit is None else pytest.approx(unit))
+
+
+def test_identity_has_the_package_version(stub: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tradingagents
+
+    engine = load_engine("tradingagents", Settings())
+    assert engine.identity()["version"] == tradingagents.__version__ == "0.0.0-stub"
+    ctx = MethodContext(settings=Settings(), cache=DictCache())
+    params = {"symbol": "AAPL", "engine": "tradingagents", "analysis_type": "technical"}
+    first = call_method("analyze.stock", params, ctx)
+    assert first["model"]["version"] == "0.0.0-stub"
+    assert call_method("analyze.stock", params, ctx)["cached"] is True
+    # An upgraded package is a new answer, not the cached one.
+    monkeypatch.setattr(tradingagents, "__version__", "0.0.1-stub")
+    assert call_method("analyze.stock", params, ctx)["cached"] is False
+
+
+def test_identity_without_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    _forget_tradingagents()
+    clear_engines()
+    monkeypatch.setitem(sys.modules, "tradingagents", None)
+    assert load_engine("tradingagents", Settings()).identity()["version"] is None
+
+
+SECRET_PASSWORD = "s3cr3t-pw"
+SECRET_QUERY = "SECRET-query-key"
+SECRET_API_KEY = "sk-SECRET-api-key-123"
+SECRET_URL = f"https://user:{SECRET_PASSWORD}@proxy.example/v1?api-key={SECRET_QUERY}"
+
+
+def assert_no_secret(text: str) -> None:
+    for secret in (SECRET_PASSWORD, SECRET_QUERY, SECRET_API_KEY):
+        assert secret not in text
+
+
+def test_credentials_never_leak(stub: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TACORE_LLM_API_KEY", SECRET_API_KEY)
+    settings = Settings(llm=LLMSettings(base_url=SECRET_URL))
+    engine = load_engine("tradingagents", settings)
+    assert engine.identity()["backend_url"] == "https://proxy.example/v1"
+    cache = DictCache()
+    ctx = MethodContext(settings=settings, cache=cache)
+    d = call_method("analyze.stock", {"symbol": "AAPL", "engine": "tradingagents"}, ctx)
+    assert d["model"]["backend_url"] == "https://proxy.example/v1"
+    assert_no_secret(orjson.dumps(d).decode())
+    assert cache.data
+    assert_no_secret(repr(cache.data))  # keys and values
+    # The package itself gets the real endpoint: it has to call it.
+    assert stub.calls[-1]["config"]["backend_url"] == SECRET_URL
+
+
+def test_graph_failure_is_an_upstream_error_without_secrets(
+    stub: Any, provider: BundledProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tradingagents.default_config import DEFAULT_CONFIG
+
+    monkeypatch.setenv("TACORE_LLM_API_KEY", SECRET_API_KEY)
+    DEFAULT_CONFIG["stub_error"] = f"connection refused (key {SECRET_API_KEY})"
+    engine = load_engine("tradingagents", Settings(llm=LLMSettings(base_url=SECRET_URL)))
+    with pytest.raises(ServiceError) as info:
+        run_analysis(engine, provider, AnalysisRequest("AAPL"), Hooks())
+    err = info.value
+    assert err.code is ErrorCode.UPSTREAM_ERROR
+    assert "TradingAgents graph failed (RuntimeError)" in err.message
+    assert "connection refused" in err.message and "proxy.example" in err.message
+    assert_no_secret(err.message + repr(err.details))
+    assert err.details == {"engine": "tradingagents", "exception": "RuntimeError"}
 
 
 def test_cn_dict_with_percent_and_currency_strings() -> None:

@@ -9,9 +9,11 @@ and are always listed there.
 
 Point-in-time: the bars come from ``provider.bars(symbol, timeframe, as_of)``, which never
 returns a bar after ``as_of``, and every indicator is read at the last visible bar. The only
-input that is not point-in-time is ``fundamentals``: the bundled ones are a single later
-snapshot, kept with their ``snapshot_date`` / ``point_in_time: false`` flags (and flagged in
-``missing``) so that nobody mistakes them for what was known at ``as_of``.
+input that may not be point-in-time is ``fundamentals``: the bundled ones are a single later
+snapshot, kept with their ``snapshot_date`` / ``point_in_time: false`` flags. Whether they may
+be used at an as_of is decided by :func:`fundamentals_usable` (point-in-time, or a snapshot
+dated on or before the last bar); when not, ``missing`` says so, and the analysts must not
+score them (they stay in the evidence only so that a reader sees what was left out).
 
 Conventions:
 
@@ -35,6 +37,7 @@ stacked into numpy columns, and the signal masks computed on those columns in on
 
 from __future__ import annotations
 
+import datetime
 import math
 import threading
 from collections import OrderedDict
@@ -59,6 +62,7 @@ __all__ = [
     "SIGNALS_BY_SCAN_TYPE",
     "clear_caches",
     "compute_evidence",
+    "fundamentals_usable",
     "horizon_bars",
     "periods_per_year",
     "price_volume_features",
@@ -552,6 +556,48 @@ _NO_FUNDAMENTALS = {
 }
 
 
+def fundamentals_usable(fund: Mapping[str, Any] | None, as_of: Any) -> tuple[bool, str | None]:
+    """Whether ``fund`` may be scored at ``as_of`` (the date of the last bar used), and why not.
+
+    Point-in-time figures (``point_in_time: true``) may always be used. Otherwise the figures
+    are a snapshot, and a snapshot may be used only at or after its ``snapshot_date``: before
+    that date its figures were not yet known, so using them would leak the future. A snapshot
+    without a (readable) date cannot be placed in time and is not used.
+    """
+    if not isinstance(fund, Mapping):
+        return False, "no fundamentals"
+    if fund.get("point_in_time") is True:
+        return True, None
+    when = _date_of(as_of)
+    snapshot = fund.get("snapshot_date")
+    if not snapshot:
+        return False, (
+            f"the fundamentals are not point-in-time and carry no snapshot date, so they cannot "
+            f"be placed before as_of {when or as_of}; using them could leak the future"
+        )
+    snap = _date_of(snapshot)
+    if snap is None or when is None:
+        return False, (
+            f"the fundamentals snapshot date {snapshot!r} cannot be compared with as_of "
+            f"{as_of!r}; using the snapshot could leak the future"
+        )
+    if snap > when:
+        return False, (
+            f"fundamentals snapshot dated {snapshot} is after as_of {when}; using it would leak "
+            "the future"
+        )
+    return True, None
+
+
+def _date_of(value: Any) -> str | None:
+    """The ISO date (YYYY-MM-DD) at the start of ``value``, or None when it has none."""
+    text = str(value or "")[:10]
+    try:
+        return datetime.date.fromisoformat(text).isoformat()
+    except ValueError:
+        return None
+
+
 def _fundamentals(
     provider: Any, info: SymbolInfo, when: str, missing: list[dict[str, str]]
 ) -> dict[str, Any] | None:
@@ -559,6 +605,14 @@ def _fundamentals(
         found = provider.fundamentals(info.symbol)
     except ServiceError as exc:
         missing.append({"what": "fundamentals", "why": exc.message})
+        return None
+    except Exception as exc:  # fundamentals are optional: a provider bug must not fail it all
+        missing.append(
+            {
+                "what": "fundamentals",
+                "why": f"the provider failed to return fundamentals ({type(exc).__name__})",
+            }
+        )
         return None
     if not found:
         why = _NO_FUNDAMENTALS.get(info.kind, "the provider has no fundamentals for this symbol")
@@ -576,14 +630,9 @@ def _fundamentals(
                 else "not in the provider's fundamentals snapshot"
             )
             missing.append({"what": f"fundamentals.{field}", "why": why})
-    if fund.get("point_in_time") is False:
-        missing.append(
-            {
-                "what": "point-in-time fundamentals",
-                "why": f"only a snapshot dated {fund.get('snapshot_date') or 'unknown'} is "
-                f"available; it was not known at {when}",
-            }
-        )
+    usable, why_not = fundamentals_usable(fund, when)
+    if not usable:
+        missing.append({"what": "point-in-time fundamentals", "why": str(why_not)})
     return fund
 
 
@@ -817,7 +866,7 @@ def symbol_sectors(provider: Any, info: SymbolInfo) -> tuple[str, ...]:
     names = [info.sector, info.industry]
     try:
         fund = provider.fundamentals(info.symbol) or {}
-    except ServiceError:
+    except Exception:  # optional: a failing provider leaves the catalogue's names
         fund = {}
     names += [fund.get("sector"), fund.get("sub_industry"), fund.get("industry")]
     out = tuple(dict.fromkeys(str(n).strip().lower() for n in names if n))

@@ -135,12 +135,20 @@ class RoleRunner(Protocol):
 
     def refine(self, role: str, quant: RoleOutput, context: dict[str, Any]) -> RoleOutput: ...
 
+    def stop(self) -> None:
+        """The analysis failed or was cancelled: start no further work (e.g. no more LLM
+        calls from analyst threads still running); work already in flight may finish."""
+        ...
+
 
 class QuantRunner:
     """The quant engine's runner: the computed role output is the answer."""
 
     def refine(self, role: str, quant: RoleOutput, context: dict[str, Any]) -> RoleOutput:
         return quant
+
+    def stop(self) -> None:
+        return None
 
 
 class _Tracker:
@@ -166,6 +174,11 @@ class _Tracker:
         self.hooks.check_cancelled()
 
 
+# While analysts run, cancellation is checked this often (seconds), so that a job cancelled
+# during slow LLM calls stops without waiting for them.
+CANCEL_POLL_S = 0.1
+
+
 def _run_analysts(
     ev: dict[str, Any], request: AnalysisRequest, runner: RoleRunner, track: _Tracker
 ) -> dict[str, RoleOutput]:
@@ -183,13 +196,19 @@ def _run_analysts(
         futures: dict[Future[RoleOutput], str] = {pool.submit(one, a): a for a in names}
         pending = set(futures)
         while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            finished, pending = wait(pending, timeout=CANCEL_POLL_S, return_when=FIRST_COMPLETED)
+            if not finished:
+                track.hooks.check_cancelled()
+                continue
             for fut in sorted(finished, key=lambda f: names.index(futures[f])):
                 a = futures[fut]
                 outputs[a] = fut.result()  # re-raises an analyst's failure here
                 track.step(f"{a} analyst done", {ANALYST_ROLE[a]: "done"})
     finally:
-        # On failure or cancellation the remaining analysts are abandoned, not awaited.
+        # On failure or cancellation the remaining analysts are abandoned, not awaited; the
+        # runner is told first, so that they start no further (LLM) calls.
+        if len(outputs) < len(names):
+            runner.stop()
         pool.shutdown(wait=False, cancel_futures=True)
     return {a: outputs[a] for a in names}  # graph order, whatever order they finished in
 
@@ -202,6 +221,16 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """Run every role on ``ev`` and assemble the decision (without engine/model/timing)."""
     hooks = hooks or Hooks()
+    try:
+        return _pipeline(ev, request, runner, hooks)
+    except BaseException:
+        runner.stop()  # nothing started after a failure or a cancellation may go on
+        raise
+
+
+def _pipeline(
+    ev: dict[str, Any], request: AnalysisRequest, runner: RoleRunner, hooks: Hooks
+) -> dict[str, Any]:
     track = _Tracker(request, hooks)
     debate_rounds, risk_rounds = request.rounds
     hooks.check_cancelled()

@@ -1,7 +1,9 @@
 """The quant roles of the TradingAgents graph: pure functions of the evidence and earlier roles.
 
 Each role returns a plain dict (a *role output*) with its structured figures, a markdown
-``report`` and an ``evidence`` dict of exactly the numbers it used. Nothing here reads data:
+``report`` and an ``evidence`` dict of exactly the numbers it used (an analyst whose figures
+exist but may not be used, such as fundamentals from after as_of, lists them there under
+``figures_not_used`` with ``used: false`` and the reason). Nothing here reads data:
 every figure is derived from :func:`tacoreservice.analysis.evidence.compute_evidence`'s answer,
 and where that answer has ``None`` (too little history, no fundamentals, no news feed) the
 role says so and that piece carries no weight. The weights and thresholds below are the whole
@@ -19,10 +21,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from tacoreservice.analysis.evidence import fundamentals_usable
+
 __all__ = [
     "ANALYSTS",
     "ANALYST_ROLE",
     "ANALYST_WEIGHTS",
+    "HOLD_NO_TAKE_PROFIT",
     "RATINGS",
     "RoleOutput",
     "action_for_rating",
@@ -56,15 +61,15 @@ RATINGS: tuple[str, ...] = ("BUY", "OVERWEIGHT", "HOLD", "UNDERWEIGHT", "SELL")
 # fundamentals come next; news and sentiment get a smaller voice because, when a feed exists,
 # they are noisy and short-lived. An analyst without data carries zero weight (the others
 # are not scaled up: the missing share lowers confidence instead, see `coverage`).
+# Fundamentals count only when they were known at as_of (point-in-time, or a snapshot dated
+# on or before the last bar, see `evidence.fundamentals_usable`); the bundled ones are one
+# snapshot taken after the price files end, so they carry no weight at any bundled as_of.
 ANALYST_WEIGHTS: dict[str, float] = {
     "market": 0.40,
     "fundamentals": 0.30,
     "news": 0.15,
     "sentiment": 0.15,
 }
-# The bundled fundamentals are one snapshot taken after the price files end, so at an as_of
-# they may not have been knowable: they keep half their weight and the report says why.
-FUNDAMENTALS_SNAPSHOT_DISCOUNT = 0.5
 
 # --- technical signals (weights sum to 1 within the analyst) -------------------------------
 # Trend carries most: regime (price vs long averages) is the most persistent price signal.
@@ -126,6 +131,11 @@ STOP_ATR_MULTIPLE = 2.0
 REWARD_TO_RISK = 2.0
 # Target = price x (1 + score x one-sigma move over a month of trading, 21 of 252 days).
 TARGET_HORIZON_YEARS = 21.0 / 252.0
+# HOLD enters no new trade: it keeps (half) the position held, protected by the long stop, and
+# has no take-profit, since there is no trade direction to take a profit in.
+HOLD_NO_TAKE_PROFIT = (
+    "HOLD enters no new trade, so there is no take-profit; the stop protects the position held"
+)
 # Lose at most 1 % of equity if the stop is hit (the common retail risk budget) and never put
 # more than 20 % of equity in one name.
 RISK_PER_TRADE_PCT = 1.0
@@ -320,7 +330,18 @@ def _analyst_output(
     }
 
 
-def _no_data(analyst_name: str, ev: dict[str, Any], why: str) -> RoleOutput:
+def _no_data(
+    analyst_name: str,
+    ev: dict[str, Any],
+    why: str,
+    not_used: dict[str, Any] | None = None,
+) -> RoleOutput:
+    """The output of an analyst without usable data: no view, no weight, no figures.
+
+    ``not_used`` holds figures that exist but may not be used (e.g. a fundamentals snapshot
+    from after as_of); they are kept in ``evidence`` next to ``used: false`` and
+    ``why_not_used``, and never reach a score, a signal or the report.
+    """
     role = ANALYST_ROLE[analyst_name]
     report = (
         f"## {analyst_name.capitalize()} analyst: no data\n\n"
@@ -340,7 +361,7 @@ def _no_data(analyst_name: str, ev: dict[str, Any], why: str) -> RoleOutput:
         "signals": [],
         "notes": [why],
         "report": report,
-        "evidence": {},
+        "evidence": {} if not not_used else {"used": False, "why_not_used": why, **not_used},
     }
 
 
@@ -499,6 +520,16 @@ def market_analyst(ev: dict[str, Any]) -> RoleOutput:
         "return_1m": _num(ret.get("1m")),
         "return_1y": _num(ret.get("1y")),
     }
+    if not signals:
+        # Nothing to score: an analyst with no signal has no view, and must not lend its
+        # weight to the coverage (and so to the confidence) of the decision.
+        n = ev.get("bars")
+        return _no_data(
+            "market",
+            ev,
+            f"{n} {ev.get('timeframe')} bar{'' if n == 1 else 's'} up to {ev.get('as_of')}: "
+            "too short for any indicator",
+        )
     all_w = W_TREND + W_MACD + W_RSI + W_BOLLINGER + W_DMI + W_VOLUME + W_RELATIVE
     return _analyst_output(
         "market", ev, ANALYST_WEIGHTS["market"], signals, all_w, notes, {"context": context}
@@ -506,7 +537,8 @@ def market_analyst(ev: dict[str, Any]) -> RoleOutput:
 
 
 def fundamentals_analyst(ev: dict[str, Any]) -> RoleOutput:
-    """Valuation and profitability from the fundamentals snapshot, when the data has one."""
+    """Valuation and profitability from the fundamentals, when the data has them and they
+    were known at as_of (``evidence.fundamentals_usable``); otherwise no data, no weight."""
     f = ev.get("fundamentals")
     if not isinstance(f, dict):
         reasons = _reasons_for(ev, "fundamentals")
@@ -534,6 +566,28 @@ def fundamentals_analyst(ev: dict[str, Any]) -> RoleOutput:
             f" ({f['note']})" if f.get("note") else ""
         )
         return _no_data("fundamentals", ev, why)
+
+    # No look-ahead: figures not yet known at as_of are not scored at all (not discounted).
+    usable, why_not = fundamentals_usable(f, ev.get("as_of"))
+    if not usable:
+        return _no_data(
+            "fundamentals",
+            ev,
+            str(why_not),
+            {
+                "snapshot_date": f.get("snapshot_date"),
+                "point_in_time": f.get("point_in_time"),
+                "figures_not_used": {
+                    "pe_ratio": pe,
+                    "eps": eps,
+                    "price_to_sales": ps,
+                    "price_to_book": pb,
+                    "dividend_yield": dy,
+                    "market_cap": _num(f.get("market_cap")),
+                    "snapshot_price": _num(f.get("price")),
+                },
+            },
+        )
 
     signals: list[dict[str, Any]] = []
     if eps is not None:
@@ -591,12 +645,10 @@ def fundamentals_analyst(ev: dict[str, Any]) -> RoleOutput:
     weight = ANALYST_WEIGHTS["fundamentals"]
     notes: list[str] = []
     snapshot = f.get("snapshot_date")
-    if f.get("point_in_time") is False:
-        weight *= FUNDAMENTALS_SNAPSHOT_DISCOUNT
+    if f.get("point_in_time") is not True:
         notes.append(
-            f"figures are a single snapshot ({snapshot or 'undated'}), not point-in-time: they "
-            f"may not have been known at as_of {ev.get('as_of')}, so this analyst's weight is "
-            f"multiplied by {FUNDAMENTALS_SNAPSHOT_DISCOUNT}"
+            f"figures are a snapshot dated {snapshot}, on or before as_of {ev.get('as_of')}: "
+            "known at as_of, though possibly stale"
         )
     snap_price = _num(f.get("price"))
     if snap_price is not None:
@@ -752,7 +804,7 @@ def bear_turn(
 
 
 def coverage(analysts: dict[str, RoleOutput]) -> float:
-    """Share of the selected analysts' weight that had data (after the snapshot discount)."""
+    """Share of the selected analysts' weight that had usable data."""
     planned = sum(ANALYST_WEIGHTS[a] for a in analysts)
     had = sum(out["weight"] for out in analysts.values() if out.get("available"))
     return had / planned if planned else 0.0
@@ -825,8 +877,17 @@ def research_manager(
 def trade_levels(ev: dict[str, Any], direction: str, score: float) -> dict[str, float | None]:
     """Target, stop and take-profit for a direction from price, ATR and volatility.
 
-    BUY and HOLD are priced as a long position (HOLD protects an existing one); SELL as an
-    exit/short, with the stop above the price.
+    Every level agrees with the direction:
+
+    * BUY: stop < price < take-profit, target above the price;
+    * SELL (an exit or short): take-profit < price < stop, target below the price;
+    * HOLD: keeps the position held, so the stop is a long's (below the price) and there is
+      no take-profit (``None``, see ``HOLD_NO_TAKE_PROFIT``); the target is the one-month
+      expectation ``price x (1 + score x sigma)``, on whichever side the (small) score puts it.
+
+    The target moves by ``|score|`` one-month sigmas in the direction's sense, so a caller
+    passing a score of the other sign (an LLM's action with the quant score) still gets a
+    target on the right side. A level that would not be a positive price is ``None``.
     """
     price = _num(ev.get("price"))
     atr = _num(_section(ev, "technical").get("atr_14"))
@@ -837,15 +898,21 @@ def trade_levels(ev: dict[str, Any], direction: str, score: float) -> dict[str, 
         "take_profit": None,
         "stop_distance_pct": None,
     }
-    if price is None:
+    if price is None or price <= 0:
         return out
+    sign = -1.0 if direction == "SELL" else 1.0
     if vol is not None:
-        out["target_price"] = _price(price * (1.0 + score * vol * math.sqrt(TARGET_HORIZON_YEARS)))
+        move = vol * math.sqrt(TARGET_HORIZON_YEARS)
+        shift = score * move if direction == "HOLD" else sign * abs(score) * move
+        target = price * (1.0 + shift)
+        out["target_price"] = _price(target) if target > 0 else None
     if atr:
         risk = STOP_ATR_MULTIPLE * atr
-        sign = -1.0 if direction == "SELL" else 1.0
-        out["stop_loss"] = _price(max(price - sign * risk, 0.0))
-        out["take_profit"] = _price(max(price + sign * REWARD_TO_RISK * risk, 0.0))
+        stop = price - sign * risk
+        out["stop_loss"] = _price(stop) if stop > 0 else None
+        if direction != "HOLD":
+            take = price + sign * REWARD_TO_RISK * risk
+            out["take_profit"] = _price(take) if take > 0 else None
         out["stop_distance_pct"] = _r(risk / price * 100.0)
     return out
 
@@ -868,8 +935,12 @@ def trader(ev: dict[str, Any], rm: RoleOutput) -> RoleOutput:
     lines.append(
         f"Entry reference {_f(price)}; target {_f(levels['target_price'])} "
         f"(score {score:+.2f} x one-month one-sigma move); stop {_f(levels['stop_loss'])} "
-        f"({STOP_ATR_MULTIPLE:g} ATR); take profit {_f(levels['take_profit'])} "
-        f"({REWARD_TO_RISK:g}:1 reward/risk)."
+        f"({STOP_ATR_MULTIPLE:g} ATR); "
+        + (
+            f"no take profit ({HOLD_NO_TAKE_PROFIT})."
+            if action == "HOLD"
+            else f"take profit {_f(levels['take_profit'])} ({REWARD_TO_RISK:g}:1 reward/risk)."
+        )
     )
     if base is None:
         lines.append("No ATR (too few bars): no stop, and so no risk-based position size.")
@@ -1145,6 +1216,11 @@ def portfolio_manager(
         reasons.append(
             "Main evidence: " + "; ".join(f"{s['text']} ({s['analyst']})" for s in signals) + "."
         )
+    if not used_analysts:
+        reasons.append(
+            "No usable evidence: no analyst had data to score, so there is no view "
+            "(HOLD with no confidence)."
+        )
     if without:
         reasons.append("No data, no weight: " + ", ".join(without) + ".")
     reasons.append(
@@ -1163,6 +1239,8 @@ def portfolio_manager(
         f"{_f(levels['take_profit'])}, position {_f(size)}% of equity, risk score "
         f"{_f(rscore)}.",
     ]
+    if action == "HOLD":
+        lines.append(f"No take profit: {HOLD_NO_TAKE_PROFIT}.")
     return {
         "role": "portfolio_manager",
         "rating": rating,

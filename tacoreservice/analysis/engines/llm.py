@@ -11,8 +11,10 @@ the role and returns a JSON object with fixed keys, which replaces the quant rol
 (checked: ranges, and stops/targets on the right side of the price); later roles read the
 model's figures, so an LLM research manager's score drives the trader's levels. The debate's
 points and their weights stay the quant ones: the model argues them, it cannot invent new
-ones. Analysts without data (news and sentiment offline, fundamentals of crypto) are not asked
-at all: there is nothing to ground an answer on.
+ones. Analysts without data (news and sentiment offline, fundamentals of crypto, and
+fundamentals not yet known at as_of, see ``evidence.fundamentals_usable``) are not asked at
+all: there is nothing to ground an answer on, and the model never sees figures the quant
+analyst may not use.
 
 Failure handling:
 - transport (timeout, connection, 429/5xx): the ``openai`` client retries ``max_retries``
@@ -25,6 +27,10 @@ Failure handling:
   UPSTREAM_ERROR and nothing is cached.
 - no API key: ENGINE_UNAVAILABLE naming TACORE_LLM_API_KEY, unless ``base_url`` is local (a
   loopback or private address: Ollama and vLLM run without keys).
+- a failure, an exceeded budget or a cancellation stops the runner: analyst threads still
+  running make no further call (one already in flight is not interrupted).
+- credentials never leave the process: replies, cache keys and error messages carry
+  :func:`public_url` (no user info, no query string) and :func:`redact`-ed client errors.
 """
 
 from __future__ import annotations
@@ -36,10 +42,11 @@ import re
 import threading
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import parse_qsl, urlparse, urlunparse
 
 from tacoreservice.analysis import roles
-from tacoreservice.analysis.evidence import compute_evidence
+from tacoreservice.analysis.engines import quant as quant_engine
+from tacoreservice.analysis.evidence import compute_evidence, fundamentals_usable
 from tacoreservice.analysis.graph import AnalysisRequest, Hooks, run_pipeline
 from tacoreservice.analysis.roles import RoleOutput
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
@@ -51,6 +58,8 @@ __all__ = [
     "ROLE_SPECS",
     "extract_json",
     "is_local_url",
+    "public_url",
+    "redact",
 ]
 
 DEEP_ROLES = frozenset({"research_manager", "portfolio_manager"})
@@ -127,7 +136,7 @@ ROLE_SPECS: dict[str, RoleSpec] = {
             "action": ("enum:BUY,HOLD,SELL", "BUY, HOLD or SELL"),
             "target_price": (_PRICE, "price target, or null"),
             "stop_loss": (_PRICE, "stop-loss price, or null"),
-            "take_profit": (_PRICE, "take-profit price, or null"),
+            "take_profit": (_PRICE, "take-profit price, or null (always null for HOLD)"),
             "position_size_pct": ("pct", "position size in percent of equity, 0-100"),
             "report": ("text", "markdown trade plan"),
         },
@@ -159,7 +168,7 @@ ROLE_SPECS: dict[str, RoleSpec] = {
             "confidence": _CONF,
             "target_price": (_PRICE, "price target, or null"),
             "stop_loss": (_PRICE, "stop-loss price, or null"),
-            "take_profit": (_PRICE, "take-profit price, or null"),
+            "take_profit": (_PRICE, "take-profit price, or null (always null for HOLD)"),
             "position_size_pct": ("pct", "position size in percent of equity, 0-100"),
             "risk_score": ("unit", "number from 0 (low risk) to 1 (high risk)"),
             "reasoning": ("text", "the reasons for the decision, citing figures"),
@@ -183,12 +192,53 @@ def is_local_url(base_url: str) -> bool:
     return ip.is_loopback or ip.is_private
 
 
-def _public_url(base_url: str) -> str:
-    """The URL without credentials, for messages and cache keys."""
-    u = urlparse(base_url)
-    if u.username or u.password:
-        u = u._replace(netloc=u.hostname + (f":{u.port}" if u.port else "") if u.hostname else "")
-    return urlunparse(u)
+def public_url(base_url: str) -> str:
+    """The URL without credentials, for replies, messages and cache keys: user info, query
+    string (``?api-key=...``) and fragment are dropped; scheme, host, port and path are kept."""
+    try:
+        u = urlparse(str(base_url))
+        host = u.hostname or ""
+        port = u.port
+    except ValueError:  # e.g. a port that is not a number: show nothing rather than guess
+        return "<unparseable url>"
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = host + (f":{port}" if port else "")
+    return urlunparse((u.scheme, netloc, u.path, "", "", ""))
+
+
+_USERINFO = re.compile(r"(?<=//)[^/@\s]+@")
+_SECRET_PARAM = re.compile(
+    r"(?i)\b((?:api[-_]?key|apikey|key|token|access[-_]?token|secret|password|auth|sig|"
+    r"signature)=)[^&\s#'\"]+"
+)
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+")
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """``text`` with credentials masked: each of ``secrets`` (for a URL: its password, query
+    string and query values), any URL user info, key/token query parameters and bearer
+    tokens."""
+    words: set[str] = set()
+    for secret in secrets:
+        if not secret:
+            continue
+        try:
+            u = urlparse(secret)
+            is_url = bool(u.scheme and u.netloc)
+            password = u.password
+        except ValueError:
+            is_url, password = False, None
+        if not is_url:
+            words.add(secret)
+            continue
+        parts = [password, u.query] + [v for _k, v in parse_qsl(u.query)]
+        words.update(p for p in parts if p and len(p) >= 4)
+    for word in sorted(words, key=len, reverse=True):
+        text = text.replace(word, "***")
+    text = _USERINFO.sub("***@", text)
+    text = _SECRET_PARAM.sub(r"\1***", text)
+    return _BEARER.sub(r"\1***", text)
 
 
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
@@ -327,9 +377,18 @@ def _role_data(role: str, quant: RoleOutput, ctx: dict[str, Any]) -> dict[str, A
         for k in ("change_pct", "technical", "returns", "risk", "relative_strength"):
             data[k] = ev.get(k)
     elif role == "fundamentals_analyst":
-        f = dict(ev.get("fundamentals") or {})
-        f.pop("source", None)
-        data["fundamentals"] = f
+        # The model sees only what the quant analyst may use: figures not yet known at as_of
+        # are not sent at all (the runner does not even call for an analyst without data).
+        usable, why_not = fundamentals_usable(ev.get("fundamentals"), ev.get("as_of"))
+        if usable and quant.get("available"):
+            f = dict(ev.get("fundamentals") or {})
+            f.pop("source", None)
+            data["fundamentals"] = f
+        else:
+            data["fundamentals"] = {
+                "usable": False,
+                "why": why_not or quant.get("why_unavailable") or "no fundamentals",
+            }
     elif role in ("bull_researcher", "bear_researcher"):
         data["analyst_reports"] = [_compact(o) for o in ctx["analysts"].values()]
         data["debate_so_far"] = [_compact(t) for t in ctx["transcript"]]
@@ -401,15 +460,45 @@ class LLMRunner:
         self.models: dict[str, str] = {}
         self.fallbacks: list[str] = []
         self._lock = threading.Lock()
+        # Set when the analysis fails or is cancelled: analyst threads still running make no
+        # further call (one already in flight is not interrupted). The first failure is kept
+        # so that a stopped role reports the cause, not just "stopped".
+        self._stopped = threading.Event()
+        self._cause: ServiceError | None = None
+
+    def stop(self, cause: ServiceError | None = None) -> None:
+        with self._lock:
+            if self._cause is None and cause is not None:
+                self._cause = cause
+        self._stopped.set()
 
     # one HTTP call ------------------------------------------------------------------------
 
     def _call(self, role: str, model: str, messages: list[dict[str, str]]) -> str | None:
+        if self._stopped.is_set():
+            raise self._stopped_error(role)
+        try:
+            return self._request(role, model, messages)
+        except ServiceError as exc:
+            self.stop(exc)
+            raise
+
+    def _stopped_error(self, role: str) -> ServiceError:
+        cause = self._cause
+        if cause is not None:
+            return ServiceError(cause.code, cause.message, cause.details)
+        return ServiceError(
+            ErrorCode.CANCELLED,
+            f"the analysis was stopped before role {role} (cancelled or failed elsewhere)",
+            {"role": role},
+        )
+
+    def _request(self, role: str, model: str, messages: list[dict[str, str]]) -> str | None:
         with self._lock:
             if self.used_tokens >= self.s.token_budget:
                 raise self._over_budget(role)
         e = self.errors
-        where = f"LLM endpoint {_public_url(self.s.base_url)} (model {model!r}, role {role})"
+        where = f"LLM endpoint {public_url(self.s.base_url)} (model {model!r}, role {role})"
         try:
             resp = self.client.chat.completions.create(
                 model=model,
@@ -427,7 +516,8 @@ class LLMRunner:
         except e.APIConnectionError as exc:
             raise ServiceError(
                 ErrorCode.UPSTREAM_ERROR,
-                f"{where} is unreachable after {self.s.max_retries + 1} attempts: {exc}",
+                f"{where} is unreachable after {self.s.max_retries + 1} attempts: "
+                f"{self._redact(str(exc))[:300]}",
                 {"role": role, "model": model, "reason": "connection"},
             ) from None
         except (e.AuthenticationError, e.PermissionDeniedError) as exc:
@@ -440,13 +530,13 @@ class LLMRunner:
         except e.APIStatusError as exc:
             raise ServiceError(
                 ErrorCode.UPSTREAM_ERROR,
-                f"{where} answered HTTP {exc.status_code}: {str(exc)[:300]}",
+                f"{where} answered HTTP {exc.status_code}: {self._redact(str(exc))[:300]}",
                 {"role": role, "model": model, "status": exc.status_code},
             ) from None
         except e.APIError as exc:  # e.g. a body that is not a chat completion at all
             raise ServiceError(
                 ErrorCode.UPSTREAM_ERROR,
-                f"{where} failed: {str(exc)[:300]}",
+                f"{where} failed: {self._redact(str(exc))[:300]}",
                 {"role": role, "model": model},
             ) from None
         content = None
@@ -465,6 +555,9 @@ class LLMRunner:
         if over:
             raise self._over_budget(role)
         return content
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self.s.base_url, self.s.api_key)
 
     def _over_budget(self, role: str) -> ServiceError:
         return ServiceError(
@@ -521,17 +614,30 @@ class LLMRunner:
 def _levels_check(
     ev: dict[str, Any], action: str, values: dict[str, Any], quant: RoleOutput, notes: list[str]
 ) -> dict[str, Any]:
-    """Stops below and targets above the price for a long (BUY/HOLD), the reverse for SELL;
-    a level on the wrong side is replaced by the quant level for that direction."""
+    """Levels that agree with ``action``, as :func:`roles.trade_levels` defines them: for BUY
+    stop < price < take-profit and target above the price, for SELL the reverse; HOLD keeps a
+    long's stop and has no take-profit. A level on the wrong side is replaced by the quant
+    level for that direction."""
     price = ev.get("price")
     ref = roles.trade_levels(ev, action, float(quant.get("score") or 0.0))
+    long = action != "SELL"
     out: dict[str, Any] = {}
     for key in ("target_price", "stop_loss", "take_profit"):
         x = values.get(key, quant.get(key))
+        if key == "take_profit" and action == "HOLD":
+            if key in values and x is not None:
+                notes.append(f"take_profit {x:g} dropped: {roles.HOLD_NO_TAKE_PROFIT}")
+            out[key] = None
+            continue
         if x is not None and price:
-            long = action != "SELL"
-            wrong = (key == "stop_loss" and (x >= price if long else x <= price)) or (
-                key == "take_profit" and (x <= price if long else x >= price)
+            wrong = (
+                (key == "stop_loss" and (x >= price if long else x <= price))
+                or (key == "take_profit" and (x <= price if long else x >= price))
+                or (
+                    key == "target_price"
+                    and action != "HOLD"
+                    and (x < price if action == "BUY" else x > price)
+                )
             )
             if wrong:
                 notes.append(f"{key} {x:g} is on the wrong side of the price for {action}")
@@ -624,10 +730,13 @@ class LLMEngine:
     def identity(self) -> dict[str, Any]:
         return {
             "engine": "llm",
-            "base_url": _public_url(self.s.base_url),
+            "base_url": public_url(self.s.base_url),
             "quick_model": self.s.quick_model,
             "deep_model": self.s.deep_model,
             "temperature": self.s.temperature,
+            # Every prompt embeds the quant roles' figures, so a new quant model is a new
+            # answer: part of the result cache key.
+            "quant_model_version": quant_engine.QUANT_MODEL_VERSION,
         }
 
     def _get_client(self) -> Any:
@@ -635,7 +744,7 @@ class LLMEngine:
         if not key and not is_local_url(self.s.base_url):
             raise ServiceError(
                 ErrorCode.ENGINE_UNAVAILABLE,
-                f"the llm engine has no API key for {_public_url(self.s.base_url)}: set "
+                f"the llm engine has no API key for {public_url(self.s.base_url)}: set "
                 "TACORE_LLM_API_KEY (or OPENAI_API_KEY) in the environment, or point "
                 "llm.base_url (TACORE_LLM_BASE_URL) at a local server such as Ollama",
                 {"engine": "llm", "missing": "TACORE_LLM_API_KEY"},

@@ -11,7 +11,9 @@ __all__ = ["QUANT_MODEL_VERSION", "QuantEngine"]
 
 # Bumped whenever a weight, threshold or formula in roles.py changes, so cached answers of the
 # old model are not served as the new one's.
-QUANT_MODEL_VERSION = "1"
+# 2: fundamentals only when known at as_of (no snapshot discount); a market analyst without
+# any signal has no data; HOLD has no take-profit and targets follow the direction.
+QUANT_MODEL_VERSION = "2"
 
 
 class QuantEngine:
@@ -30,7 +32,8 @@ class QuantEngine:
             "engine": "quant",
             "version": QUANT_MODEL_VERSION,
             "description": "rule-based roles over TA-Lib indicators, returns, risk and "
-            "fundamentals; weights and thresholds in tacoreservice/analysis/roles.py",
+            "fundamentals known at as_of; weights and thresholds in "
+            "tacoreservice/analysis/roles.py",
             "deterministic": True,
         }
         return decision

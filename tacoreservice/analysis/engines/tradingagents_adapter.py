@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from tacoreservice.analysis.engines.llm import public_url, redact
 from tacoreservice.analysis.evidence import compute_evidence
 from tacoreservice.analysis.graph import ROLE_NAMES, AnalysisRequest, Hooks
 from tacoreservice.analysis.roles import ANALYST_ROLE, action_for_rating
@@ -72,11 +73,70 @@ _RATING_WORDS: dict[str, str] = {
     "减持": "UNDERWEIGHT",
     "卖出": "SELL",
 }
+# A negated rating word ("不建议买入", "do not buy") says what not to do, not what to do:
+# - not buying / not adding / not selling / not reducing -> HOLD (keep what is held);
+# - not holding ("不建议持有", "don't hold") -> SELL (get out);
+# - not waiting ("不建议观望") names no direction, so that word gives no rating.
+_NEGATED: dict[str, str | None] = {
+    "BUY": "HOLD",
+    "OVERWEIGHT": "HOLD",
+    "HOLD": "SELL",
+    "UNDERWEIGHT": "HOLD",
+    "SELL": "HOLD",
+}
+_NEGATED_WORDS: dict[str, str | None] = {"观望": None}
+# Chinese negations may be followed by a few adverbs before the verb ("不建议继续持有",
+# "不宜追高买入"); a bare 不 only directly before it ("不买入"), so that "不过建议买入"
+# ("however, buy") is not read as a negation.
+_CN_NEGATORS = (
+    "不建议",
+    "不推荐",
+    "不应该",
+    "不应",
+    "不宜",
+    "不要",
+    "不可",
+    "不必",
+    "暂不",
+    "切勿",
+    "避免",
+    "无需",
+    "别",
+    "勿",
+)
+_CN_ADVERBS = (
+    "继续",
+    "立即",
+    "马上",
+    "立刻",
+    "现在",
+    "目前",
+    "短期",
+    "盲目",
+    "追高",
+    "贸然",
+    "急于",
+    "过早",
+    "大举",
+)
+_CN_NEG = (
+    "(?:"
+    + "|".join(map(re.escape, _CN_NEGATORS))
+    + ")(?:"
+    + "|".join(map(re.escape, _CN_ADVERBS))
+    + "){0,2}|不"
+)
+_EN_NEG = (
+    r"\b(?:do\s+not|does\s+not|don't|don’t|dont|would\s+not|should\s+not|not|never|avoid|no)"
+    r"(?:\s+(?:a|an|to|be|recommended|recommend|advised|advisable|rated|yet|currently))*\s+"
+)
 _WORD_RE = re.compile(
-    "|".join(
+    rf"(?P<neg>{_CN_NEG}|{_EN_NEG})?(?P<word>"
+    + "|".join(
         rf"\b{re.escape(w)}\b" if w.isascii() else re.escape(w)
         for w in sorted(_RATING_WORDS, key=len, reverse=True)
-    ),
+    )
+    + ")",
     re.I,
 )
 
@@ -133,6 +193,16 @@ def build_config(settings: Any, request: AnalysisRequest) -> dict[str, Any]:
     return base
 
 
+def _package_version() -> str | None:
+    """TradingAgents' ``__version__`` when it is importable and has one."""
+    try:
+        module = importlib.import_module("tradingagents")
+    except ImportError:
+        return None
+    version = getattr(module, "__version__", None)
+    return str(version) if version is not None else None
+
+
 def _config_key(config: dict[str, Any]) -> bytes:
     return orjson.dumps(config, option=orjson.OPT_SORT_KEYS, default=str)
 
@@ -164,24 +234,39 @@ def _number(value: Any) -> float | None:
 
 
 def _unit(value: Any) -> float | None:
-    """A 0-1 figure; TradingAgents-CN sometimes writes percentages (75 or "75%")."""
+    """A 0-1 figure; TradingAgents-CN sometimes writes percentages (75 or "75%").
+
+    A string with a percent sign is always a percentage ("1%" is 0.01); a bare number above
+    1 (up to 100) is read as one too (75 -> 0.75); anything else outside 0-1 is dropped."""
     x = _number(value)
     if x is None:
         return None
-    if x > 1.0 and x <= 100.0:
+    if (isinstance(value, str) and "%" in value) or 1.0 < x <= 100.0:
         x /= 100.0
     return x if 0.0 <= x <= 1.0 else None
 
 
 def parse_rating(text: Any) -> str | None:
-    """The rating named in a decision text; with several, the last one (the conclusion)."""
+    """The rating named in a decision text; with several, the last one (the conclusion).
+
+    A negated rating counts as what it means (see ``_NEGATED``): "不建议买入" / "do not buy"
+    is HOLD, "不建议持有" / "don't hold" is SELL; a negation naming no direction
+    ("不建议观望") is skipped and the rating before it counts.
+    """
     if not isinstance(text, str) or not text.strip():
         return None
-    found = _WORD_RE.findall(text)
-    if not found:
-        return None
-    word = found[-1]
-    return _RATING_WORDS.get(word.upper(), _RATING_WORDS.get(word))
+    for m in reversed(list(_WORD_RE.finditer(text))):
+        word = m.group("word")
+        rating = _RATING_WORDS.get(word.upper(), _RATING_WORDS.get(word))
+        if rating is None:
+            continue
+        if m.group("neg"):
+            negated = _NEGATED_WORDS[word] if word in _NEGATED_WORDS else _NEGATED.get(rating)
+            if negated is None:
+                continue
+            return negated
+        return rating
+    return None
 
 
 def normalize_decision(decision: Any) -> dict[str, Any]:
@@ -265,13 +350,33 @@ class TradingAgentsEngine:
         self.settings = settings
 
     def identity(self) -> dict[str, Any]:
+        """Endpoint (without credentials), models and the TradingAgents package's version, so
+        an upgrade of the package is a new cache key."""
         llm = self.settings.llm
         return {
             "engine": "tradingagents",
-            "backend_url": llm.base_url,
+            "backend_url": public_url(llm.base_url),
             "quick_model": llm.quick_model,
             "deep_model": llm.deep_model,
+            "version": _package_version(),
         }
+
+    def _propagate(self, graph: Any, symbol: str, trade_date: str) -> Any:
+        """``graph.propagate``; any failure inside the third-party graph becomes
+        UPSTREAM_ERROR naming the exception type, with credentials masked."""
+        try:
+            return graph.propagate(symbol, trade_date)
+        except ServiceError:
+            raise
+        except Exception as exc:
+            llm = self.settings.llm
+            detail = redact(str(exc), llm.base_url, llm.api_key)[:200]
+            raise ServiceError(
+                ErrorCode.UPSTREAM_ERROR,
+                f"TradingAgents graph failed ({type(exc).__name__})"
+                + (f": {detail}" if detail else ""),
+                {"engine": "tradingagents", "exception": type(exc).__name__},
+            ) from None
 
     def analyze(self, provider: Any, request: AnalysisRequest, hooks: Hooks) -> dict[str, Any]:
         _graph_class()  # fail with the install hint before any work
@@ -286,7 +391,7 @@ class TradingAgentsEngine:
         hooks.check_cancelled()
         graph, lock = get_graph(request.analysts, config)
         with lock:
-            result = graph.propagate(ev["symbol"], trade_date)
+            result = self._propagate(graph, ev["symbol"], trade_date)
         hooks.check_cancelled()
         if not isinstance(result, tuple) or len(result) != 2:
             raise ServiceError(
@@ -332,7 +437,6 @@ class TradingAgentsEngine:
             "model": {
                 **self.identity(),
                 "package": getattr(module, "__name__", "tradingagents"),
-                "version": getattr(module, "__version__", None),
                 "dialect": norm["dialect"],
                 "selected_analysts": [ANALYST_NAMES[a] for a in request.analysts],
                 "trade_date": trade_date,

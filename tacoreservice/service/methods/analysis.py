@@ -8,9 +8,13 @@ default; ``llm``; ``tradingagents``). ``analyze.strategy`` and ``generate.signal
 Completed answers are cached through ``ctx.cache`` for ``analysis.result_cache_ttl_s`` under a
 key made of the method, the canonical params, the as_of the data resolved to (the last visible
 bar, so a live provider's new bar is a new key) and the engine's identity (for ``llm`` its
-endpoint and models, so a different model is never answered from another's cache). LLM
-answers are cached too: they are the expensive ones. A failed, cancelled or over-budget
-analysis is not cached.
+endpoint without credentials, its models and the quant model version its prompts embed; for
+``tradingagents`` also the package version), so a different model is never answered from
+another's cache. LLM answers are cached too: they are the expensive ones. A failed, cancelled
+or over-budget analysis is not cached.
+
+A strategy summary quotes only the figures its backtest produced: with too few bars it says
+so (the backtest's ``note``), and a missing figure is "n/a", never 0.
 """
 
 from __future__ import annotations
@@ -307,18 +311,32 @@ def _strategy_result(
     return header, evaluation
 
 
+def _fmt(value: Any, spec: str, scale: float = 1.0, suffix: str = "") -> str:
+    """A backtest figure for the summary; "n/a" when the backtest has none (never 0)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "n/a"
+    x = float(value) * scale
+    return f"{x:{spec}}{suffix}" if math.isfinite(x) else "n/a"
+
+
 def _summary(header: dict[str, Any], ev: dict[str, Any]) -> str:
-    bt = ev["backtest"]
-    sharpe = bt.get("sharpe")
-    win = bt.get("win_rate")
-    return (
+    head = (
         f"{ev['strategy_type']} on {header['symbol']} {header['timeframe']}: {ev['signal']} "
-        f"(position {ev['position']}). Backtest {bt.get('start', '')[:10]} to "
-        f"{bt.get('end', '')[:10]}: total return {bt.get('total_return', 0) * 100:+.1f}% vs "
-        f"buy-and-hold {bt.get('buy_and_hold_return', 0) * 100:+.1f}%, Sharpe "
-        f"{'n/a' if sharpe is None else f'{sharpe:.2f}'}, max drawdown "
-        f"{bt.get('max_drawdown', 0) * 100:.1f}%, {bt.get('trades', 0)} trades, win rate "
-        f"{'n/a' if win is None else f'{win * 100:.0f}%'}."
+        f"(position {ev['position']})."
+    )
+    bt = ev.get("backtest") or {}
+    if bt.get("note"):  # no backtest ran (too few bars): say so, quote no figures
+        return f"{head} No backtest: {bt['note']}."
+    trades = bt.get("trades")
+    return (
+        f"{head} Backtest {str(bt.get('start') or 'n/a')[:10]} to "
+        f"{str(bt.get('end') or 'n/a')[:10]}: total return "
+        f"{_fmt(bt.get('total_return'), '+.1f', 100, '%')} vs buy-and-hold "
+        f"{_fmt(bt.get('buy_and_hold_return'), '+.1f', 100, '%')}, Sharpe "
+        f"{_fmt(bt.get('sharpe'), '.2f')}, max drawdown "
+        f"{_fmt(bt.get('max_drawdown'), '.1f', 100, '%')}, "
+        f"{'n/a' if trades is None else trades} trades, win rate "
+        f"{_fmt(bt.get('win_rate'), '.0f', 100, '%')}."
     )
 
 

@@ -27,6 +27,11 @@ class TradingAgentsGraph:
         TradingAgentsGraph.instances.append(self)
 
     def propagate(self, company_name: str, trade_date: str) -> tuple[dict[str, Any], Any]:
+        if self.config.get("stub_error"):
+            # As a real client library does, the error message quotes the endpoint it used.
+            raise RuntimeError(
+                f"{self.config['stub_error']} (backend {self.config.get('backend_url')})"
+            )
         TradingAgentsGraph.calls.append(
             {
                 "symbol": company_name,
