@@ -213,6 +213,14 @@ def _run_analysts(
     return {a: outputs[a] for a in names}  # graph order, whatever order they finished in
 
 
+_HEADER_FIELDS = ("name", "market", "kind", "currency", "timeframe", "as_of", "price")
+
+
+def decision_header(ev: dict[str, Any]) -> dict[str, Any]:
+    """What every engine's decision says about the instrument and the data it saw."""
+    return {"symbol": ev["symbol"], **{k: ev.get(k) for k in _HEADER_FIELDS}}
+
+
 def run_pipeline(
     ev: dict[str, Any],
     request: AnalysisRequest,
@@ -342,14 +350,7 @@ def assemble_decision(
 
     rating = pm["rating"]
     return {
-        "symbol": ev["symbol"],
-        "name": ev.get("name"),
-        "market": ev.get("market"),
-        "kind": ev.get("kind"),
-        "currency": ev.get("currency"),
-        "timeframe": ev.get("timeframe"),
-        "as_of": ev.get("as_of"),
-        "price": ev.get("price"),
+        **decision_header(ev),
         "rating": rating,
         "action": roles.action_for_rating(rating),
         "confidence": pm["confidence"],

@@ -601,36 +601,17 @@ def fundamentals_analyst(ev: dict[str, Any]) -> RoleOutput:
                 {"eps": eps},
             )
         )
-    if pe is not None and pe > 0:
-        signals.append(
-            _signal(
-                "pe",
-                W_PE,
-                (PE_FAIR - pe) / PE_SPAN,
-                f"P/E {pe:.1f} vs fair {PE_FAIR:.0f}",
-                {"pe_ratio": pe},
+    # Valuation multiples: cheaper than fair scores positive, one span away is full strength.
+    valuations = (
+        ("pe", W_PE, PE_FAIR, PE_SPAN, pe, "pe_ratio", "P/E {:.1f} vs fair " + f"{PE_FAIR:.0f}"),
+        ("price_to_sales", W_PS, PS_FAIR, PS_SPAN, ps, "price_to_sales", "P/S {:.2f}"),
+        ("price_to_book", W_PB, PB_FAIR, PB_SPAN, pb, "price_to_book", "P/B {:.2f}"),
+    )
+    for name, weight, fair, span, value, key, text in valuations:
+        if value is not None and value > 0:
+            signals.append(
+                _signal(name, weight, (fair - value) / span, text.format(value), {key: value})
             )
-        )
-    if ps is not None and ps > 0:
-        signals.append(
-            _signal(
-                "price_to_sales",
-                W_PS,
-                (PS_FAIR - ps) / PS_SPAN,
-                f"P/S {ps:.2f}",
-                {"price_to_sales": ps},
-            )
-        )
-    if pb is not None and pb > 0:
-        signals.append(
-            _signal(
-                "price_to_book",
-                W_PB,
-                (PB_FAIR - pb) / PB_SPAN,
-                f"P/B {pb:.2f}",
-                {"price_to_book": pb},
-            )
-        )
     if dy is not None:
         signals.append(
             _signal(

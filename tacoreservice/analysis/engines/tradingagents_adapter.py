@@ -30,7 +30,7 @@ import orjson
 
 from tacoreservice.analysis.engines.llm import public_url, redact
 from tacoreservice.analysis.evidence import compute_evidence
-from tacoreservice.analysis.graph import ROLE_NAMES, AnalysisRequest, Hooks
+from tacoreservice.analysis.graph import ROLE_NAMES, AnalysisRequest, Hooks, decision_header
 from tacoreservice.analysis.roles import ANALYST_ROLE, action_for_rating
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
 
@@ -410,14 +410,7 @@ class TradingAgentsEngine:
         module = importlib.import_module("tradingagents")
         debate_rounds, risk_rounds = request.rounds
         return {
-            "symbol": ev["symbol"],
-            "name": ev.get("name"),
-            "market": ev.get("market"),
-            "kind": ev.get("kind"),
-            "currency": ev.get("currency"),
-            "timeframe": ev.get("timeframe"),
-            "as_of": ev.get("as_of"),
-            "price": ev.get("price"),
+            **decision_header(ev),
             "rating": norm["rating"],
             "action": norm["action"],
             "confidence": norm["confidence"],
