@@ -36,11 +36,7 @@ def main() -> None:
             victim = sorted(svc.worker_pids())[0]
             os.kill(victim, signal.SIGKILL)
             t0 = time.monotonic()
-            while True:
-                pids = svc.worker_pids()
-                if len(pids) == args.workers and victim not in pids:
-                    break
-                time.sleep(0.005)
+            svc.wait_workers(args.workers, timeout=30, exclude_pid=victim)  # polls every 20 ms
             times.append(time.monotonic() - t0)
             time.sleep(0.5)
     finally:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from tacoreservice.client import TACoreClient, TACoreError
@@ -198,29 +199,8 @@ def test_job_whose_worker_keeps_dying_fails_with_reason(svc: ServiceProcesses) -
 
 
 def test_cli_analyze_through_a_job_and_locally(svc: ServiceProcesses, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    import orjson
-
-    env = {**svc.env, "TACORE_ENDPOINT": svc.endpoint}
     report = tmp_path / "aapl.md"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tacoreservice",
-            "analyze",
-            "AAPL",
-            "--json",
-            "--report",
-            str(report),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    run = svc.cli("analyze", "AAPL", "--json", "--report", str(report))
     assert run.returncode == 0, run.stderr
     decision = orjson.loads(run.stdout)
     assert decision["symbol"] == "AAPL"
@@ -230,62 +210,22 @@ def test_cli_analyze_through_a_job_and_locally(svc: ServiceProcesses, tmp_path: 
     with svc.client() as c:  # it ran as a job
         jobs = c.call("job.list", {"method": "analyze.stock"})["jobs"]
     assert jobs and jobs[0]["state"] == "succeeded"
-    local = subprocess.run(
-        [sys.executable, "-m", "tacoreservice", "analyze", "AAPL", "--local", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    local = svc.cli("analyze", "AAPL", "--local", "--json")
     assert local.returncode == 0, local.stderr
     same = orjson.loads(local.stdout)
     assert {k: same[k] for k in ("rating", "target_price", "confidence")} == {
         k: decision[k] for k in ("rating", "target_price", "confidence")
     }  # the same engine in-process and in a worker: the same answer
-    bad = subprocess.run(
-        [sys.executable, "-m", "tacoreservice", "analyze", "NOPE1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = svc.cli("analyze", "NOPE1")
     assert bad.returncode == 1 and "INVALID_PARAMS" in bad.stderr
 
 
 def test_cli_scan(svc: ServiceProcesses) -> None:
-    import subprocess
-    import sys
-
-    import orjson
-
-    env = {**svc.env, "TACORE_ENDPOINT": svc.endpoint}
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tacoreservice",
-            "scan",
-            "--market",
-            "US",
-            "--min-volume",
-            "1000000",
-            "--json",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    run = svc.cli("scan", "--market", "US", "--min-volume", "1000000", "--json")
     assert run.returncode == 0, run.stderr
     data = orjson.loads(run.stdout)
     assert data["scan_results"] and all(r["volume"] >= 1_000_000 for r in data["scan_results"])
     scores = [r["score"] for r in data["scan_results"]]
     assert scores == sorted(scores, reverse=True)
-    bad = subprocess.run(
-        [sys.executable, "-m", "tacoreservice", "scan", "--price-range", "10"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = svc.cli("scan", "--price-range", "10")
     assert bad.returncode == 2

@@ -247,13 +247,9 @@ def test_kill9_worker_mid_request_client_still_succeeds(fresh_service: ServicePr
     runs = _lines(marker)
     assert len(runs) == 2 and runs[0].split()[1] == runs[1].split()[1]  # same request re-run
     # The supervisor replaces the dead worker: back to WORKER_COUNT within 2 s of the kill.
-    while time.monotonic() - killed_at < 5:
-        health = svc.health()
-        pids = {w["pid"] for w in health["worker_list"]}
-        if len(pids) == 2 and victim not in pids:
-            break
-        time.sleep(0.02)
+    health = svc.wait_workers(2, timeout=5, exclude_pid=victim)
     back_after = time.monotonic() - killed_at
+    pids = {w["pid"] for w in health["worker_list"]}
     assert len(pids) == 2 and victim not in pids
     assert back_after <= 2.0, f"pool back after {back_after:.2f}s"
     assert health["requests"]["redispatched"] >= 1
@@ -633,55 +629,13 @@ def test_worker_sigterm_finishes_request_then_disconnects(tmp_path: Path) -> Non
 
 
 def test_cli_call_and_health(service: ServiceProcesses) -> None:
-    env = {**service.env, "TACORE_ENDPOINT": service.endpoint}
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tacoreservice",
-            "call",
-            "get.market_data",
-            "symbol=600519.SH",
-            "history=2",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = service.cli("call", "get.market_data", "symbol=600519.SH", "history=2", timeout=60)
     assert run.returncode == 0, run.stderr
     reply = orjson.loads(run.stdout)
     assert reply["data"]["symbol"] == "600519" and len(reply["data"]["history"]) == 2
-    bad = subprocess.run(
-        [sys.executable, "-m", "tacoreservice", "call", "get.market_data", "symbol=NOPE1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = service.cli("call", "get.market_data", "symbol=NOPE1", timeout=60)
     assert bad.returncode == 1 and orjson.loads(bad.stdout)["error"]["code"] == "INVALID_PARAMS"
-    health = subprocess.run(
-        [sys.executable, "-m", "tacoreservice", "health", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    health = service.cli("health", "--json", timeout=60)
     assert health.returncode == 0 and orjson.loads(health.stdout)["status"] == "healthy"
-    down = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tacoreservice",
-            "health",
-            "-e",
-            "tcp://127.0.0.1:1",
-            "--timeout-ms",
-            "200",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    down = service.cli("health", "-e", "tcp://127.0.0.1:1", "--timeout-ms", "200", timeout=60)
     assert down.returncode == 1 and "unhealthy" in down.stderr

@@ -91,6 +91,16 @@ class ServiceProcesses:
             args += ["--worker-id", worker_id]
         return self._spawn("tacoreservice.worker", *args)
 
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run ``tacore ARGS`` against this service, as a user would from a shell."""
+        return subprocess.run(
+            [sys.executable, "-m", "tacoreservice", *args],
+            env={**self.env, "TACORE_ENDPOINT": self.endpoint},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
     def client(self, **kwargs: Any) -> TACoreClient:
         kwargs.setdefault("timeout_ms", 5000)
         kwargs.setdefault("retries", 2)
@@ -100,17 +110,24 @@ class ServiceProcesses:
         with self.client(timeout_ms=timeout_ms, retries=0) as c:
             return c.health(detailed=detailed)  # type: ignore[no-any-return]
 
-    def wait_workers(self, count: int, timeout: float = 20.0) -> dict[str, Any]:
+    def wait_workers(
+        self, count: int, timeout: float = 20.0, exclude_pid: int | None = None
+    ) -> dict[str, Any]:
+        """Poll health until ``count`` workers are alive (none of them ``exclude_pid``).
+
+        A single slow health probe is retried, not fatal: the caller's deadline is the test.
+        """
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
             try:
                 last = self.health()
-                if last["workers"]["alive"] == count:
+                pids = {w["pid"] for w in last["worker_list"]}
+                if last["workers"]["alive"] == count and exclude_pid not in pids:
                     return last  # type: ignore[no-any-return]
             except TACoreError as exc:
                 last = exc
-            time.sleep(0.05)
+            time.sleep(0.02)
         raise AssertionError(f"expected {count} workers within {timeout}s; last: {last}")
 
     def worker_pids(self) -> set[int]:
