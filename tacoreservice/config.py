@@ -145,8 +145,61 @@ class LLMSettings(_Section):
 
 
 class ApiSettings(_Section):
+    """The monitoring API and dashboard, served by the broker process."""
+
+    enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    # Sliding window of the per-method latency percentiles (/methods) and of the charts.
+    window_s: float = Field(900.0, ge=10, le=86_400)
+
+    @property
+    def token(self) -> str | None:
+        """Bearer token for every endpoint but /health; read from the environment only."""
+        return os.environ.get("TACORE_API_TOKEN") or None
+
+
+class RiskLimits(_Section):
+    """Pre-trade limits (config/trading_config.yaml ``limits``). ``null`` switches one off."""
+
+    max_position_quantity: float | None = Field(None, gt=0)
+    max_position_value: float | None = Field(250_000.0, gt=0)
+    max_weight_per_symbol: float | None = Field(0.25, gt=0, le=1)
+    # Empty allowed_symbols allows every symbol the market data knows.
+    allowed_symbols: list[str] = Field(default_factory=list)
+    blocked_symbols: list[str] = Field(default_factory=list)
+    max_daily_loss: float | None = Field(0.03, gt=0, le=1)  # fraction of start-of-day equity
+    max_leverage: float | None = Field(1.0, gt=0, le=100)  # gross exposure / equity
+    max_drawdown: float | None = Field(0.20, gt=0, le=1)  # from the equity peak
+    min_cash: float | None = Field(0.0, ge=0)  # cash left after a buy, currency units
+
+
+class TradingCosts(_Section):
+    commission_rate: float = Field(0.0005, ge=0, le=0.1)  # fraction of notional
+    commission_per_share: float = Field(0.0, ge=0, le=100)
+    commission_min: float = Field(1.0, ge=0, le=10_000)
+    slippage_bps: float = Field(5.0, ge=0, le=1000)  # market and stop fills, against the taker
+
+
+class PaperSettings(_Section):
+    initial_cash: float = Field(1_000_000.0, gt=0, le=1e15)
+    # portfolio.reset wipes the paper ledger: off unless an operator turns it on.
+    allow_reset: bool = False
+
+
+class RiskStatsSettings(_Section):
+    lookback_days: int = Field(252, ge=20, le=10_000)
+    confidence_levels: list[float] = Field(default_factory=lambda: [0.95, 0.99])
+
+
+class TradingSettings(_Section):
+    """config/trading_config.yaml: risk limits, fees, slippage, the paper account."""
+
+    broker_adapter: str = "paper"  # paper | ccxt (extra)
+    limits: RiskLimits = Field(default_factory=RiskLimits)
+    costs: TradingCosts = Field(default_factory=TradingCosts)
+    paper: PaperSettings = Field(default_factory=PaperSettings)
+    risk: RiskStatsSettings = Field(default_factory=RiskStatsSettings)
 
 
 class LoggingSettings(_Section):
@@ -171,6 +224,7 @@ class Settings(_Section):
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    trading: TradingSettings = Field(default_factory=TradingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     def public_summary(self) -> dict[str, Any]:
@@ -213,6 +267,11 @@ ENV_VARS: dict[str, str] = {
     "TACORE_LLM_DEEP_MODEL": "llm.deep_model",
     "TACORE_LLM_TIMEOUT_S": "llm.timeout_s",
     "TACORE_LLM_TOKEN_BUDGET": "llm.token_budget",
+    "TACORE_API_HOST": "api.host",
+    "TACORE_API_ENABLED": "api.enabled",
+    "TACORE_BROKER_ADAPTER": "trading.broker_adapter",
+    "TACORE_ALLOW_PORTFOLIO_RESET": "trading.paper.allow_reset",
+    "TACORE_PAPER_INITIAL_CASH": "trading.paper.initial_cash",
 }
 
 _LIST_SETTINGS = {"worker.plugins"}
@@ -248,6 +307,35 @@ def default_config_path() -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def default_trading_config_path(config_path: Path | None) -> Path | None:
+    explicit = os.environ.get("TACORE_TRADING_CONFIG")
+    if explicit:
+        return Path(explicit)
+    folder = config_path.parent if config_path is not None else Path("config")
+    candidate = folder / "trading_config.yaml"
+    return candidate if candidate.is_file() else None
+
+
+def _read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{what} {path} must hold a mapping at the top level")
+    return loaded
+
+
+def _note_sources(sources: dict[str, str], prefix: str, value: Any, origin: str) -> None:
+    if isinstance(value, dict):
+        for key, child in value.items():
+            _note_sources(sources, f"{prefix}.{key}" if prefix else str(key), child, origin)
+    else:
+        sources[prefix] = origin
+
+
 def load_settings(
     config_path: str | Path | None = None,
     env: dict[str, str] | None = None,
@@ -262,27 +350,21 @@ def load_settings(
     data: dict[str, Any] = {}
 
     path = Path(config_path) if config_path else default_config_path()
+    # trading_config.yaml (DESIGN.md) holds the `trading` section; a `trading` section in
+    # config.yaml, the environment and the CLI still beat it.
+    trading_path = default_trading_config_path(path)
+    if trading_path is not None:
+        trading = _read_yaml_mapping(trading_path, "trading config file")
+        data["trading"] = trading
+        _note_sources(sources, "trading", trading, f"file {trading_path}")
     if path is not None:
-        if not path.is_file():
-            raise ConfigError(
-                f"config file {path} does not exist (set by TACORE_CONFIG or --config)"
-            )
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
-        # The file may carry sections that belong to other parts (security, trading);
+        loaded = _read_yaml_mapping(path, "config file")
+        # The file may carry sections that belong to other parts (security, ...);
         # only the sections Settings knows are validated here.
         known = {k: v for k, v in loaded.items() if k in Settings.model_fields}
         data = _merge(data, known)
         for section, value in known.items():
-            if isinstance(value, dict):
-                for key in value:
-                    sources[f"{section}.{key}"] = f"file {path}"
-            else:
-                sources[section] = f"file {path}"
+            _note_sources(sources, section, value, f"file {path}")
 
     for var, dotted in ENV_VARS.items():
         raw = environ.get(var)

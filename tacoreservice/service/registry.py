@@ -160,6 +160,9 @@ _BUILTIN_METHOD_MODULES = (
     "tacoreservice.service.methods.market_data",
     "tacoreservice.service.methods.scan",
     "tacoreservice.service.methods.analysis",
+    "tacoreservice.service.methods.risk",
+    "tacoreservice.service.methods.trading",
+    "tacoreservice.service.methods.optimize",
 )
 
 

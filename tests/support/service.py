@@ -32,6 +32,7 @@ class ServiceProcesses:
         self.tmp = tmp
         self.frontend_port = free_port()
         self.backend_port = free_port()
+        self.api_port = free_port()
         self.db_path = tmp / "tacore.db"
         self.workers = workers
         self.env = dict(os.environ)
@@ -41,6 +42,7 @@ class ServiceProcesses:
                 "PYTHONPATH": str(REPO),
                 "ZMQ_FRONTEND_PORT": str(self.frontend_port),
                 "ZMQ_BACKEND_PORT": str(self.backend_port),
+                "API_PORT": str(self.api_port),
                 "DATABASE_PATH": str(self.db_path),
                 "WORKER_COUNT": str(workers),
                 "TACORE_PLUGINS": "tests.support.test_methods",
@@ -56,6 +58,10 @@ class ServiceProcesses:
     @property
     def endpoint(self) -> str:
         return f"tcp://127.0.0.1:{self.frontend_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
 
     @property
     def backend_endpoint(self) -> str:
