@@ -1,4 +1,5 @@
-"""Logging: console plus rotated files under logs/ (tacoreservice.log, worker.log).
+"""Logging: console plus rotated files under logs/ (tacoreservice.log, worker.log, and the
+broker's performance.log with one line per request).
 
 Every local worker writes the same worker.log, so rotation must be safe across processes:
 :class:`SharedRotatingFileHandler` takes an flock around each write and reopens the file when
@@ -55,12 +56,13 @@ class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
             self.handleError(record)
 
 
-def _default_config(level: str, path: str) -> dict[str, Any]:
+def _default_config(level: str, path: str, log_dir: Path) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {
-            "plain": {"format": "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"}
+            "plain": {"format": "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"},
+            "bare": {"format": "%(message)s"},
         },
         "handlers": {
             "console": {"class": "logging.StreamHandler", "formatter": "plain"},
@@ -71,6 +73,21 @@ def _default_config(level: str, path: str) -> dict[str, Any]:
                 "maxBytes": 10 * 1024 * 1024,
                 "backupCount": 5,
             },
+            "performance": {
+                "class": "logging.handlers.RotatingFileHandler",
+                "formatter": "bare",
+                "filename": str(log_dir / "performance.log"),
+                "maxBytes": 10 * 1024 * 1024,
+                "backupCount": 5,
+                "delay": True,
+            },
+        },
+        "loggers": {
+            "tacoreservice.performance": {
+                "level": "INFO",
+                "handlers": ["performance"],
+                "propagate": False,
+            }
         },
         "root": {"level": level, "handlers": ["console", "file"]},
     }
@@ -90,6 +107,6 @@ def setup_logging(settings: Settings, role: str = "service") -> None:
         config = yaml.safe_load(text)
         config.setdefault("root", {})["level"] = level
     else:
-        config = _default_config(level, path)
+        config = _default_config(level, path, log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     logging.config.dictConfig(config)

@@ -40,10 +40,31 @@ def run_service(settings: Settings, with_workers: bool = True) -> int:
 
     setup_logging(settings, "service")
     broker = Broker(settings)
+    monitor = None
+    if settings.api.enabled:
+        from tacoreservice.monitoring import MonitorServer
+
+        try:
+            monitor = MonitorServer(settings, broker.ctx, broker.metrics)
+            monitor.bind()
+        except ConfigError as exc:
+            log.error("%s", exc)
+            return 2
+        except OSError as exc:
+            log.error(
+                "cannot serve the monitoring API on %s:%d: %s (set API_PORT, or "
+                "TACORE_API_ENABLED=0 to run without it)",
+                settings.api.host,
+                settings.api.port,
+                exc,
+            )
+            return 2
     try:
         broker.bind()
     except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint
         log.error("cannot bind the broker: %s", exc)
+        if monitor is not None:
+            monitor.stop()
         return 2
     supervisor = None
     if with_workers and settings.worker.count > 0:
@@ -74,9 +95,13 @@ def run_service(settings: Settings, with_workers: bool = True) -> int:
     signal.signal(signal.SIGINT, on_signal)
     if supervisor is not None:
         supervisor.start()
+    if monitor is not None:
+        monitor.start()
     try:
         broker.run()
     finally:
+        if monitor is not None:
+            monitor.stop()
         if supervisor is not None:
             supervisor.stop(timeout=settings.broker.drain_timeout_s)
     return 0

@@ -31,6 +31,9 @@ import zmq
 from tacoreservice import __version__
 from tacoreservice.broker.worker_pool import WorkerPool, WorkerRecord
 from tacoreservice.config import Settings
+from tacoreservice.monitoring.bridge import MONITOR_ENDPOINT, QUERIES
+from tacoreservice.monitoring.metrics import BrokerMetrics
+from tacoreservice.monitoring.window import RequestWindow
 from tacoreservice.protocol import worker_protocol as wp
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
 from tacoreservice.protocol.messages import (
@@ -185,6 +188,12 @@ class Broker:
             "stale_replies": 0,
         }
         self.method_stats: dict[str, list[float]] = {}  # method -> [count, errors, total_ms]
+        # Monitoring: sliding-window figures and Prometheus metrics, fed by _account; workers
+        # that left stay listed for a while so an operator sees what died and when.
+        self.window = RequestWindow(settings.api.window_s)
+        self.metrics = BrokerMetrics()
+        self.departed: deque[dict[str, Any]] = deque(maxlen=64)
+        self._departed_cache = [0, 0]  # hits, misses reported by workers that are gone
         self.request_log: RequestLogWriter | None = None
         if settings.request_log.enabled:
             self.request_log = RequestLogWriter(settings.database.path, settings.request_log)
@@ -196,6 +205,7 @@ class Broker:
         self.frontend = self.ctx.socket(zmq.ROUTER)
         self.backend = self.ctx.socket(zmq.ROUTER)
         self.control = self.ctx.socket(zmq.PAIR)
+        self.monitor = self.ctx.socket(zmq.ROUTER)
         for sock in (self.frontend, self.backend):
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -207,16 +217,18 @@ class Broker:
         self.frontend.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_bytes * 4)
         self.backend.setsockopt(zmq.MAXMSGSIZE, max(cfg.max_message_bytes * 16, 64 * 1024 * 1024))
         self.control.setsockopt(zmq.LINGER, 0)
+        self.monitor.setsockopt(zmq.LINGER, 0)
         self.frontend.bind(cfg.frontend_endpoint)
         self.backend.bind(cfg.backend_endpoint)
         self.control.bind(CONTROL_ENDPOINT)
+        self.monitor.bind(MONITOR_ENDPOINT)
         self._bound = True
         log.info(
             "broker listening: frontend %s, backend %s", cfg.frontend_endpoint, cfg.backend_endpoint
         )
 
     def close(self) -> None:
-        for sock in (self.frontend, self.backend, self.control):
+        for sock in (self.frontend, self.backend, self.control, self.monitor):
             sock.close(linger=0)
         if self.jobs is not None:
             self.jobs.close()
@@ -241,6 +253,7 @@ class Broker:
         poller.register(self.backend, zmq.POLLIN)
         poller.register(self.frontend, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
+        poller.register(self.monitor, zmq.POLLIN)
         interval = self.cfg.heartbeat_interval_ms / 1000.0
         next_heartbeat = time.monotonic() + interval
         drain_until = 0.0
@@ -268,6 +281,8 @@ class Broker:
                     self._drain_frontend()
                 if self.control in events:
                     self._handle_control()
+                if self.monitor in events:
+                    self._handle_monitor()
                 now = time.monotonic()
                 if now >= next_heartbeat:
                     self._heartbeat(now)
@@ -354,6 +369,7 @@ class Broker:
                     return
                 pending.envelopes.append(envelope)
                 self.stats["retries_joined"] += 1
+                self.metrics.retry(req.method)
                 return
             cached = self.reply_cache.get(req.request_id, now)
             if cached is not None:
@@ -362,6 +378,7 @@ class Broker:
                     self._reject_reused_id(envelope, req, body, now)
                     return
                 self.stats["retries_from_cache"] += 1
+                self.metrics.retry(req.method)
                 self._send_client(envelope, reply)
                 return
 
@@ -613,7 +630,9 @@ class Broker:
     ) -> None:
         reply = build_error_reply(exc, exc.request_id, exc.dialect, self.cfg.compat, BROKER_ID)
         self._send_client(envelope, reply)
-        self._account(method or "", False, exc.code.value, 0.0)
+        self._account(
+            method or "", False, exc.code.value, 0.0, (time.monotonic() - now) * 1000.0
+        )
         self._log(exc.request_id, method, BROKER_ID, raw, reply, 0.0, "error", exc.code.value, 0.0)
 
     def _send_client(self, envelope: list[bytes], reply: bytes) -> None:
@@ -664,6 +683,7 @@ class Broker:
             log.warning("worker %s unreachable (%s); evicting", worker.worker_id, exc)
             self.pool.remove(worker.identity)
             self.stats["workers_evicted"] += 1
+            self._remember_departed(worker, f"unreachable ({exc})")
             self._enqueue(pending, front=True)
             return
         now = time.monotonic()
@@ -728,7 +748,13 @@ class Broker:
             except orjson.JSONDecodeError:
                 error = None
             self.jobs.fail(pending.job_id, error or {"code": error_code, "message": error_code})
-        self._account(req.method, ok, error_code, processing_ms)
+        self._account(
+            req.method,
+            ok,
+            error_code,
+            processing_ms,
+            (time.monotonic() - pending.received) * 1000.0,
+        )
         self._log(
             req.request_id,
             req.method,
@@ -880,6 +906,7 @@ class Broker:
     def _evict(self, record: WorkerRecord, reason: str) -> None:
         self.pool.remove(record.identity)
         self.stats["workers_evicted"] += 1
+        self._remember_departed(record, reason)
         key = record.current_key
         if key is None:
             return
@@ -978,7 +1005,7 @@ class Broker:
         alive = len(self.pool)
         busy = self.pool.busy_count
         stats = self.stats
-        cache_hits = cache_misses = 0
+        cache_hits, cache_misses = self._departed_cache
         for record in self.pool.workers.values():
             cache = record.stats.get("cache") or {}
             cache_hits += int(cache.get("hits") or 0)
@@ -1031,9 +1058,118 @@ class Broker:
             data["reply_cache_entries"] = len(self.reply_cache)
         return data
 
+    # ------------------------------------------------------------------ monitoring
+
+    def _remember_departed(self, record: WorkerRecord, reason: str) -> None:
+        cache = record.stats.get("cache") or {}
+        # Its cache counters leave with it; keep them so the totals never go backwards.
+        self._departed_cache[0] += int(cache.get("hits") or 0)
+        self._departed_cache[1] += int(cache.get("misses") or 0)
+        row = self._describe_worker(record, time.monotonic())
+        row.update(
+            state="dead",
+            current_request_id=None,
+            current_method=None,
+            current_age_s=None,
+            ended_at=utc_timestamp(),
+            end_reason=reason,
+            _ended=time.time(),
+        )
+        self.departed.append(row)
+
+    def _describe_worker(self, record: WorkerRecord, now: float) -> dict[str, Any]:
+        row = record.describe(now)
+        pending = self.dispatched.get(record.current_key) if record.current_key else None
+        row["current_request_id"] = pending.req.request_id if pending is not None else None
+        row["job_id"] = pending.job_id if pending is not None else None
+        row["registered_at"] = utc_timestamp(record.registered_at)
+        row["last_heartbeat_unix"] = round(time.time() - (now - record.last_heartbeat), 3)
+        return row
+
+    def _handle_monitor(self) -> None:
+        for _ in range(64):
+            try:
+                frames = self.monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            # [identity, "", seq, kind] from a DEALER (see monitoring/bridge.py)
+            if len(frames) != 4 or frames[3] not in QUERIES:
+                continue
+            try:
+                if frames[3] == b"timeseries":
+                    data: dict[str, Any] = self.monitor_timeseries()
+                else:
+                    data = self.monitor_snapshot()
+                body = orjson.dumps(data)
+            except Exception:  # a bug here must not take the broker down
+                log.exception("monitor query %r failed", frames[3])
+                body = orjson.dumps({"error": "snapshot failed; see the broker log"})
+            try:
+                self.monitor.send_multipart([frames[0], b"", frames[2], body], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+
+    def monitor_snapshot(self) -> dict[str, Any]:
+        """Everything the monitoring API shows, as of now (runs on the broker thread)."""
+        now = time.monotonic()
+        wall = time.time()
+        status = self.health(False)
+        horizon = wall - 600.0  # departed workers stay listed for 10 minutes
+        dead = [
+            {k: v for k, v in row.items() if k != "_ended"}
+            for row in self.departed
+            if row["_ended"] >= horizon
+        ]
+        live = [self._describe_worker(w, now) for w in self.pool.workers.values()]
+        states = Counter(w["state"] for w in live)
+        status["workers"] = {
+            "alive": len(live),
+            "busy": states.get("busy", 0),
+            "idle": states.get("idle", 0),
+            "draining": states.get("draining", 0),
+            "dead": len(dead),
+        }
+        jobs_running = sum(1 for p in self.dispatched.values() if p.job_id)
+        status["jobs"] = {"queued": len(self.job_queue), "running": jobs_running}
+        status["rates"] = self.window.rates(wall, 60.0, now - self.started_mono)
+        in_progress = Counter(p.req.method for p in self.dispatched.values())
+        return {
+            "status": status,
+            "workers": {"alive": len(live), "workers": live + dead},
+            "methods": {
+                "window_s": self.window.window_s,
+                "methods": self.window.method_table(wall),
+            },
+            "point": self.window.latest_point(wall),
+            "in_progress": dict(in_progress),
+            "worker_restarts": self.stats["worker_restarts"],
+        }
+
+    def monitor_timeseries(self) -> dict[str, Any]:
+        return {
+            "interval_s": 1,
+            "window_s": self.window.window_s,
+            "points": self.window.timeseries(time.time()),
+        }
+
     # ------------------------------------------------------------------ bookkeeping
 
-    def _account(self, method: str, ok: bool, error_code: str | None, processing_ms: float) -> None:
+    def _account(
+        self,
+        method: str,
+        ok: bool,
+        error_code: str | None,
+        processing_ms: float,
+        latency_ms: float | None = None,
+    ) -> None:
+        latency = processing_ms if latency_ms is None else latency_ms
+        # Bounded labels: a name nobody serves, or no name at all, is not a new series.
+        if error_code == "METHOD_NOT_FOUND":
+            method = "<unknown>"
+        elif not method:
+            method = "<invalid>"
+        self.window.record(time.time(), method, latency, ok)
+        self.metrics.observe(method, ok, latency / 1000.0)
         stats = self.stats
         if ok:
             stats["replies_success"] += 1

@@ -24,6 +24,10 @@ from typing import Any
 from tacoreservice.config import RequestLogSettings
 from tacoreservice.storage.database import SchemaVersionError, open_database
 
+# logs/performance.log (config/logging.yaml): one line per request, written by the writer
+# thread one batch per record, so the broker's loop never formats or writes them.
+performance_log = logging.getLogger("tacoreservice.performance")
+
 __all__ = [
     "RequestLogEntry",
     "RequestLogWriter",
@@ -382,7 +386,19 @@ class RequestLogWriter:
                 self.settings.retention_days,
             )
 
+    def _write_performance(self, entries: list[RequestLogEntry]) -> None:
+        if not performance_log.isEnabledFor(logging.INFO):
+            return
+        lines = [
+            f"{e.created_at} method={e.method or '-'} worker={e.worker_id or '-'} "
+            f"status={e.status} queue_wait_ms={e.queue_wait_ms or 0.0:.3f} "
+            f"processing_ms={e.processing_time_ms:.3f} request_id={e.request_id or '-'}"
+            for e in entries
+        ]
+        performance_log.info("\n".join(lines))
+
     def _write(self, entries: list[RequestLogEntry]) -> bool:
+        self._write_performance(entries)
         conn = self._ensure_conn()
         if conn is None:
             return False

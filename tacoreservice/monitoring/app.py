@@ -1,0 +1,371 @@
+"""The monitoring API and dashboard (FastAPI), served by the broker process on API_PORT.
+
+Read-only. Live state comes from the broker loop through :class:`BrokerLink` (a snapshot per
+call); the request log and jobs are read from SQLite with a connection per call, so nothing here
+shares a handle with the broker thread. Both route generations are served: ``/workers`` and
+``/api/workers``, ``/logs`` and ``/api/logs``, ``/methods`` and ``/api/methods``.
+
+With ``TACORE_API_TOKEN`` set, every data route (all but ``/health`` and the dashboard's static
+page and scripts) needs ``Authorization: Bearer <token>``; ``?token=`` is accepted too because a
+browser's EventSource cannot send headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+
+from tacoreservice import __version__
+from tacoreservice.config import Settings
+from tacoreservice.monitoring.bridge import BrokerLink, BrokerNotResponding
+from tacoreservice.monitoring.metrics import CONTENT_TYPE, BrokerMetrics
+from tacoreservice.storage.request_log import count_request_logs, query_request_logs
+
+__all__ = ["create_app"]
+
+STATIC_DIR = Path(__file__).with_name("static")
+_LIST_FIELDS = (
+    "request_id",
+    "method",
+    "worker_id",
+    "status",
+    "error_code",
+    "processing_time_ms",
+    "queue_wait_ms",
+    "created_at",
+)
+_JOB_COLUMNS = (
+    "job_id, method, state, stage, percent, progress, error, worker_id, created_at, "
+    "started_at, finished_at"
+)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _json_or_text(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text  # truncated bodies are kept as text
+
+
+class _Database:
+    """Read-only access to the service's SQLite file, a short-lived connection per call."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def connect(self) -> sqlite3.Connection:
+        if not Path(self.path).is_file():
+            raise ApiError(503, "DATA_UNAVAILABLE", f"database {self.path} does not exist yet")
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0)
+        conn.execute("PRAGMA query_only = 1")
+        return conn
+
+    def logs(self, limit: int, offset: int = 0, **filters: Any) -> tuple[int, list[dict]]:
+        conn = self.connect()
+        try:
+            total = count_request_logs(conn, **filters)
+            rows = query_request_logs(conn, limit=limit, offset=offset, **filters)
+        except ValueError as exc:  # since / until that are not ISO-8601
+            raise ApiError(400, "INVALID_PARAMS", str(exc)) from None
+        finally:
+            conn.close()
+        return total, rows
+
+    def jobs(self, state: str | None, limit: int, job_id: str | None = None) -> list[dict]:
+        conn = self.connect()
+        try:
+            clauses, args = [], []
+            if state:
+                clauses.append("state = ?")
+                args.append(state)
+            if job_id:
+                clauses.append("job_id = ?")
+                args.append(job_id)
+            where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+            try:
+                rows = conn.execute(
+                    f"SELECT {_JOB_COLUMNS} FROM jobs{where} ORDER BY created_at DESC LIMIT ?",
+                    (*args, limit),
+                ).fetchall()
+            except sqlite3.OperationalError:  # no jobs table before the broker migrated
+                return []
+        finally:
+            conn.close()
+        return [
+            {
+                "job_id": r[0],
+                "method": r[1],
+                "state": r[2],
+                "stage": r[3],
+                "progress": r[4],
+                "detail": _json_or_text(r[5]),
+                "error": _json_or_text(r[6]),
+                "worker_id": r[7],
+                "created_at": r[8],
+                "started_at": r[9],
+                "finished_at": r[10],
+            }
+            for r in rows
+        ]
+
+
+def _log_item(row: dict[str, Any], full: bool = False) -> dict[str, Any]:
+    item = {k: row.get(k) for k in _LIST_FIELDS}
+    if row.get("status") == "error":
+        response = _json_or_text(row.get("response_data"))
+        error = response.get("error") if isinstance(response, dict) else None
+        if isinstance(error, dict):
+            item["error_message"] = error.get("message")
+        elif isinstance(error, str):  # the legacy dialect's error is a string
+            item["error_message"] = error
+        elif isinstance(response, dict):
+            item["error_message"] = response.get("message")
+    if full:
+        item["request_data"] = _json_or_text(row.get("request_data"))
+        item["response_data"] = _json_or_text(row.get("response_data"))
+    return item
+
+
+def create_app(
+    settings: Settings,
+    link: BrokerLink,
+    metrics: BrokerMetrics,
+    *,
+    token: str | None = None,
+    stopping: Callable[[], bool] = lambda: False,
+) -> FastAPI:
+    db = _Database(settings.database.path)
+    app = FastAPI(
+        title="TACoreService monitor",
+        version=__version__,
+        description="Read-only monitoring API of the TACoreService broker: health, workers, "
+        "request log, per-method latency, Prometheus metrics, jobs and a live dashboard.",
+    )
+    expected = token.encode() if token else None
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(BrokerNotResponding)
+    async def _not_responding(_request: Request, exc: BrokerNotResponding) -> JSONResponse:
+        return _error(503, "UNAVAILABLE", str(exc))
+
+    def authorize(request: Request, token: str | None = Query(None, include_in_schema=False)):
+        if expected is None:
+            return
+        header = request.headers.get("authorization", "")
+        given = header[7:].strip() if header.lower().startswith("bearer ") else (token or "")
+        if not given or not hmac.compare_digest(given.encode(), expected):
+            raise ApiError(
+                401,
+                "UNAUTHORIZED",
+                "missing or wrong token: send 'Authorization: Bearer <TACORE_API_TOKEN>'",
+            )
+
+    guarded = [Depends(authorize)]
+
+    def snapshot() -> dict[str, Any]:
+        return link.query("snapshot")
+
+    def safe_snapshot() -> dict[str, Any] | None:
+        try:
+            return snapshot()
+        except BrokerNotResponding:
+            return None
+
+    metrics.attach_snapshot(safe_snapshot)
+
+    def status_of(snap: dict[str, Any]) -> dict[str, Any]:
+        status = dict(snap["status"])
+        status["config"] = settings.public_summary()
+        return status
+
+    # ------------------------------------------------------------------ routes
+
+    @app.get("/health", tags=["health"])
+    def health() -> JSONResponse:
+        """200 while the broker loop answers and at least one worker is alive, else 503."""
+        try:
+            snap = snapshot()
+        except BrokerNotResponding as exc:
+            return JSONResponse(
+                {
+                    "status": "unhealthy",
+                    "broker": "not responding",
+                    "workers_alive": None,
+                    "reason": str(exc),
+                },
+                status_code=503,
+            )
+        alive = snap["status"]["workers"]["alive"]
+        body = {
+            "status": "healthy" if alive else "unhealthy",
+            "broker": "running",
+            "workers_alive": alive,
+            "uptime_s": snap["status"]["uptime_s"],
+        }
+        if not alive:
+            body["reason"] = "no worker is alive"
+        return JSONResponse(body, status_code=200 if alive else 503)
+
+    @app.get("/api/status", dependencies=guarded, tags=["status"])
+    def api_status() -> dict[str, Any]:
+        """Uptime, version, counters, rates, queue, cache and the settings without secrets."""
+        return status_of(snapshot())
+
+    @app.get("/workers", dependencies=guarded, tags=["workers"])
+    @app.get("/api/workers", dependencies=guarded, tags=["workers"])
+    def workers() -> dict[str, Any]:
+        """Live workers and those that left in the last 10 minutes (state ``dead``)."""
+        return dict(snapshot()["workers"])
+
+    @app.get("/methods", dependencies=guarded, tags=["methods"])
+    @app.get("/api/methods", dependencies=guarded, tags=["methods"])
+    def methods() -> dict[str, Any]:
+        """Per method: count, errors, error rate, p50 / p95 / p99 latency over the window."""
+        return dict(snapshot()["methods"])
+
+    @app.get("/logs", dependencies=guarded, tags=["logs"])
+    @app.get("/api/logs", dependencies=guarded, tags=["logs"])
+    def logs(
+        method: str | None = None,
+        status: str | None = Query(None, pattern="^(success|error)$"),
+        worker: str | None = None,
+        request_id: str | None = None,
+        since: str | None = Query(None, description="ISO-8601 UTC, inclusive"),
+        until: str | None = Query(None, description="ISO-8601 UTC, exclusive"),
+        limit: int = Query(50, ge=1, le=500),
+        offset: int = Query(0, ge=0),
+    ) -> dict[str, Any]:
+        """The request log, newest first, filtered and paginated."""
+        total, rows = db.logs(
+            limit,
+            offset,
+            method=method,
+            status=status,
+            worker_id=worker,
+            request_id=request_id,
+            since=since,
+            until=until,
+        )
+        return {
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "items": [_log_item(r) for r in rows],
+        }
+
+    @app.get("/api/logs/{request_id}", dependencies=guarded, tags=["logs"])
+    def log_entry(request_id: str) -> dict[str, Any]:
+        """One request with its request and response data (the newest, if logged twice)."""
+        _total, rows = db.logs(1, request_id=request_id)
+        if not rows:
+            raise ApiError(404, "NOT_FOUND", f"no request {request_id!r} in the request log")
+        return _log_item(rows[0], full=True)
+
+    @app.get("/metrics", dependencies=guarded, tags=["metrics"])
+    def prometheus_metrics() -> Response:
+        """Prometheus text format."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/api/metrics", dependencies=guarded, tags=["metrics"])
+    def json_metrics() -> dict[str, Any]:
+        """The figures of /metrics as JSON."""
+        return metrics.as_json()
+
+    @app.get("/api/timeseries", dependencies=guarded, tags=["metrics"])
+    def timeseries() -> dict[str, Any]:
+        """Requests, errors, p50 and p95 per second over the window, for the charts."""
+        return link.query("timeseries")
+
+    @app.get("/api/jobs", dependencies=guarded, tags=["jobs"])
+    def jobs(
+        state: str | None = Query(None, pattern="^(queued|running|succeeded|failed|cancelled)$"),
+        limit: int = Query(50, ge=1, le=500),
+    ) -> dict[str, Any]:
+        """Jobs, newest first, with progress."""
+        return {"jobs": db.jobs(state, limit)}
+
+    @app.get("/api/jobs/{job_id}", dependencies=guarded, tags=["jobs"])
+    def job(job_id: str) -> dict[str, Any]:
+        found = db.jobs(None, 1, job_id=job_id)
+        if not found:
+            raise ApiError(404, "NOT_FOUND", f"no job {job_id!r}")
+        return found[0]
+
+    def live_view() -> dict[str, Any]:
+        snap = snapshot()
+        out: dict[str, Any] = {
+            "status": status_of(snap),
+            "workers": snap["workers"],
+            "methods": snap["methods"],
+            "point": snap["point"],
+        }
+        try:
+            _t, recent = db.logs(20)
+            _t, failures = db.logs(20, status="error")
+            running = db.jobs("running", 20) + db.jobs("queued", 20)
+        except ApiError:  # no database yet
+            recent, failures, running = [], [], []
+        out["recent_requests"] = [_log_item(r) for r in recent]
+        out["recent_failures"] = [_log_item(r) for r in failures]
+        out["jobs"] = running
+        return out
+
+    @app.get("/api/events", dependencies=guarded, tags=["live"])
+    async def events(request: Request) -> StreamingResponse:
+        """Server-sent events: a ``snapshot`` event every second (see the dashboard)."""
+
+        async def stream() -> AsyncIterator[bytes]:
+            yield b"retry: 2000\n\n"
+            while not stopping():
+                if await request.is_disconnected():
+                    return
+                try:
+                    view = await asyncio.to_thread(live_view)
+                    yield b"event: snapshot\ndata: " + orjson.dumps(view) + b"\n\n"
+                except BrokerNotResponding as exc:
+                    yield b"event: unavailable\ndata: " + orjson.dumps(str(exc)) + b"\n\n"
+                await asyncio.sleep(1.0)
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    # The page and its scripts are public: they hold no data, and the page must load to ask
+    # for the token that every data route needs.
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> Response:
+        index = STATIC_DIR / "index.html"
+        if not index.is_file():
+            raise ApiError(404, "NOT_FOUND", "the dashboard files are not installed")
+        return FileResponse(index, media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    return app

@@ -1,0 +1,233 @@
+"""Prometheus metrics of the broker (``/metrics``), in base units with ``_total`` counters.
+
+Two sources, chosen by cost:
+
+- per-request figures (``tacore_requests_total``, ``tacore_request_duration_seconds``,
+  ``tacore_request_retries_total``) are prometheus-client Counters and a Histogram, updated on
+  the broker thread as each request is answered (the library is thread-safe; the scrape runs on
+  the API thread);
+- state (workers, queue, in-progress requests, cache, restarts, jobs) is read at scrape time
+  from a broker snapshot (see :mod:`tacoreservice.monitoring.bridge`), so the broker loop pays
+  nothing for it between scrapes.
+
+Method labels are bounded: a name no worker serves (METHOD_NOT_FOUND) is counted under
+``<unknown>`` and a request that never parsed under ``<invalid>``, so a client sending random
+method names cannot grow the label set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tacoreservice import __version__
+
+__all__ = ["BrokerMetrics", "CONTENT_TYPE", "SnapshotCollector"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# From a cached health answer (~0.1 ms) to a multi-minute LLM analysis.
+_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+)
+_MAX_METHOD_LABELS = 256
+WORKER_STATES = ("idle", "busy", "draining", "dead")
+
+
+class SnapshotCollector(Collector):
+    """State metrics computed from a fresh broker snapshot at each scrape."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any] | None]):
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        up = GaugeMetricFamily(
+            "tacore_up", "1 while the broker loop answers the monitoring API, else 0"
+        )
+        up.add_metric([], 1.0 if snap is not None else 0.0)
+        yield up
+        info = GaugeMetricFamily(
+            "tacore_build_info", "Version of the running TACoreService", labels=["version"]
+        )
+        info.add_metric([__version__], 1.0)
+        yield info
+        if snap is None:
+            return
+        status = snap["status"]
+        workers = GaugeMetricFamily("tacore_workers", "Workers by state", labels=["state"])
+        for state in WORKER_STATES:
+            workers.add_metric([state], float(status["workers"].get(state, 0)))
+        yield workers
+        heartbeat = GaugeMetricFamily(
+            "tacore_worker_last_heartbeat_timestamp_seconds",
+            "Unix time of each live worker's last heartbeat",
+            labels=["worker"],
+        )
+        for w in snap["workers"]["workers"]:
+            if w["state"] != "dead" and w.get("last_heartbeat_unix") is not None:
+                heartbeat.add_metric([w["worker_id"]], float(w["last_heartbeat_unix"]))
+        yield heartbeat
+        queue = GaugeMetricFamily("tacore_queue_depth", "Requests waiting for a worker")
+        queue.add_metric([], float(status["queue_depth"]))
+        yield queue
+        capacity = GaugeMetricFamily(
+            "tacore_queue_capacity", "max_queue_size: beyond it requests get OVERLOADED"
+        )
+        capacity.add_metric([], float(status["max_queue_size"]))
+        yield capacity
+        in_progress = GaugeMetricFamily(
+            "tacore_requests_in_progress",
+            "Requests running on a worker now",
+            labels=["method"],
+        )
+        for method, n in sorted(snap["in_progress"].items()):
+            in_progress.add_metric([method], float(n))
+        yield in_progress
+        cache = CounterMetricFamily(
+            "tacore_cache_requests",
+            "Cache lookups by the workers (live and departed)",
+            labels=["result"],
+        )
+        cache.add_metric(["hit"], float(status["cache"]["hits"]))
+        cache.add_metric(["miss"], float(status["cache"]["misses"]))
+        yield cache
+        restarts = CounterMetricFamily(
+            "tacore_worker_restarts", "Local worker processes respawned by the supervisor"
+        )
+        restarts.add_metric([], float(snap["worker_restarts"]))
+        yield restarts
+        jobs = GaugeMetricFamily("tacore_jobs", "Jobs in the broker by state", labels=["state"])
+        jobs.add_metric(["queued"], float(status["jobs"]["queued"]))
+        jobs.add_metric(["running"], float(status["jobs"]["running"]))
+        yield jobs
+
+
+class BrokerMetrics:
+    """The broker's metric registry; ``observe`` and ``retry`` run on the broker thread."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "tacore_requests",
+            "Requests answered, by method and status",
+            ["method", "status"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "tacore_request_duration_seconds",
+            "Time from a request's arrival at the broker to its reply, queue wait included",
+            ["method"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "tacore_request_retries",
+            "Client retries (same request_id) joined to a request in flight or answered "
+            "from the reply cache",
+            ["method"],
+            registry=self.registry,
+        )
+        # (method, ok) -> (counter child, histogram child): labels() takes a lock and a dict
+        # lookup per call; the children are stable, so look them up once.
+        self._children: dict[tuple[str, bool], tuple[Any, Any]] = {}
+        self._snapshot_collector: SnapshotCollector | None = None
+
+    def attach_snapshot(self, snapshot: Callable[[], dict[str, Any] | None]) -> None:
+        if self._snapshot_collector is None:
+            self._snapshot_collector = SnapshotCollector(snapshot)
+            self.registry.register(self._snapshot_collector)
+
+    def _label(self, method: str) -> str:
+        if len(self._children) >= 2 * _MAX_METHOD_LABELS:
+            return "<other>"
+        return method
+
+    def observe(self, method: str, ok: bool, seconds: float) -> None:
+        children = self._children.get((method, ok))
+        if children is None:
+            label = self._label(method)
+            children = (
+                self.requests.labels(label, "success" if ok else "error"),
+                self.duration.labels(label),
+            )
+            self._children[(method, ok)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def retry(self, method: str) -> None:
+        self.retries.labels(self._label(method)).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def as_json(self) -> dict[str, Any]:
+        """The same figures as ``/metrics``, as JSON for ``/api/metrics``."""
+        out: dict[str, Any] = {
+            "requests_total": [],
+            "request_duration_seconds": [],
+            "request_retries_total": [],
+            "requests_in_progress": [],
+            "workers": {},
+            "worker_last_heartbeat_timestamp_seconds": {},
+            "queue_depth": None,
+            "queue_capacity": None,
+            "cache_requests_total": {},
+            "worker_restarts_total": None,
+            "jobs": {},
+            "up": 0,
+        }
+        durations: dict[str, dict[str, Any]] = {}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                name, labels, value = sample.name, sample.labels, sample.value
+                if name == "tacore_requests_total":
+                    out["requests_total"].append({**labels, "value": value})
+                elif name in (
+                    "tacore_request_duration_seconds_count",
+                    "tacore_request_duration_seconds_sum",
+                ):
+                    row = durations.setdefault(labels["method"], {"method": labels["method"]})
+                    row[name.rsplit("_", 1)[1]] = value
+                elif name == "tacore_request_retries_total":
+                    out["request_retries_total"].append({**labels, "value": value})
+                elif name == "tacore_requests_in_progress":
+                    out["requests_in_progress"].append({**labels, "value": value})
+                elif name == "tacore_workers":
+                    out["workers"][labels["state"]] = value
+                elif name == "tacore_worker_last_heartbeat_timestamp_seconds":
+                    out["worker_last_heartbeat_timestamp_seconds"][labels["worker"]] = value
+                elif name == "tacore_queue_depth":
+                    out["queue_depth"] = value
+                elif name == "tacore_queue_capacity":
+                    out["queue_capacity"] = value
+                elif name == "tacore_cache_requests_total":
+                    out["cache_requests_total"][labels["result"]] = value
+                elif name == "tacore_worker_restarts_total":
+                    out["worker_restarts_total"] = value
+                elif name == "tacore_jobs":
+                    out["jobs"][labels["state"]] = value
+                elif name == "tacore_up":
+                    out["up"] = value
+        out["request_duration_seconds"] = list(durations.values())
+        return out
