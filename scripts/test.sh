@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite (the README's second command).
+# As root it installs what the tests drive from Debian: redis-server (a real Redis per session)
+# and chromium (the dashboard's browser test). Without them those tests skip and say why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v redis-server >/dev/null 2>&1; then
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = "0" ]; then
         export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+        apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "redis-server is missing: sudo apt-get install redis-server (Redis tests will skip)" >&2
+        echo "missing: ${missing[*]} (sudo apt-get install ${missing[*]}); their tests will skip" >&2
     fi
 fi
 source scripts/_venv.sh
