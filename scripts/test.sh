@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite (the README's second command).
-# As root it installs what the tests drive from Debian: redis-server (a real Redis per session)
-# and chromium (the dashboard's browser test). Without them those tests skip and say why.
+# As root it installs what the tests drive from Debian: redis-server (a real Redis per session),
+# chromium (the dashboard's browser test) and prometheus (promtool, and a real scrape of
+# /metrics). Without them those tests skip and say why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = "0" ]; then
         export DEBIAN_FRONTEND=noninteractive

@@ -250,6 +250,10 @@ def test_prometheus_metrics_match_the_traffic(
     ]
     assert inf_bucket == count
     assert m[("tacore_requests_total", (("method", "<unknown>"), ("status", "error")))] == 1
+    code = m[
+        ("tacore_request_errors_total", (("code", "INVALID_PARAMS"), ("method", "get.market_data")))
+    ]
+    assert code == 2
     assert m[("tacore_request_retries_total", (("method", "get.market_data"),))] == 1
     assert (
         m[("tacore_workers", (("state", "idle"),))] + m[("tacore_workers", (("state", "busy"),))]
@@ -309,6 +313,18 @@ def test_jobs_endpoints(service: ServiceProcesses) -> None:
         lambda: (j := _get(service, f"/api/jobs/{job_id}").json()).get("state") == "succeeded" and j
     )
     assert done["method"] == "test.steps" and done["progress"] == 100
+    # A job's run time is its own metric, not interactive request latency.
+    m = _poll(
+        lambda: (
+            (m := _metrics(service)).get(
+                ("tacore_jobs_finished_total", (("method", "test.steps"), ("status", "success")))
+            )
+            and m
+        )
+    )
+    assert m[("tacore_job_duration_seconds_count", (("method", "test.steps"),))] >= 1
+    assert ("tacore_request_duration_seconds_count", (("method", "test.steps"),)) not in m
+    assert "test.steps" not in {r["method"] for r in _get(service, "/methods").json()["methods"]}
     listed = _get(service, "/api/jobs?state=succeeded").json()["jobs"]
     assert job_id in {j["job_id"] for j in listed}
     assert _get(service, "/api/jobs/job-nope").status_code == 404

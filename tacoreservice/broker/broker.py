@@ -630,9 +630,7 @@ class Broker:
     ) -> None:
         reply = build_error_reply(exc, exc.request_id, exc.dialect, self.cfg.compat, BROKER_ID)
         self._send_client(envelope, reply)
-        self._account(
-            method or "", False, exc.code.value, 0.0, (time.monotonic() - now) * 1000.0
-        )
+        self._account(method or "", False, exc.code.value, 0.0, (time.monotonic() - now) * 1000.0)
         self._log(exc.request_id, method, BROKER_ID, raw, reply, 0.0, "error", exc.code.value, 0.0)
 
     def _send_client(self, envelope: list[bytes], reply: bytes) -> None:
@@ -754,6 +752,7 @@ class Broker:
             error_code,
             processing_ms,
             (time.monotonic() - pending.received) * 1000.0,
+            job=pending.job_id is not None,
         )
         self._log(
             req.request_id,
@@ -1161,6 +1160,7 @@ class Broker:
         error_code: str | None,
         processing_ms: float,
         latency_ms: float | None = None,
+        job: bool = False,
     ) -> None:
         latency = processing_ms if latency_ms is None else latency_ms
         # Bounded labels: a name nobody serves, or no name at all, is not a new series.
@@ -1168,8 +1168,11 @@ class Broker:
             method = "<unknown>"
         elif not method:
             method = "<invalid>"
-        self.window.record(time.time(), method, latency, ok)
-        self.metrics.observe(method, ok, latency / 1000.0)
+        self.metrics.observe(method, ok, latency / 1000.0, error_code, job)
+        if not job:
+            # A job's minutes are its own figures (tacore_job_duration_seconds, /api/jobs),
+            # not the interactive latency an operator watches.
+            self.window.record(time.time(), method, latency, ok)
         stats = self.stats
         if ok:
             stats["replies_success"] += 1

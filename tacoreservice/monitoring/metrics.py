@@ -131,13 +131,41 @@ class SnapshotCollector(Collector):
 
 
 class _MethodTotals:
-    __slots__ = ("ok", "errors", "buckets", "sum")
+    __slots__ = ("ok", "errors", "buckets", "sum", "codes")
 
     def __init__(self, n_buckets: int):
         self.ok = 0
         self.errors = 0
         self.buckets = [0] * (n_buckets + 1)  # per bucket, not cumulative; last is +Inf
         self.sum = 0.0
+        self.codes: dict[str, int] = {}  # error code -> count (the ErrorCode set: bounded)
+
+    def add(self, ok: bool, seconds: float, code: str | None) -> None:
+        if ok:
+            self.ok += 1
+        else:
+            self.errors += 1
+            key = code or "UNKNOWN"
+            self.codes[key] = self.codes.get(key, 0) + 1
+        self.buckets[bisect_left(_BUCKETS, seconds)] += 1
+        self.sum += seconds
+
+
+def _histogram(
+    name: str, doc: str, totals: list[tuple[str, _MethodTotals]]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=["method"])
+    for method, t in totals:
+        # Cumulative buckets from a copy, so _count always equals the +Inf bucket even if the
+        # broker thread records a request during the scrape.
+        counts = list(t.buckets)
+        running = 0
+        cumulative = []
+        for bound, n in zip((*_BUCKETS, math.inf), counts, strict=True):
+            running += n
+            cumulative.append((floatToGoString(bound), float(running)))
+        family.add_metric([method], cumulative, t.sum)
+    return family
 
 
 class _RequestCollector(Collector):
@@ -153,25 +181,40 @@ class _RequestCollector(Collector):
             "Requests answered, by method and status",
             labels=["method", "status"],
         )
-        duration = HistogramMetricFamily(
-            "tacore_request_duration_seconds",
-            "Time from a request's arrival at the broker to its reply, queue wait included",
-            labels=["method"],
+        errors = CounterMetricFamily(
+            "tacore_request_errors",
+            "Error replies by method and error code (INVALID_PARAMS is the caller's mistake, "
+            "INTERNAL or WORKER_LOST the service's)",
+            labels=["method", "code"],
         )
         for method, t in totals:
             requests.add_metric([method, "success"], float(t.ok))
             requests.add_metric([method, "error"], float(t.errors))
-            # Cumulative buckets from a copy, so _count always equals the +Inf bucket even if
-            # the broker thread records a request during the scrape.
-            counts = list(t.buckets)
-            running = 0
-            cumulative = []
-            for bound, n in zip((*_BUCKETS, math.inf), counts, strict=True):
-                running += n
-                cumulative.append((floatToGoString(bound), float(running)))
-            duration.add_metric([method], cumulative, t.sum)
+            for code, n in list(t.codes.items()):
+                errors.add_metric([method, code], float(n))
         yield requests
-        yield duration
+        yield errors
+        yield _histogram(
+            "tacore_request_duration_seconds",
+            "Time from a request's arrival at the broker to its reply, queue wait included "
+            "(jobs are in tacore_job_duration_seconds)",
+            totals,
+        )
+        jobs = list(self._metrics.job_totals.items())
+        finished = CounterMetricFamily(
+            "tacore_jobs_finished",
+            "Jobs that ended, by method and status",
+            labels=["method", "status"],
+        )
+        for method, t in jobs:
+            finished.add_metric([method, "success"], float(t.ok))
+            finished.add_metric([method, "error"], float(t.errors))
+        yield finished
+        yield _histogram(
+            "tacore_job_duration_seconds",
+            "Time from a job's submission to its end, waiting included",
+            jobs,
+        )
 
 
 class BrokerMetrics:
@@ -185,6 +228,8 @@ class BrokerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.totals: dict[str, _MethodTotals] = {}
+        # Jobs apart: a minutes-long analysis must not move the interactive latency figures.
+        self.job_totals: dict[str, _MethodTotals] = {}
         self.registry.register(_RequestCollector(self))
         self.retries = Counter(
             "tacore_request_retries",
@@ -203,19 +248,18 @@ class BrokerMetrics:
     def _label(self, method: str) -> str:
         return "<other>" if len(self.totals) >= _MAX_METHOD_LABELS else method
 
-    def observe(self, method: str, ok: bool, seconds: float) -> None:
-        totals = self.totals.get(method)
+    def observe(
+        self, method: str, ok: bool, seconds: float, code: str | None = None, job: bool = False
+    ) -> None:
+        table = self.job_totals if job else self.totals
+        totals = table.get(method)
         if totals is None:
-            method = self._label(method)
-            totals = self.totals.get(method)
+            if len(table) >= _MAX_METHOD_LABELS:
+                method = "<other>"
+            totals = table.get(method)
             if totals is None:
-                totals = self.totals[method] = _MethodTotals(len(_BUCKETS))
-        if ok:
-            totals.ok += 1
-        else:
-            totals.errors += 1
-        totals.buckets[bisect_left(_BUCKETS, seconds)] += 1
-        totals.sum += seconds
+                totals = table[method] = _MethodTotals(len(_BUCKETS))
+        totals.add(ok, seconds, code)
 
     def retry(self, method: str) -> None:
         self.retries.labels(self._label(method)).inc()
@@ -227,6 +271,8 @@ class BrokerMetrics:
         """The same figures as ``/metrics``, as JSON for ``/api/metrics``."""
         out: dict[str, Any] = {
             "requests_total": [],
+            "request_errors_total": [],
+            "jobs_finished_total": [],
             "request_duration_seconds": [],
             "request_retries_total": [],
             "requests_in_progress": [],
@@ -245,6 +291,10 @@ class BrokerMetrics:
                 name, labels, value = sample.name, sample.labels, sample.value
                 if name == "tacore_requests_total":
                     out["requests_total"].append({**labels, "value": value})
+                elif name == "tacore_request_errors_total":
+                    out["request_errors_total"].append({**labels, "value": value})
+                elif name == "tacore_jobs_finished_total":
+                    out["jobs_finished_total"].append({**labels, "value": value})
                 elif name in (
                     "tacore_request_duration_seconds_count",
                     "tacore_request_duration_seconds_sum",
