@@ -84,7 +84,7 @@ class MethodHelpers:
         action: str,
         quantity: float,
         *,
-        order_type: str = "market",
+        order_type: str | None = None,  # the service's rule: market, or limit when a price is given
         price: float | None = None,
         request_id: str | None = None,
         **params: Any,

@@ -79,9 +79,74 @@ CREATE INDEX IF NOT EXISTS idx_jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS idx_jobs_created_at ON jobs(created_at);
 """
 
+# The paper broker's ledger (tacoreservice/trading/ledger.py). One account row; orders are
+# unique by request_id and by client_order_id (both nullable), which is what makes a retried or
+# re-dispatched execute.order find the order its first run committed.
+_TRADING_V3 = """
+CREATE TABLE IF NOT EXISTS paper_account (
+    account_id    TEXT PRIMARY KEY,
+    initial_cash  REAL NOT NULL,
+    cash          REAL NOT NULL,
+    clock         TEXT NOT NULL,
+    peak_equity   REAL NOT NULL,
+    realised_pnl  REAL NOT NULL DEFAULT 0,
+    commissions   REAL NOT NULL DEFAULT 0,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS orders (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    order_id         TEXT NOT NULL UNIQUE,
+    request_id       TEXT UNIQUE,
+    client_order_id  TEXT UNIQUE,
+    fingerprint      TEXT NOT NULL,
+    symbol           TEXT NOT NULL,
+    action           TEXT NOT NULL,
+    order_type       TEXT NOT NULL,
+    quantity         REAL NOT NULL,
+    filled_quantity  REAL NOT NULL DEFAULT 0,
+    price            REAL,
+    stop_price       REAL,
+    time_in_force    TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    stop_triggered   INTEGER NOT NULL DEFAULT 0,
+    risk             TEXT,
+    reasons          TEXT,
+    as_of            TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_orders_status ON orders(status);
+CREATE INDEX IF NOT EXISTS idx_orders_symbol ON orders(symbol);
+CREATE TABLE IF NOT EXISTS fills (
+    fill_id          TEXT PRIMARY KEY,
+    order_id         TEXT NOT NULL REFERENCES orders(order_id),
+    symbol           TEXT NOT NULL,
+    action           TEXT NOT NULL,
+    quantity         REAL NOT NULL,
+    price            REAL NOT NULL,
+    reference_price  REAL NOT NULL,
+    commission       REAL NOT NULL,
+    slippage         REAL NOT NULL,
+    realised_pnl     REAL NOT NULL,
+    as_of            TEXT NOT NULL,
+    price_bar        TEXT NOT NULL,
+    created_at       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_fills_order_id ON fills(order_id);
+CREATE TABLE IF NOT EXISTS positions (
+    symbol        TEXT PRIMARY KEY,
+    quantity      REAL NOT NULL,
+    avg_cost      REAL NOT NULL,
+    realised_pnl  REAL NOT NULL DEFAULT 0,
+    updated_at    TEXT NOT NULL
+);
+"""
+
 MIGRATIONS: list[tuple[int, str]] = [
     (1, _REQUEST_LOGS_V1),
     (2, _JOBS_V2),
+    (3, _TRADING_V3),
 ]
 
 
