@@ -713,6 +713,10 @@ def test_service_order_lifecycle(service: ServiceProcesses) -> None:
         with pytest.raises(TACoreError) as info:
             c.call("order.status", {"order_id": "ord-missing"})
         assert info.value.code == "NOT_FOUND"
+        # The client's typed helper follows the same rule: a price alone makes a limit order.
+        helper = c.execute_order("AAPL", "buy", 1, price=100.0)
+        assert helper["order_type"] == "limit" and helper["status"] == "open"
+        assert c.execute_order("AAPL", "sell", 1)["status"] == "filled"
     assert len(service.worker_pids()) == 4  # bad input killed nobody
 
 

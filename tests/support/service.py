@@ -117,7 +117,7 @@ class ServiceProcesses:
             return c.health(detailed=detailed)  # type: ignore[no-any-return]
 
     def wait_workers(
-        self, count: int, timeout: float = 20.0, exclude_pid: int | None = None
+        self, count: int, timeout: float = 60.0, exclude_pid: int | None = None
     ) -> dict[str, Any]:
         """Poll health until ``count`` workers are alive (none of them ``exclude_pid``).
 
