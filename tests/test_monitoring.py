@@ -366,6 +366,32 @@ def test_killed_worker_shows_dead_then_replaced(service: ServiceProcesses) -> No
     assert _get(service, "/api/status").json()["workers"]["dead"] >= 1
 
 
+def test_worker_that_comes_back_is_not_listed_dead(service: ServiceProcesses) -> None:
+    # Frozen past the heartbeat expiry, a worker is given up for dead; thawed, it registers
+    # again (same pid) and must not stay listed as dead next to its live self.
+    service.wait_workers(2)
+    frozen = sorted(service.worker_pids())[-1]
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        _poll(
+            lambda: any(
+                w["pid"] == frozen and w["state"] == "dead"
+                for w in _get(service, "/api/workers").json()["workers"]
+            )
+        )
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    back = _poll(
+        lambda: [
+            w
+            for w in _get(service, "/api/workers").json()["workers"]
+            if w["pid"] == frozen and w["state"] != "dead"
+        ]
+    )
+    rows = [w for w in _get(service, "/api/workers").json()["workers"] if w["pid"] == frozen]
+    assert rows == [r for r in rows if r["state"] != "dead"] and len(back) == 1
+
+
 # ---------------------------------------------------------------------- security and startup
 
 

@@ -809,7 +809,7 @@ class Broker:
         if previous is not None:
             # Same identity registering again: it lost us and reconnected. Anything it was
             # running is gone with its old session.
-            self._evict(previous, "re-registered")
+            self._evict(previous, "re-registered", departed=False)
         record = WorkerRecord(
             identity=identity,
             worker_id=str(info.get("worker_id") or identity.decode(errors="replace")),
@@ -820,6 +820,7 @@ class Broker:
             started_at=str(info.get("started_at") or ""),
         )
         self.pool.add(record, now)
+        self._forget_departed(record)
         self.stats["workers_registered"] += 1
         log.info("worker %s ready (pid %s, host %s)", record.worker_id, record.pid, record.host)
         self._dispatch()
@@ -902,10 +903,11 @@ class Broker:
             self._send_worker_command(wp.heartbeat_identity(identity), wp.HEARTBEAT)
         self.reply_cache.purge(now)
 
-    def _evict(self, record: WorkerRecord, reason: str) -> None:
+    def _evict(self, record: WorkerRecord, reason: str, departed: bool = True) -> None:
         self.pool.remove(record.identity)
         self.stats["workers_evicted"] += 1
-        self._remember_departed(record, reason)
+        if departed:
+            self._remember_departed(record, reason)
         key = record.current_key
         if key is None:
             return
@@ -1075,6 +1077,20 @@ class Broker:
             _ended=time.time(),
         )
         self.departed.append(row)
+
+    def _forget_departed(self, record: WorkerRecord) -> None:
+        """A worker given up for dead (missed heartbeats) came back: it is not dead, and its
+        cache counters, still counting in the same process, must not be counted twice."""
+        back = [
+            row
+            for row in self.departed
+            if row["worker_id"] == record.worker_id and row["pid"] == record.pid
+        ]
+        for row in back:
+            self.departed.remove(row)
+            cache = row.get("cache") or {}
+            self._departed_cache[0] -= int(cache.get("hits") or 0)
+            self._departed_cache[1] -= int(cache.get("misses") or 0)
 
     def _describe_worker(self, record: WorkerRecord, now: float) -> dict[str, Any]:
         row = record.describe(now)

@@ -12,8 +12,8 @@
   // even if the socket has not noticed (a hung broker keeps the TCP connection open).
   const STALE_AFTER_MS = 5000;
   const RECONNECT_AFTER_MS = 10000;
-  // The live `point` is the newest second, which may still be filling up; a periodic re-read of
-  // the whole series replaces partial seconds with their final counts.
+  // Each snapshot carries the newest closed second only; a late snapshot skips one, which a gap
+  // check repairs at once, and this periodic re-read keeps the charts equal to the server's.
   const HISTORY_REFRESH_MS = 30000;
 
   const $ = (sel) => document.querySelector(sel);
@@ -398,17 +398,26 @@
     );
   }
 
+  let detailBlobUrl = null;
+
   async function showDetail(requestId) {
     const panel = $("#detail");
     const body = $("#detail-body");
+    const raw = $("#detail-raw");
     $("#detail-id").textContent = requestId;
-    $("#detail-raw").href = logUrl(requestId);
+    if (detailBlobUrl) URL.revokeObjectURL(detailBlobUrl);
+    detailBlobUrl = null;
+    raw.href = logUrl(requestId);
     body.textContent = "loading…";
     panel.hidden = false;
     try {
       const item = await api(logUrl(requestId));
-      body.textContent = JSON.stringify(item, null, 2);
+      const text = JSON.stringify(item, null, 2);
+      body.textContent = text;
       panel.dataset.loaded = requestId;
+      // The raw link opens what was fetched: a new tab could not send the Bearer header.
+      detailBlobUrl = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+      raw.href = detailBlobUrl;
     } catch (err) {
       if (err instanceof Unauthorized) askForToken();
       body.textContent = `could not load the request: ${err.message}`;
@@ -519,8 +528,10 @@
     return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * exp;
   }
 
-  function cssVar(name) {
-    return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  // One style read per redraw: the palette changes only with the colour scheme.
+  function readPalette() {
+    const style = getComputedStyle(document.documentElement);
+    return (name) => style.getPropertyValue(name).trim();
   }
 
   class TimeChart {
@@ -558,7 +569,7 @@
       d.lastT = last ? String(last.t) : "";
     }
 
-    draw() {
+    draw(cssVar = readPalette()) {
       const box = this.canvas.parentElement;
       const w = box.clientWidth;
       const h = box.clientHeight;
@@ -752,7 +763,8 @@
     drawQueued = true;
     requestAnimationFrame(() => {
       drawQueued = false;
-      for (const c of charts) c.draw();
+      const palette = readPalette();
+      for (const c of charts) c.draw(palette);
     });
   }
   window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", redrawCharts);
@@ -779,7 +791,12 @@
     ind.querySelector(".live-text").textContent = text || state;
   }
 
+  // Counters for whoever looks from devtools or a test: how many snapshots and their JS cost.
+  const stats = { snapshots: 0, applyMs: 0, lastApplyMs: 0 };
+  window.tacoreDashboard = { stats };
+
   function applySnapshot(snap) {
+    const started = performance.now();
     if (snap.status) renderStatus(snap.status);
     if (snap.workers) renderWorkers(snap.workers);
     if (snap.methods) renderMethods(snap.methods);
@@ -794,6 +811,9 @@
     }
     lastSnapshotAt = Date.now();
     $("#last-update").textContent = `updated ${fmtClock(lastSnapshotAt / 1000)}`;
+    stats.snapshots += 1;
+    stats.lastApplyMs = performance.now() - started;
+    stats.applyMs += stats.lastApplyMs;
   }
 
   function connect() {
