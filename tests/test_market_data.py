@@ -9,7 +9,6 @@ import math
 import subprocess
 import sys
 import threading
-import time
 import types
 from datetime import date, datetime
 from pathlib import Path
@@ -352,14 +351,11 @@ def test_concurrent_first_load_parses_once() -> None:
     assert len(seen) == 8 and all(s is seen[0] for s in seen)
 
 
-def test_largest_file_loads_fast() -> None:
+def test_largest_file_loads_whole() -> None:
+    # How fast it loads is in bench/bench_analysis.py's cold cases, not a timed assertion.
     clear_cache()
-    start = time.perf_counter()
     series = load_series(BUNDLED_DIR / "crypto/BTCUSDT_1h.csv.gz", True)
-    elapsed = time.perf_counter() - start
     assert series.time.shape[0] == 34349 - 1
-    # Budget is ~200 ms on a quiet machine; the margin keeps loaded CI runners green.
-    assert elapsed < 1.0, f"hourly file took {elapsed * 1000:.0f} ms"
 
 
 def test_import_does_not_pull_pandas() -> None:
