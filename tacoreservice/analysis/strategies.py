@@ -16,21 +16,43 @@ breakout           20-bar Donchian breakout: enter when close > the highest high
                    20 bars, exit when close < the lowest low of the previous 10 bars (Turtle rules)
 =================  ===============================================================================
 
-Execution is next-bar: a signal from bar t's close is filled at bar t+1's open, and a position
-earns open-to-open returns (the last bar is marked to its close). Each change of position pays
-:data:`COST_PER_SIDE`. Because indicators are causal (TA-Lib looks only backwards) and fills
-happen a bar later, no statistic uses information from after the bar it is attributed to.
+The periods above are the defaults; every strategy also takes its parameters
+(``strategy_positions(..., params={"fast_sma": 20})``) within the bounds of its
+:class:`StrategySpec`, which also holds the documented default grid that
+``optimize.parameters`` searches (parameters left out of a grid stay at their default):
+
+=================  ===============================================================================
+trend              fast_sma 20, 50, 100 x slow_sma 100, 150, 200 (fast below slow): 8 sets
+mean_reversion     bb_period 10, 20, 30 x bb_std 1.5, 2, 2.5 x rsi_entry 25, 30, 35: 27 sets
+momentum           lookback 21, 63, 126 x macd_fast 8, 12 x macd_slow 21, 26: 12 sets
+breakout           entry_channel 10, 20, 55 x exit_channel 5, 10, 20: 9 sets
+=================  ===============================================================================
+
+The backtest is :mod:`tacoreservice.backtest.engine`: a signal from bar t's close is filled at
+bar t+1's open, a position earns open-to-open returns (the last bar is marked to its close),
+and each change of position pays :data:`COST_PER_SIDE`, the default ``trading.costs`` schedule
+(commission plus slippage, per side). Because indicators are causal (TA-Lib looks only
+backwards) and fills happen a bar later, no statistic uses information from after the bar it
+is attributed to.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import talib
 
+from tacoreservice.backtest.engine import (
+    DEFAULT_COST_PER_SIDE,
+    entry_exit_positions,
+    simulate,
+    statistics,
+    trade_summary,
+)
+from tacoreservice.backtest.params import Param, RuleSpec, faster_than
 from tacoreservice.market_data.provider import Bars
 
 __all__ = [
@@ -44,24 +66,21 @@ __all__ = [
     "strategy_positions",
 ]
 
-# 5 bp per side: a liquid large cap or a top crypto pair on a retail taker schedule is
-# 1-10 bp; the figure keeps turnover-heavy rules (hourly mean reversion) honest without
-# pretending to know the caller's broker.
-COST_PER_SIDE = 0.0005
+# The default trading.costs schedule (commission + slippage, 10 bp a side with the shipped
+# config/trading_config.yaml); callers with settings pass cost_per_side(settings.trading.costs).
+COST_PER_SIDE = DEFAULT_COST_PER_SIDE
 
-
-@dataclass(frozen=True)
-class StrategySpec:
-    name: str
-    description: str
-    parameters: dict[str, Any]
-
+StrategySpec = RuleSpec
 
 STRATEGIES: dict[str, StrategySpec] = {
     "trend": StrategySpec(
         "trend",
         "SMA 50/200 regime: long while the 50-bar average is above the 200-bar average",
         {"fast_sma": 50, "slow_sma": 200},
+        bounds={"fast_sma": Param(int, 2, 400), "slow_sma": Param(int, 3, 500)},
+        grid={"fast_sma": (20, 50, 100), "slow_sma": (100, 150, 200)},
+        constraint=faster_than("fast_sma", "slow_sma"),
+        label="Trend SMA",
     ),
     "mean_reversion": StrategySpec(
         "mean_reversion",
@@ -73,16 +92,40 @@ STRATEGIES: dict[str, StrategySpec] = {
             "rsi_entry": 30.0,
             "rsi_overbought": 70.0,
         },
+        bounds={
+            "bb_period": Param(int, 5, 200),
+            "bb_std": Param(float, 0.5, 4.0),
+            "rsi_period": Param(int, 2, 100),
+            "rsi_entry": Param(float, 5.0, 60.0),
+        },
+        grid={
+            "bb_period": (10, 20, 30),
+            "bb_std": (1.5, 2.0, 2.5),
+            "rsi_entry": (25.0, 30.0, 35.0),
+        },
+        label="Mean reversion",
     ),
     "momentum": StrategySpec(
         "momentum",
         "3-month return and MACD: long while the 63-bar return > 0 and MACD > its signal line",
         {"lookback": 63, "macd_fast": 12, "macd_slow": 26, "macd_signal": 9},
+        bounds={
+            "lookback": Param(int, 1, 504),
+            "macd_fast": Param(int, 2, 100),
+            "macd_slow": Param(int, 3, 200),
+            "macd_signal": Param(int, 2, 100),
+        },
+        grid={"lookback": (21, 63, 126), "macd_fast": (8, 12), "macd_slow": (21, 26)},
+        constraint=faster_than("macd_fast", "macd_slow"),
+        label="Momentum",
     ),
     "breakout": StrategySpec(
         "breakout",
         "Donchian channel: buy a close above the prior 20-bar high, sell below the prior 10-bar low",
         {"entry_channel": 20, "exit_channel": 10},
+        bounds={"entry_channel": Param(int, 2, 500), "exit_channel": Param(int, 2, 500)},
+        grid={"entry_channel": (10, 20, 55), "exit_channel": (5, 10, 20)},
+        label="Breakout",
     ),
 }
 STRATEGY_TYPES: tuple[str, ...] = tuple(STRATEGIES)
@@ -97,18 +140,6 @@ def periods_per_year(market: str, timeframe: str) -> float:
     return table[timeframe]
 
 
-def _ffill_state(entry: np.ndarray, exit_: np.ndarray) -> np.ndarray:
-    """Long from an entry bar until the next exit bar (inclusive of entry, exclusive of exit)."""
-    n = entry.shape[0]
-    events = np.full(n, np.nan)
-    events[exit_] = 0.0
-    events[entry] = 1.0  # an entry and an exit on the same bar: the entry is the newer news
-    idx = np.where(np.isfinite(events), np.arange(n), -1)
-    idx = np.maximum.accumulate(idx)
-    state = np.where(idx >= 0, events[np.maximum(idx, 0)], 0.0)
-    return state
-
-
 def _shift(a: np.ndarray, k: int = 1) -> np.ndarray:
     out = np.full_like(a, np.nan)
     if k < a.shape[0]:
@@ -121,24 +152,30 @@ def _last(a: np.ndarray) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def strategy_positions(strategy_type: str, bars: Bars) -> tuple[np.ndarray, dict[str, Any]]:
+def strategy_positions(
+    strategy_type: str, bars: Bars, params: Mapping[str, Any] | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
     """The desired position (1 long, 0 flat) at each bar's close, and the last bar's readings.
 
-    The readings carry ``exit_condition``: whether the rule's bearish condition holds on the
-    last bar, which turns a flat state into SELL rather than HOLD.
+    ``params`` overrides the strategy's defaults (checked against its bounds; ``ValueError``
+    when out of bounds). The readings carry ``exit_condition``: whether the rule's bearish
+    condition holds on the last bar, which turns a flat state into SELL rather than HOLD.
     """
+    spec = STRATEGIES.get(strategy_type)
+    if spec is None:  # guarded by the params models; kept for direct callers
+        raise ValueError(f"unknown strategy_type {strategy_type!r}")
+    p = spec.resolve(params)
     close = np.ascontiguousarray(bars.close, dtype=np.float64)
     high = np.ascontiguousarray(bars.high, dtype=np.float64)
     low = np.ascontiguousarray(bars.low, dtype=np.float64)
-    p = STRATEGIES[strategy_type].parameters
     with np.errstate(invalid="ignore"):
         if strategy_type == "trend":
             fast = talib.SMA(close, p["fast_sma"])
             slow = talib.SMA(close, p["slow_sma"])
             pos = (fast > slow).astype(np.float64)
             readings = {
-                "sma_50": _last(fast),
-                "sma_200": _last(slow),
+                f"sma_{p['fast_sma']}": _last(fast),
+                f"sma_{p['slow_sma']}": _last(slow),
                 "close": _last(close),
                 "exit_condition": bool(fast[-1] < slow[-1]),
             }
@@ -147,13 +184,13 @@ def strategy_positions(strategy_type: str, bars: Bars) -> tuple[np.ndarray, dict
             rsi = talib.RSI(close, p["rsi_period"])
             entry = (close < lower) & (rsi < p["rsi_entry"])
             exit_ = close >= middle
-            pos = _ffill_state(entry, exit_)
+            pos = entry_exit_positions(entry, exit_)
             readings = {
                 "close": _last(close),
                 "bb_upper": _last(upper),
                 "bb_middle": _last(middle),
                 "bb_lower": _last(lower),
-                "rsi_14": _last(rsi),
+                f"rsi_{p['rsi_period']}": _last(rsi),
                 "exit_condition": bool(close[-1] > upper[-1] and rsi[-1] > p["rsi_overbought"]),
             }
         elif strategy_type == "momentum":
@@ -170,74 +207,49 @@ def strategy_positions(strategy_type: str, bars: Bars) -> tuple[np.ndarray, dict
                 "macd_signal": _last(signal),
                 "exit_condition": bool(ret[-1] < 0 and macd[-1] < signal[-1]),
             }
-        elif strategy_type == "breakout":
+        else:  # breakout
             hi = _shift(talib.MAX(high, p["entry_channel"]))
             lo = _shift(talib.MIN(low, p["exit_channel"]))
             entry = close > hi
             exit_ = close < lo
-            pos = _ffill_state(entry, exit_)
+            pos = entry_exit_positions(entry, exit_)
             readings = {
                 "close": _last(close),
-                "channel_high_20": _last(hi),
-                "channel_low_10": _last(lo),
+                f"channel_high_{p['entry_channel']}": _last(hi),
+                f"channel_low_{p['exit_channel']}": _last(lo),
                 "exit_condition": bool(close[-1] < lo[-1]),
             }
-        else:  # guarded by the params model; kept for direct callers
-            raise ValueError(f"unknown strategy_type {strategy_type!r}")
     return pos, readings
 
 
-def backtest(bars: Bars, position: np.ndarray, ppy: float) -> dict[str, Any]:
-    """Statistics of holding ``position[t]`` (decided at bar t's close) from bar t+1's open."""
+def _rounded(x: float | None, digits: int) -> float | None:
+    return round(x, digits) if x is not None else None
+
+
+def backtest(
+    bars: Bars, position: np.ndarray, ppy: float, cost_per_side: float = COST_PER_SIDE
+) -> dict[str, Any]:
+    """Statistics of holding ``position[t]`` (decided at bar t's close) from bar t+1's open,
+    over all of ``bars`` (the first bar only makes the first decision)."""
     n = len(bars)
     if n < 3:
         return {"bars": n, "note": "fewer than 3 bars: nothing to backtest"}
+    sim = simulate(bars, position, ppy=ppy, cost=cost_per_side, first=1)
+    stats = statistics(sim.returns, ppy)
     opens = np.asarray(bars.open, dtype=np.float64)
     close = np.asarray(bars.close, dtype=np.float64)
-    # Period k runs from open[k] to open[k+1]; the last one is marked to the last close.
-    nxt = np.r_[opens[1:], close[-1]]
-    period_ret = nxt / opens - 1.0
-    held = np.r_[0.0, position[:-1]]  # filled at the next open
-    turnover = np.abs(np.diff(np.r_[0.0, held]))
-    strat = held[1:] * period_ret[1:] - COST_PER_SIDE * turnover[1:]
-    strat = np.where(np.isfinite(strat), strat, 0.0)
-    equity = np.cumprod(1.0 + strat)
-    peak = np.maximum.accumulate(np.r_[1.0, equity])[1:]
-    drawdown = equity / peak - 1.0
-    periods = strat.shape[0]
-    total = float(equity[-1] - 1.0)
-    years = periods / ppy
-    annual = float(equity[-1] ** (1.0 / years) - 1.0) if years > 0 and equity[-1] > 0 else None
-    sd = float(np.std(strat, ddof=1)) if periods > 1 else 0.0
-    sharpe = float(np.mean(strat) / sd * math.sqrt(ppy)) if sd > 0 else None
-
-    h = held[1:]
-    entries = np.flatnonzero((h == 1) & (np.r_[0.0, h[:-1]] == 0))
-    exits = np.flatnonzero((h == 0) & (np.r_[0.0, h[:-1]] == 1))
-    trade_returns = []
-    log_eq = np.log1p(strat)
-    csum = np.r_[0.0, np.cumsum(log_eq)]
-    for i, start in enumerate(entries):
-        if i < exits.shape[0] and exits[i] > start:
-            end = exits[i]  # the exit period pays the selling cost
-            trade_returns.append(math.expm1(csum[end + 1] - csum[start]))
-    wins = sum(1 for r in trade_returns if r > 0)
-    open_trade = bool(h[-1] == 1)
     return {
         "bars": n,
         "start": str(np.datetime_as_string(bars.time[0], unit="s")),
         "end": str(np.datetime_as_string(bars.time[-1], unit="s")),
-        "total_return": round(total, 6),
-        "annualized_return": round(annual, 6) if annual is not None else None,
-        "sharpe": round(sharpe, 4) if sharpe is not None else None,
-        "max_drawdown": round(float(drawdown.min()), 6),
-        "trades": int(entries.shape[0]),
-        "closed_trades": len(trade_returns),
-        "win_rate": round(wins / len(trade_returns), 4) if trade_returns else None,
-        "exposure": round(float(h.mean()), 4),
-        "open_trade": open_trade,
+        "total_return": _rounded(stats["total_return"], 6),
+        "annualized_return": _rounded(stats["annualized_return"], 6),
+        "sharpe": _rounded(stats["sharpe_ratio"], 4),
+        "max_drawdown": _rounded(stats["max_drawdown"], 6),
+        "calmar": _rounded(stats["calmar_ratio"], 4),
+        **trade_summary(sim),
         "buy_and_hold_return": round(float(close[-1] / opens[1] - 1.0), 6),
-        "cost_per_side": COST_PER_SIDE,
+        "cost_per_side": cost_per_side,
         "execution": "next bar open",
     }
 
@@ -263,10 +275,17 @@ def _state_hit_rate(bars: Bars, position: np.ndarray, state: float) -> tuple[int
     return right, total
 
 
-def evaluate_strategy(bars: Bars, strategy_type: str, market: str) -> dict[str, Any]:
+def evaluate_strategy(
+    bars: Bars,
+    strategy_type: str,
+    market: str,
+    params: Mapping[str, Any] | None = None,
+    cost_per_side: float = COST_PER_SIDE,
+) -> dict[str, Any]:
     """The strategy's signal on the last bar, its readings and its backtest on ``bars``."""
     spec = STRATEGIES[strategy_type]
-    pos, readings = strategy_positions(strategy_type, bars)
+    parameters = spec.resolve(params)
+    pos, readings = strategy_positions(strategy_type, bars, params)
     exit_condition = bool(readings.pop("exit_condition"))
     long_now = bool(pos[-1] == 1)
     if long_now:
@@ -275,7 +294,7 @@ def evaluate_strategy(bars: Bars, strategy_type: str, market: str) -> dict[str, 
         signal = "SELL"
     else:
         signal = "HOLD"
-    stats = backtest(bars, pos, periods_per_year(market, bars.timeframe))
+    stats = backtest(bars, pos, periods_per_year(market, bars.timeframe), cost_per_side)
     # Confidence is the strategy's own track record for the state it is in now, smoothed by
     # Laplace's rule of succession ((right + 1) / (n + 2)) so that a handful of runs cannot
     # claim certainty and no history at all gives an honest 0.5.
@@ -284,7 +303,7 @@ def evaluate_strategy(bars: Bars, strategy_type: str, market: str) -> dict[str, 
     return {
         "strategy_type": strategy_type,
         "description": spec.description,
-        "parameters": dict(spec.parameters),
+        "parameters": parameters,
         "signal": signal,
         "position": "long" if long_now else "flat",
         "exit_condition": exit_condition,

@@ -38,6 +38,7 @@ from tacoreservice.analysis.graph import (
     run_analysis,
 )
 from tacoreservice.analysis.strategies import STRATEGY_TYPES, evaluate_strategy
+from tacoreservice.backtest.engine import cost_per_side
 from tacoreservice.market_data.provider import Bars
 from tacoreservice.market_data.symbols import normalize_timeframe
 from tacoreservice.service.registry import MethodContext, method
@@ -283,12 +284,15 @@ def _strategy_result(
     info = provider.resolve(symbol)
     tf = normalize_timeframe(timeframe)
     bars = provider.bars(info.symbol, tf, as_of)
+    # The costs of config/trading_config.yaml, as every backtest of the service charges them.
+    cost = cost_per_side(ctx.settings.trading.costs)
     key = _cache_key(
         "strategy",
         {
             "symbol": info.symbol,
             "timeframe": tf,
             "strategy_type": strategy_type,
+            "cost_per_side": cost,
             "as_of": _last_bar_text(bars),
             "bars": len(bars),
             "provider": provider_key(provider),
@@ -297,7 +301,7 @@ def _strategy_result(
     cached = _cache_get(ctx, key)
     if cached is not None:
         return cached["header"], cached["evaluation"]
-    evaluation = evaluate_strategy(bars, strategy_type, info.market)
+    evaluation = evaluate_strategy(bars, strategy_type, info.market, cost_per_side=cost)
     price = float(bars.close[-1])
     header = {
         "symbol": info.symbol,
