@@ -377,6 +377,16 @@ def test_poison_request_gets_worker_lost(fresh_service: ServiceProcesses) -> Non
 # ---------------------------------------------------------------- back-pressure and deadlines
 
 
+async def _until_worker_busy(client: AsyncTACoreClient) -> None:
+    """The queue tests need the one worker busy first; a fixed sleep races a loaded machine."""
+    for _ in range(500):
+        health = await client.request("health.check", {})
+        if health["data"]["workers"]["busy"] == 1:  # type: ignore[index]
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the worker never became busy")
+
+
 def test_overload_and_deadline(tmp_path: Path) -> None:
     svc = ServiceProcesses(tmp_path, workers=1, TACORE_MAX_QUEUE_SIZE=3)
     svc.start_main()
@@ -386,7 +396,7 @@ def test_overload_and_deadline(tmp_path: Path) -> None:
         async def run() -> tuple[list[dict[str, object]], float]:
             async with AsyncTACoreClient(svc.endpoint, timeout_ms=10000, retries=0) as client:
                 busy = asyncio.ensure_future(client.request("test.sleep", {"seconds": 1.0}))
-                await asyncio.sleep(0.2)
+                await _until_worker_busy(client)
                 started = time.monotonic()
                 burst = await asyncio.wait_for(
                     asyncio.gather(
@@ -403,7 +413,7 @@ def test_overload_and_deadline(tmp_path: Path) -> None:
         async def overloaded_quickly() -> float:
             async with AsyncTACoreClient(svc.endpoint, timeout_ms=10000, retries=0) as client:
                 busy = asyncio.ensure_future(client.request("test.sleep", {"seconds": 1.5}))
-                await asyncio.sleep(0.2)
+                await _until_worker_busy(client)
                 fill = [
                     asyncio.ensure_future(client.request("test.echo", {"payload": i}))
                     for i in range(3)
