@@ -36,12 +36,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-Row = dict[str, Any]
+from bench._common import Row, percentile, print_table, uncached_context  # noqa: E402
 
 _COLD_SCAN = r"""
 import json, sys, time
@@ -59,28 +58,6 @@ t2 = time.perf_counter()
 print(json.dumps({"import_ms": (t1 - t0) * 1e3, "call_ms": (t2 - t1) * 1e3,
                   "scanned": out["total_scanned"]}))
 """
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    idx = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[idx]
-
-
-def _context() -> Any:
-    from tacoreservice.config import Settings
-    from tacoreservice.service.registry import MethodContext, load_plugins
-
-    load_plugins()
-
-    class Cache:
-        def get(self, key: str) -> bytes | None:
-            return None
-
-        def set(self, key: str, value: bytes, ttl_s: float) -> None:
-            return None
-
-    return MethodContext(settings=Settings(), cache=Cache())
 
 
 def _cold_process(scan_type: str) -> tuple[float, float, int]:
@@ -101,7 +78,7 @@ def bench_scan_market(args: argparse.Namespace) -> list[Row]:
     from tacoreservice.analysis.evidence import clear_caches
     from tacoreservice.service.registry import call_method
 
-    ctx = _context()
+    ctx = uncached_context()
     rows: list[Row] = []
     for scan_type in ("basic", "technical", "comprehensive"):
         params = {"market": "all", "scan_type": scan_type}
@@ -160,7 +137,7 @@ def bench_analyze_stock(args: argparse.Namespace) -> list[Row]:
     from tacoreservice.analysis.evidence import clear_caches
     from tacoreservice.service.registry import call_method
 
-    ctx = _context()  # its cache never hits: every call runs the whole graph
+    ctx = uncached_context()  # its cache never hits: every call runs the whole graph
     for sym in ANALYSIS_SYMBOLS:
         call_method("analyze.stock", {"symbol": sym}, ctx)  # parse files, warm imports
     rows: list[Row] = []
@@ -272,16 +249,6 @@ BENCHMARKS: list[Callable[[argparse.Namespace], list[Row]]] = [
     bench_analyze_stock,
     bench_job_batch,
 ]
-
-
-def print_table(rows: list[Row]) -> None:
-    print("| benchmark | case | runs | p50 ms | p95/max ms | note |")
-    print("|---|---|---:|---:|---:|---|")
-    for r in rows:
-        print(
-            f"| {r['benchmark']} | {r['case']} | {r['runs']} | {r['p50_ms']:.2f} | "
-            f"{r['p95_ms']:.2f} | {r['note']} |"
-        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench._common import uncached_context  # noqa: E402
+
 WINDOW = (["AAPL", "GOOGL", "AMZN"], "2024-01-02", "2024-03-28")
 
 
@@ -177,19 +179,9 @@ OPTIMIZE_CASES: list[tuple[str, dict[str, Any]]] = [
 
 
 def bench_optimize(args: argparse.Namespace) -> dict[str, Any]:
-    from tacoreservice.config import Settings
-    from tacoreservice.service.registry import MethodContext, call_method, load_plugins
+    from tacoreservice.service.registry import call_method
 
-    load_plugins()
-
-    class NoCache:
-        def get(self, key: str) -> bytes | None:
-            return None
-
-        def set(self, key: str, value: bytes, ttl_s: float) -> None:
-            return None
-
-    ctx = MethodContext(settings=Settings(), cache=NoCache())
+    ctx = uncached_context()
     call_method("optimize.parameters", OPTIMIZE_CASES[0][1], ctx)  # parse files, imports
     print("### optimize.parameters (in-process)\n")
     print("| case | evaluations | runs | median s | max s | best params | IS SR | OOS SR |")

@@ -20,7 +20,6 @@ import multiprocessing as mp
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,20 +32,13 @@ import orjson
 import zmq
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench._common import percentile  # noqa: E402
+from tests.support.service import free_port  # noqa: E402
+
 HEALTH = orjson.dumps({"method": "health.check", "params": {}})
 MARKET = orjson.dumps({"method": "get.market_data", "params": {"symbol": "AAPL"}})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    idx = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[idx]
 
 
 def _echo_server(port: int) -> None:

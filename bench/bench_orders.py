@@ -34,16 +34,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench._common import Row, percentile  # noqa: E402
 from tests.support.service import ServiceProcesses  # noqa: E402
 
-Row = dict[str, Any]
 START = "2025-06-02"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    idx = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[idx]
 
 
 def row(case: str, times_ms: list[float], note: str = "") -> Row:

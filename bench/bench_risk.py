@@ -34,7 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-Row = dict[str, Any]
+from bench._common import Row, percentile, print_table, uncached_context  # noqa: E402
 
 PORTFOLIO = {
     sym: qty
@@ -70,12 +70,6 @@ print(json.dumps({"import_ms": (t1 - t0) * 1e3, "call_ms": (t2 - t1) * 1e3,
 """
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    idx = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[idx]
-
-
 def _row(case: str, times: list[float], note: str, p95: bool = True) -> Row:
     return {
         "benchmark": "evaluate.risk 20 US symbols",
@@ -88,8 +82,7 @@ def _row(case: str, times: list[float], note: str, p95: bool = True) -> Row:
 
 
 def bench_in_process(args: argparse.Namespace) -> list[Row]:
-    from tacoreservice.config import Settings
-    from tacoreservice.service.registry import MethodContext, call_method, load_plugins
+    from tacoreservice.service.registry import call_method
 
     env = dict(os.environ, PYTHONPATH=str(REPO))
     cold = []
@@ -104,16 +97,7 @@ def bench_in_process(args: argparse.Namespace) -> list[Row]:
         )
         cold.append(json.loads(done.stdout.strip().splitlines()[-1]))
 
-    load_plugins()
-
-    class Cache:
-        def get(self, key: str) -> bytes | None:
-            return None
-
-        def set(self, key: str, value: bytes, ttl_s: float) -> None:
-            return None
-
-    ctx = MethodContext(settings=Settings(), cache=Cache())
+    ctx = uncached_context()
     call_method("evaluate.risk", PARAMS, ctx)  # parse the files
     warm = []
     for _ in range(args.runs):
@@ -162,16 +146,6 @@ def bench_service(args: argparse.Namespace) -> list[Row]:
         ),
         _row("service, warm", warm, "client round trip over loopback ZeroMQ, 1 worker"),
     ]
-
-
-def print_table(rows: list[Row]) -> None:
-    print("| benchmark | case | runs | p50 ms | p95/max ms | note |")
-    print("|---|---|---:|---:|---:|---|")
-    for r in rows:
-        print(
-            f"| {r['benchmark']} | {r['case']} | {r['runs']} | {r['p50_ms']:.2f} | "
-            f"{r['p95_ms']:.2f} | {r['note']} |"
-        )
 
 
 def main(argv: list[str] | None = None) -> int:

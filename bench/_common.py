@@ -1,0 +1,43 @@
+"""Pieces every benchmark script shares: percentiles, the results table, an uncached context."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Row = dict[str, Any]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The observed value at rank q% (nearest rank): a latency that happened, not a blend."""
+    ordered = sorted(values)
+    idx = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[idx]
+
+
+def print_table(rows: list[Row]) -> None:
+    print("| benchmark | case | runs | p50 ms | p95/max ms | note |")
+    print("|---|---|---:|---:|---:|---|")
+    for r in rows:
+        print(
+            f"| {r['benchmark']} | {r['case']} | {r['runs']} | {r['p50_ms']:.2f} | "
+            f"{r['p95_ms']:.2f} | {r['note']} |"
+        )
+
+
+class NullCache:
+    """A cache that never hits, so every call does the whole computation."""
+
+    def get(self, key: str) -> bytes | None:
+        return None
+
+    def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        return None
+
+
+def uncached_context() -> Any:
+    """A method context with the default settings, the methods loaded and no cache."""
+    from tacoreservice.config import Settings
+    from tacoreservice.service.registry import MethodContext, load_plugins
+
+    load_plugins()
+    return MethodContext(settings=Settings(), cache=NullCache())
