@@ -28,6 +28,7 @@ from tacoreservice import __version__
 from tacoreservice.config import Settings
 from tacoreservice.monitoring.bridge import BrokerLink, BrokerNotResponding
 from tacoreservice.monitoring.metrics import CONTENT_TYPE, BrokerMetrics
+from tacoreservice.storage.job_store import get_job, list_jobs
 from tacoreservice.storage.request_log import count_request_logs, query_request_logs
 
 __all__ = ["create_app"]
@@ -42,10 +43,6 @@ _LIST_FIELDS = (
     "processing_time_ms",
     "queue_wait_ms",
     "created_at",
-)
-_JOB_COLUMNS = (
-    "job_id, method, state, stage, percent, progress, error, worker_id, created_at, "
-    "started_at, finished_at"
 )
 
 
@@ -97,39 +94,38 @@ class _Database:
     def jobs(self, state: str | None, limit: int, job_id: str | None = None) -> list[dict]:
         conn = self.connect()
         try:
-            clauses, args = [], []
-            if state:
-                clauses.append("state = ?")
-                args.append(state)
-            if job_id:
-                clauses.append("job_id = ?")
-                args.append(job_id)
-            where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-            try:
-                rows = conn.execute(
-                    f"SELECT {_JOB_COLUMNS} FROM jobs{where} ORDER BY created_at DESC LIMIT ?",
-                    (*args, limit),
-                ).fetchall()
-            except sqlite3.OperationalError:  # no jobs table before the broker migrated
-                return []
+            if job_id is not None:
+                one = get_job(conn, job_id, with_result=False)
+                found = [one] if one is not None else []
+            else:
+                found = list_jobs(conn, state, limit=limit)
+        except sqlite3.OperationalError:  # no jobs table before the broker migrated
+            return []
         finally:
             conn.close()
-        return [
-            {
-                "job_id": r[0],
-                "method": r[1],
-                "state": r[2],
-                "stage": r[3],
-                "progress": r[4],
-                "detail": _json_or_text(r[5]),
-                "error": _json_or_text(r[6]),
-                "worker_id": r[7],
-                "created_at": r[8],
-                "started_at": r[9],
-                "finished_at": r[10],
-            }
-            for r in rows
-        ]
+        return [_api_job(job) for job in found]
+
+
+_API_JOB_FIELDS = (
+    "job_id",
+    "method",
+    "state",
+    "stage",
+    "error",
+    "worker_id",
+    "created_at",
+    "started_at",
+    "finished_at",
+)
+
+
+def _api_job(job: dict[str, Any]) -> dict[str, Any]:
+    """A job as the dashboard reads it: ``progress`` is the percentage, ``detail`` the
+    per-role progress the job store keeps under ``progress``."""
+    out = {k: job[k] for k in _API_JOB_FIELDS}
+    out["progress"] = job["percent"]
+    out["detail"] = job["progress"]
+    return out
 
 
 def _log_item(row: dict[str, Any], full: bool = False) -> dict[str, Any]:

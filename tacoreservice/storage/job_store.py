@@ -20,7 +20,7 @@ import orjson
 from tacoreservice.protocol.messages import json_dumps, utc_timestamp
 from tacoreservice.storage.database import open_database
 
-__all__ = ["JobStore", "TERMINAL_STATES", "JOB_STATES"]
+__all__ = ["JobStore", "TERMINAL_STATES", "JOB_STATES", "get_job", "list_jobs"]
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
@@ -143,54 +143,72 @@ class JobStore:
         return bool(row and row[0])
 
     def get(self, job_id: str, with_result: bool = True) -> dict[str, Any] | None:
-        row = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)
-        ).fetchone()
-        return None if row is None else self._row(row, with_result)
+        return get_job(self.conn, job_id, with_result)
 
     def list_jobs(
         self, state: str | None = None, method: str | None = None, limit: int = 50, offset: int = 0
     ) -> list[dict[str, Any]]:
-        clauses, args = [], []
-        if state is not None:
-            clauses.append("state = ?")
-            args.append(state)
-        if method is not None:
-            clauses.append("method = ?")
-            args.append(method)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY created_at DESC, job_id LIMIT ? OFFSET ?",
-            (*args, limit, offset),
-        ).fetchall()
-        return [self._row(r, with_result=False) for r in rows]
+        return list_jobs(self.conn, state, method, limit, offset)
 
     def unfinished(self) -> list[dict[str, Any]]:
         rows = self.conn.execute(
             f"SELECT {_COLUMNS} FROM jobs WHERE state IN ('queued', 'running') ORDER BY created_at"
         ).fetchall()
-        return [self._row(r, with_result=False) for r in rows]
+        return [_row(r, with_result=False) for r in rows]
 
-    @staticmethod
-    def _row(row: tuple[Any, ...], with_result: bool) -> dict[str, Any]:
-        out = {
-            "job_id": row[0],
-            "method": row[1],
-            "params": _loads(row[2]),
-            "state": row[3],
-            "stage": row[4],
-            "percent": row[5],
-            "progress": _loads(row[6]),
-            "error": _loads(row[8]),
-            "attempts": row[9],
-            "worker_id": row[10],
-            "request_id": row[11],
-            "cancel_requested": bool(row[12]),
-            "created_at": row[13],
-            "started_at": row[14],
-            "finished_at": row[15],
-            "updated_at": row[16],
-        }
-        if with_result:
-            out["result"] = _loads(row[7])
-        return out
+
+# Reads on any connection (the monitoring API reads with a read-only one of its own).
+
+
+def get_job(
+    conn: sqlite3.Connection, job_id: str, with_result: bool = True
+) -> dict[str, Any] | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    return None if row is None else _row(row, with_result)
+
+
+def list_jobs(
+    conn: sqlite3.Connection,
+    state: str | None = None,
+    method: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Jobs newest first, without their results."""
+    clauses, args = [], []
+    if state is not None:
+        clauses.append("state = ?")
+        args.append(state)
+    if method is not None:
+        clauses.append("method = ?")
+        args.append(method)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY created_at DESC, job_id LIMIT ? OFFSET ?",
+        (*args, limit, offset),
+    ).fetchall()
+    return [_row(r, with_result=False) for r in rows]
+
+
+def _row(row: tuple[Any, ...], with_result: bool) -> dict[str, Any]:
+    out = {
+        "job_id": row[0],
+        "method": row[1],
+        "params": _loads(row[2]),
+        "state": row[3],
+        "stage": row[4],
+        "percent": row[5],
+        "progress": _loads(row[6]),
+        "error": _loads(row[8]),
+        "attempts": row[9],
+        "worker_id": row[10],
+        "request_id": row[11],
+        "cancel_requested": bool(row[12]),
+        "created_at": row[13],
+        "started_at": row[14],
+        "finished_at": row[15],
+        "updated_at": row[16],
+    }
+    if with_result:
+        out["result"] = _loads(row[7])
+    return out
