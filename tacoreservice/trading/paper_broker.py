@@ -457,15 +457,10 @@ class PaperBroker:
                 f"earlier as_of to trade it",
                 {"symbol": order.symbol, "clock": clock, "last_bar": bar_day},
             )
-        costs = self.trading.costs
-        price = market_fill_price(reference, order.action, costs)
-        commission = commission_for(order.quantity, price, costs)
-        check = self._pre_trade(book, order, price, commission, clock, clock)
-        order.risk = {"pre_trade": check.as_dict(), "at_fill": None}
-        if not check.approved:
-            self._reject(order, check)
+        price = market_fill_price(reference, order.action, self.trading.costs)
+        commission = self._admit(book, order, price, clock)
+        if commission is None:
             return
-        self.ledger.insert_order(order)
         self.ledger.record_fill(
             order,
             price=price,
@@ -477,22 +472,27 @@ class PaperBroker:
         self.ledger.note_equity(self._equity(book, clock))
 
     def _place_resting(self, book: PriceBook, order: OrderRecord, clock: str) -> None:
-        costs = self.trading.costs
         if order.order_type == "stop":
             assert order.stop_price is not None
             # The worst fill a stop expects is its stop price with slippage.
-            price = market_fill_price(order.stop_price, order.action, costs)
+            price = market_fill_price(order.stop_price, order.action, self.trading.costs)
         else:
             assert order.price is not None
             price = order.price
         book.close(order.symbol, clock)  # the symbol must have data by now
-        commission = commission_for(order.quantity, price, costs)
+        self._admit(book, order, price, clock)
+
+    def _admit(self, book: PriceBook, order: OrderRecord, price: float, clock: str) -> float | None:
+        """Pre-trade check at ``price``, then store the order: as placed (answering its
+        commission at that price) or as rejected with the reasons (answering None)."""
+        commission = commission_for(order.quantity, price, self.trading.costs)
         check = self._pre_trade(book, order, price, commission, clock, clock)
         order.risk = {"pre_trade": check.as_dict(), "at_fill": None}
         if not check.approved:
             self._reject(order, check)
-            return
+            return None
         self.ledger.insert_order(order)
+        return commission
 
     def _find(self, order_id: str | None, client_order_id: str | None) -> OrderRecord:
         order = self.ledger.find_order(order_id=order_id, client_order_id=client_order_id)
