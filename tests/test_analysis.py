@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import shutil
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from tacoreservice.market_data.provider import Bars
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
 from tacoreservice.protocol.messages import LEGACY, build_reply, parse_request
 from tacoreservice.service.registry import Cancelled, MethodContext, call_method
+from tests.support.market_data import truncated_provider
 from tests.support.memory_cache import DictCache
 
 DECISION_KEYS = {
@@ -166,24 +166,11 @@ def test_same_request_same_answer(provider: BundledProvider) -> None:
     assert stable(a) == stable(b)
 
 
-def _write_truncated(src: Path, dst: Path, last_day: str) -> None:
-    """Copy an OHLCV csv.gz keeping only the rows dated on or before ``last_day``."""
-    lines = gzip.decompress(src.read_bytes()).decode().splitlines()
-    kept = [lines[0]] + [ln for ln in lines[1:] if ln[:10] <= last_day]
-    assert len(kept) < len(lines)  # there really were later bars to remove
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.write_bytes(gzip.compress(("\n".join(kept) + "\n").encode()))
-
-
 @pytest.fixture(scope="module")
 def truncated(tmp_path_factory: pytest.TempPathFactory) -> tuple[BundledProvider, str]:
     """A provider whose AAPL and SPY files end at D (fundamentals copied as they are)."""
     day = "2024-06-14"
-    root = tmp_path_factory.mktemp("truncated")
-    for rel in ("us/AAPL.csv.gz", "us/SPY.csv.gz"):
-        _write_truncated(BUNDLED_DIR / rel, root / rel, day)
-    shutil.copytree(BUNDLED_DIR / "fundamentals", root / "fundamentals")
-    return BundledProvider(data_dir=root), day
+    return truncated_provider(tmp_path_factory.mktemp("truncated"), day), day
 
 
 def test_no_look_ahead_in_the_analysis(

@@ -4,9 +4,7 @@ universe run: hand computations, empyrical, no look-ahead, real files and proces
 from __future__ import annotations
 
 import csv
-import gzip
 import json
-import shutil
 import struct
 from datetime import date
 from pathlib import Path
@@ -29,9 +27,10 @@ from tacoreservice.backtest.engine import (
 )
 from tacoreservice.backtest.universe import run_universe, summarise, symbol_windows
 from tacoreservice.config import Settings, TradingCosts, load_settings
-from tacoreservice.market_data.bundled_provider import BUNDLED_DIR, BundledProvider
+from tacoreservice.market_data.bundled_provider import BundledProvider
 from tacoreservice.market_data.provider import Bars
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
+from tests.support.market_data import truncated_provider
 from tests.support.service import REPO, ServiceProcesses
 
 C = 0.001  # cost per side used in the hand computations
@@ -234,23 +233,11 @@ def test_rules_do_not_look_ahead(provider: BundledProvider, name: str) -> None:
         np.testing.assert_array_equal(a[:k], b)
 
 
-def _write_truncated(src: Path, dst: Path, last_day: str) -> None:
-    lines = gzip.decompress(src.read_bytes()).decode().splitlines()
-    kept = [lines[0]] + [ln for ln in lines[1:] if ln[:10] <= last_day]
-    assert len(kept) < len(lines)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.write_bytes(gzip.compress(("\n".join(kept) + "\n").encode()))
-
-
 @pytest.fixture(scope="module")
 def truncated(tmp_path_factory: pytest.TempPathFactory) -> tuple[BundledProvider, str]:
     """A provider whose AAPL and SPY (its benchmark) files end on day T."""
     day = "2024-03-15"
-    root = tmp_path_factory.mktemp("truncated")
-    for rel in ("us/AAPL.csv.gz", "us/SPY.csv.gz"):
-        _write_truncated(BUNDLED_DIR / rel, root / rel, day)
-    shutil.copytree(BUNDLED_DIR / "fundamentals", root / "fundamentals")
-    return BundledProvider(data_dir=root), day
+    return truncated_provider(tmp_path_factory.mktemp("truncated"), day), day
 
 
 def test_engine_decisions_do_not_look_ahead(

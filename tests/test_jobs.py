@@ -8,13 +8,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
-from tacoreservice.client import TACoreClient, TACoreError
-from tests.support.service import ServiceProcesses
+from tacoreservice.client import TACoreError
+from tests.support.service import ServiceProcesses, wait_job
 
 
 @pytest.fixture
@@ -23,19 +22,6 @@ def svc(tmp_path: Path) -> Iterator[ServiceProcesses]:
     service.start_main()
     yield service
     service.stop()
-
-
-def wait_job(
-    client: TACoreClient, job_id: str, states: set[str], timeout: float = 20
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    job: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        job = client.call("job.status", {"job_id": job_id})
-        if job["state"] in states:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never reached {states}: {job}")
 
 
 def test_submit_progress_result_and_list(svc: ServiceProcesses) -> None:

@@ -17,13 +17,13 @@ import pytest
 from tacoreservice.analysis.strategies import STRATEGIES
 from tacoreservice.backtest.engine import simulate, statistics, trade_summary
 from tacoreservice.backtest.rules import RULES, rule_positions
-from tacoreservice.client import TACoreClient, TACoreError
+from tacoreservice.client import TACoreError
 from tacoreservice.config import Settings
 from tacoreservice.market_data.bundled_provider import BundledProvider
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
 from tacoreservice.service.registry import MethodContext, call_method, load_plugins
 from tests.support.memory_cache import DictCache
-from tests.support.service import ServiceProcesses, raw_request
+from tests.support.service import ServiceProcesses, raw_request, wait_job
 
 COST = 0.001  # the shipped trading.costs: 5 bp commission + 5 bp slippage a side
 STATS = ("total_return", "annualized_return", "sharpe_ratio", "max_drawdown")
@@ -291,17 +291,6 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
     svc.stop()
 
 
-def wait_job(client: TACoreClient, job_id: str, states: set[str], timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    job: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        job = client.call("job.status", {"job_id": job_id})
-        if job["state"] in states:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never reached {states}: {job}")
-
-
 def test_through_the_service(service: ServiceProcesses, provider: BundledProvider) -> None:
     params = {"symbol": "AAPL", "strategy_type": "momentum", "objective": "calmar"}
     local = optimize(provider, **params)
@@ -344,7 +333,7 @@ def test_as_a_job_with_progress(service: ServiceProcesses, provider: BundledProv
     }
     with service.client(timeout_ms=10_000) as c:
         sub = c.call("job.submit", {"method": "optimize.parameters", "params": params})
-        job = wait_job(c, sub["job_id"], {"running"})
+        job = wait_job(c, sub["job_id"], {"running"}, timeout=60)
         partial = []
         while job["state"] == "running":
             if 0 < job["percent"] < 100:
@@ -359,7 +348,7 @@ def test_as_a_job_with_progress(service: ServiceProcesses, provider: BundledProv
         assert result["best_params"] == optimize(provider, **params)["best_params"]
 
         flagged = c.call("optimize.parameters", {"symbol": "XOM", "async": True})
-        done = wait_job(c, flagged["job_id"], {"succeeded", "failed"})
+        done = wait_job(c, flagged["job_id"], {"succeeded", "failed"}, timeout=60)
         assert done["state"] == "succeeded" and done["method"] == "optimize.parameters"
 
 
@@ -372,7 +361,7 @@ def test_cancel_a_running_job(service: ServiceProcesses) -> None:
     }
     with service.client(timeout_ms=10_000) as c:
         sub = c.call("job.submit", {"method": "optimize.parameters", "params": params})
-        job = wait_job(c, sub["job_id"], {"running"})
+        job = wait_job(c, sub["job_id"], {"running"}, timeout=60)
         while job["state"] == "running" and job["percent"] == 0:
             time.sleep(0.05)
             job = c.call("job.status", {"job_id": sub["job_id"]})
@@ -394,6 +383,6 @@ def test_job_store_sees_the_failure(service: ServiceProcesses) -> None:
     with service.client() as c:
         sub = c.call("job.submit", {"method": "optimize.parameters",
                                     "params": {"symbol": "AAPL", "walk_forward": {"folds": 40}}})  # fmt: skip
-        job = wait_job(c, sub["job_id"], {"failed", "succeeded"})
+        job = wait_job(c, sub["job_id"], {"failed", "succeeded"}, timeout=60)
     assert job["state"] == "failed" and job["error"]["code"] == "INVALID_PARAMS"
     assert "walk_forward.folds" in job["error"]["message"]

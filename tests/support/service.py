@@ -151,6 +151,20 @@ class ServiceProcesses:
                 proc.wait()
 
 
+def wait_job(
+    client: TACoreClient, job_id: str, states: set[str], timeout: float = 20
+) -> dict[str, Any]:
+    """Poll ``job.status`` until the job is in one of ``states``."""
+    deadline = time.monotonic() + timeout
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        job = client.call("job.status", {"job_id": job_id})
+        if job["state"] in states:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached {states}: {job}")
+
+
 def raw_request(endpoint: str, body: bytes, timeout_ms: int = 5000) -> dict[str, Any]:
     """One frame through a plain REQ socket, as the oldest clients do it."""
     ctx = zmq.Context.instance()
