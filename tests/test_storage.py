@@ -494,6 +494,38 @@ def test_unwritable_path_is_counted_not_raised(tmp_path: Path) -> None:
         writer.close()
 
 
+def test_performance_lines_once_per_request_even_when_writes_retry(tmp_path: Path) -> None:
+    import logging
+
+    from tacoreservice.storage.request_log import performance_log
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.extend(record.getMessage().splitlines())
+
+    handler = Collect()
+    level = performance_log.level
+    performance_log.addHandler(handler)
+    performance_log.setLevel(logging.INFO)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the database folder should be")
+    writer = RequestLogWriter(blocker / "tacore.db", settings(flush_interval_ms=10))
+    writer.start()
+    try:
+        for i in range(5):
+            writer.record(entry(i))
+        assert writer.flush(timeout=10)
+        assert writer.stats()["errors"] >= writer.max_attempts  # the batch was retried
+    finally:
+        writer.close()
+        performance_log.removeHandler(handler)
+        performance_log.setLevel(level)
+    assert len(lines) == 5
+    assert all("method=" in ln and "queue_wait_ms=" in ln for ln in lines)
+
+
 def test_lock_held_by_another_process_only_delays(db: Path) -> None:
     writer = RequestLogWriter(db, settings(flush_interval_ms=10))
     writer.start()

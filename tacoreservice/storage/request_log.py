@@ -398,7 +398,6 @@ class RequestLogWriter:
         performance_log.info("\n".join(lines))
 
     def _write(self, entries: list[RequestLogEntry]) -> bool:
-        self._write_performance(entries)
         conn = self._ensure_conn()
         if conn is None:
             return False
@@ -459,8 +458,12 @@ class RequestLogWriter:
                     ):
                         self._cond.wait(max(0.0, deadline - time.monotonic()))
                     stopping = self._stopping
+                    fresh = not retry
                     batch = retry or self._take_batch()
 
+                if batch and fresh:
+                    # Once per request, not once per attempt at writing its row.
+                    self._write_performance(batch)
                 if batch:
                     if self._write(batch):
                         with self._cond:
