@@ -139,7 +139,9 @@ def test_dealer_client_with_and_without_delimiter(service: ServiceProcesses) -> 
 
 
 def test_bad_input_gets_stable_codes_and_nothing_dies(service: ServiceProcesses) -> None:
-    pids_before = service.worker_pids()
+    # A worker whose heartbeat was late on a loaded machine is briefly out of the pool and
+    # re-registers under the same pid; "nothing dies" means the same processes serve after.
+    pids_before = {w["pid"] for w in service.wait_workers(service.workers)["worker_list"]}
     main_pid = service.main.pid if service.main else None
     deep = b'{"method": "test.echo", "params": {"payload": ' + b"[" * 100 + b"]" * 100 + b"}}"
     too_deep_to_parse = b'{"method": "test.echo", "params": ' + b"[" * 5000 + b"]" * 5000 + b"}"
@@ -205,7 +207,8 @@ def test_bad_input_gets_stable_codes_and_nothing_dies(service: ServiceProcesses)
     assert service.main is not None and service.main.poll() is None and main_pid
     with service.client() as c:
         assert c.call("test.echo", {"payload": 42})["payload"] == 42
-    assert service.worker_pids() == pids_before
+    pids_after = {w["pid"] for w in service.wait_workers(service.workers)["worker_list"]}
+    assert pids_after == pids_before
 
 
 def test_handler_exception_keeps_worker(service: ServiceProcesses) -> None:
