@@ -52,6 +52,73 @@ def _endpoint(endpoint: str | None) -> str:
     return f"tcp://127.0.0.1:{port}"
 
 
+def _client(endpoint: str | None, **kwargs: Any) -> Any:
+    """A client for the CLI's verbs. With CURVE on, the keys come from the environment:
+    TACORE_CURVE_SERVER_KEY (the broker's server.key) and TACORE_CURVE_CLIENT_KEY (this
+    module's NAME.key_secret); TACORE_CLIENT_NAME names the caller when security is off."""
+    from tacoreservice.client import TACoreClient
+
+    try:
+        return TACoreClient(
+            _endpoint(endpoint),
+            server_key=os.environ.get("TACORE_CURVE_SERVER_KEY") or None,
+            client_key=os.environ.get("TACORE_CURVE_CLIENT_KEY") or None,
+            client_name=os.environ.get("TACORE_CLIENT_NAME") or None,
+            **kwargs,
+        )
+    except (ConfigError, ValueError) as exc:
+        err_console.print(f"[red]client keys:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+keys_app = typer.Typer(help="CURVE keys for the broker, its clients and its workers.")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("generate")
+def keys_generate(
+    client: Annotated[
+        list[str] | None,
+        typer.Option("--client", help="A client name (repeat): scanner, trader, ..."),
+    ] = None,
+    worker: Annotated[
+        list[str] | None, typer.Option("--worker", help="A worker key name (repeat).")
+    ] = None,
+    keys_dir: Annotated[
+        str | None, typer.Option("--dir", help="Where to write (default TACORE_KEYS_DIR or keys).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace existing pairs (locks out their holders).")
+    ] = False,
+) -> None:
+    """Write the broker's key pair and one pair per client and worker (secrets mode 0600).
+
+    Existing pairs are kept, so running it again only adds the new names.
+    """
+    from tacoreservice.security.keys import generate_keys
+
+    folder = keys_dir or os.environ.get("TACORE_KEYS_DIR") or "keys"
+    clients = client or ["scanner", "trader", "risk_guard", "optimizer", "console"]
+    try:
+        out = generate_keys(folder, clients, worker or ["worker"], force=force)
+    except (ValueError, RuntimeError) as exc:
+        err_console.print(f"[red]cannot generate keys:[/] {exc}")
+        raise typer.Exit(2) from None
+    table = Table(title=f"CURVE keys in {out.keys_dir}")
+    table.add_column("file")
+    table.add_column("")
+    for path in out.created:
+        table.add_row(str(path), "written")
+    for path in out.kept:
+        table.add_row(str(path), "kept (exists; --force replaces)")
+    console.print(table)
+    console.print(
+        "Broker: TACORE_SECURITY=curve with security.keys_dir pointing here. "
+        "Each client gets server.key and its private/NAME.key_secret; each worker host gets "
+        "server.key and private/worker.key_secret (see SECURITY.md)."
+    )
+
+
 @app.command()
 def serve(
     workers: Annotated[int | None, typer.Option("--workers", "-w", help="WORKER_COUNT.")] = None,
@@ -154,14 +221,14 @@ def call(
     retries: Annotated[int, typer.Option(help="Retries after a timeout.")] = 2,
 ) -> None:
     """Call any method and print the whole reply as JSON."""
-    from tacoreservice.client import TACoreClient, TACoreTimeout
+    from tacoreservice.client import TACoreTimeout
 
     try:
         body = parse_params(params or [], json_params)
     except (json.JSONDecodeError, typer.BadParameter) as exc:
         err_console.print(f"[red]bad params:[/] {exc}")
         raise typer.Exit(2) from None
-    with TACoreClient(_endpoint(endpoint), timeout_ms=timeout_ms, retries=retries) as client:
+    with _client(endpoint, timeout_ms=timeout_ms, retries=retries) as client:
         try:
             reply = client.request(method, body)
         except TACoreTimeout as exc:
@@ -179,9 +246,9 @@ def health(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Check a running service; exit 0 when healthy (usable as a container HEALTHCHECK)."""
-    from tacoreservice.client import TACoreClient, TACoreError
+    from tacoreservice.client import TACoreError
 
-    with TACoreClient(_endpoint(endpoint), timeout_ms=timeout_ms, retries=1) as client:
+    with _client(endpoint, timeout_ms=timeout_ms, retries=1) as client:
         try:
             data = client.health(detailed=detailed)
         except TACoreError as exc:
@@ -291,7 +358,7 @@ def analyze(
 
     from rich.live import Live
 
-    from tacoreservice.client import TACoreClient, TACoreError
+    from tacoreservice.client import TACoreError
 
     params: dict[str, Any] = {
         k: v
@@ -316,7 +383,7 @@ def analyze(
 
                 data = _run_local("analyze.stock", params, show)
         else:
-            with TACoreClient(_endpoint(endpoint), timeout_ms=10_000, retries=2) as client:
+            with _client(endpoint, timeout_ms=10_000, retries=2) as client:
                 job = client.call("job.submit", {"method": "analyze.stock", "params": params})
                 deadline = time.monotonic() + timeout_s
                 with Live(console=err_console, transient=True, auto_refresh=False) as live:
@@ -384,7 +451,7 @@ def scan(
     endpoint: EndpointOpt = None,
 ) -> None:
     """Scan a market and print the ranked opportunities."""
-    from tacoreservice.client import TACoreClient, TACoreError
+    from tacoreservice.client import TACoreError
 
     criteria: dict[str, Any] = {}
     if min_volume is not None:
@@ -410,7 +477,7 @@ def scan(
         if local:
             data = _run_local("scan.market", params, lambda *a: None)
         else:
-            with TACoreClient(_endpoint(endpoint), timeout_ms=30_000, retries=1) as client:
+            with _client(endpoint, timeout_ms=30_000, retries=1) as client:
                 data = client.call("scan.market", params)
     except TACoreError as exc:
         err_console.print(f"[red]{exc.code}:[/] {exc.message}")

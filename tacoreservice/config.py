@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-__all__ = ["ConfigError", "Settings", "load_settings", "ENV_VARS"]
+__all__ = ["ConfigError", "Settings", "load_settings", "ENV_VARS", "SecuritySettings"]
 
 
 class ConfigError(Exception):
@@ -128,7 +128,8 @@ class LLMSettings(_Section):
     """An OpenAI-compatible chat endpoint (OpenAI, DeepSeek, DashScope, Ollama, vLLM, ...).
 
     The API key is deliberately not a setting that can live in config.yaml: it is read from
-    TACORE_LLM_API_KEY (or OPENAI_API_KEY) in the environment only.
+    TACORE_LLM_API_KEY (or OPENAI_API_KEY) in the environment, or from the file their
+    ``*_FILE`` variable names (see :mod:`tacoreservice.security.secrets`).
     """
 
     base_url: str = "https://api.openai.com/v1"
@@ -141,7 +142,10 @@ class LLMSettings(_Section):
 
     @property
     def api_key(self) -> str | None:
-        return os.environ.get("TACORE_LLM_API_KEY") or os.environ.get("OPENAI_API_KEY") or None
+        """Raises ConfigError when a ``*_FILE`` is refused (inside a git work tree, unreadable)."""
+        from tacoreservice.security.secrets import read_secret  # imports this module
+
+        return read_secret("TACORE_LLM_API_KEY") or read_secret("OPENAI_API_KEY")
 
 
 class ApiSettings(_Section):
@@ -155,8 +159,11 @@ class ApiSettings(_Section):
 
     @property
     def token(self) -> str | None:
-        """Bearer token for every endpoint but /health; read from the environment only."""
-        return os.environ.get("TACORE_API_TOKEN") or None
+        """Bearer token for every endpoint but /health: TACORE_API_TOKEN, or the file named by
+        TACORE_API_TOKEN_FILE; never from config.yaml."""
+        from tacoreservice.security.secrets import read_secret  # imports this module
+
+        return read_secret("TACORE_API_TOKEN")
 
 
 class RiskLimits(_Section):
@@ -201,6 +208,108 @@ class TradingSettings(_Section):
     paper: PaperSettings = Field(default_factory=PaperSettings)
     risk: RiskStatsSettings = Field(default_factory=RiskStatsSettings)
 
+# Field names whose values request_logs stores as "[REDACTED]" (compared case-insensitively,
+# at any depth of the request and reply bodies).
+DEFAULT_REDACT_FIELDS = [
+    "api_key",
+    "apikey",
+    "api_secret",
+    "secret",
+    "secret_key",
+    "private_key",
+    "password",
+    "passwd",
+    "passphrase",
+    "token",
+    "access_token",
+    "refresh_token",
+    "authorization",
+]
+# Environment variables that hold credentials: their values are masked in every log line of
+# every process, whatever code path tried to print them.
+DEFAULT_SECRET_ENV_VARS = [
+    "TACORE_LLM_API_KEY",
+    "OPENAI_API_KEY",
+    "TACORE_API_TOKEN",
+    "TACORE_CCXT_API_KEY",
+    "TACORE_CCXT_SECRET",
+    "TACORE_CCXT_PASSWORD",
+    "REDIS_URL",
+]
+
+
+class RateLimitRule(_Section):
+    rate_per_s: float = Field(gt=0, le=1_000_000)
+    burst: int = Field(ge=1, le=10_000_000)
+
+
+class RateLimitSettings(_Section):
+    """A token bucket per client: ``rate_per_s`` refill, ``burst`` capacity.
+
+    A client is its CURVE key's name, else the name it sends in ``client``; a client with
+    neither gets a bucket per connection, so anonymous callers do not share one.
+    """
+
+    enabled: bool = True
+    rate_per_s: float = Field(200.0, gt=0, le=1_000_000)
+    burst: int = Field(400, ge=1, le=10_000_000)
+    clients: dict[str, RateLimitRule] = Field(default_factory=dict)
+    # Buckets kept in memory; the least recently used is dropped past this (it refills anyway).
+    max_tracked: int = Field(10_000, ge=1, le=10_000_000)
+
+
+class PermissionSettings(_Section):
+    """Which methods a client may call: fnmatch patterns (``analyze.*``, ``*``) per client."""
+
+    default: list[str] = Field(default_factory=lambda: ["*"])
+    clients: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class SecuritySettings(_Section):
+    """ZeroMQ CURVE, per-client permissions and rate limits, and what logs must never hold.
+
+    Key paths default to the layout ``tacore keys generate`` writes under ``keys_dir``.
+    """
+
+    mode: Literal["none", "curve"] = "none"
+    keys_dir: str = "keys"
+    server_secret_key: str | None = None  # broker: keys_dir/server.key_secret
+    server_public_key: str | None = None  # clients and workers: keys_dir/server.key
+    client_keys_dir: str | None = None  # broker: allowed client public keys, keys_dir/clients
+    worker_keys_dir: str | None = None  # broker: allowed worker public keys, keys_dir/workers
+    worker_secret_key: str | None = None  # workers: keys_dir/private/worker.key_secret
+    # Listening beyond loopback without CURVE is refused unless this says the network is trusted.
+    allow_insecure_remote: bool = False
+    # How often the broker looks for added or removed public keys (no restart needed).
+    reload_interval_s: float = Field(2.0, ge=0.1, le=3600)
+    permissions: PermissionSettings = Field(default_factory=PermissionSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    redact_fields: list[str] = Field(default_factory=lambda: list(DEFAULT_REDACT_FIELDS))
+    secret_env_vars: list[str] = Field(default_factory=lambda: list(DEFAULT_SECRET_ENV_VARS))
+
+    def _path(self, explicit: str | None, *default: str) -> Path:
+        return Path(explicit) if explicit else Path(self.keys_dir, *default)
+
+    @property
+    def server_secret_key_path(self) -> Path:
+        return self._path(self.server_secret_key, "server.key_secret")
+
+    @property
+    def server_public_key_path(self) -> Path:
+        return self._path(self.server_public_key, "server.key")
+
+    @property
+    def client_keys_path(self) -> Path:
+        return self._path(self.client_keys_dir, "clients")
+
+    @property
+    def worker_keys_path(self) -> Path:
+        return self._path(self.worker_keys_dir, "workers")
+
+    @property
+    def worker_secret_key_path(self) -> Path:
+        return self._path(self.worker_secret_key, "private", "worker.key_secret")
+
 
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -225,14 +334,19 @@ class Settings(_Section):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     trading: TradingSettings = Field(default_factory=TradingSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     def public_summary(self) -> dict[str, Any]:
-        """The settings without anything secret (the Redis URL may carry a password)."""
+        """The settings without anything secret (the Redis URL may carry a password, the LLM
+        base URL user info or an ``?api_key=``)."""
+        from tacoreservice.security.redaction import public_url
+
         data = self.model_dump()
         if data["cache"]["redis_url"]:
             u = urlparse(data["cache"]["redis_url"])
             data["cache"]["redis_url"] = f"{u.scheme}://{u.hostname or ''}:{u.port or ''}"
+        data["llm"]["base_url"] = public_url(data["llm"]["base_url"])
         return data
 
 
@@ -272,9 +386,18 @@ ENV_VARS: dict[str, str] = {
     "TACORE_BROKER_ADAPTER": "trading.broker_adapter",
     "TACORE_ALLOW_PORTFOLIO_RESET": "trading.paper.allow_reset",
     "TACORE_PAPER_INITIAL_CASH": "trading.paper.initial_cash",
+    "TACORE_SECURITY": "security.mode",
+    "TACORE_KEYS_DIR": "security.keys_dir",
+    "TACORE_CURVE_SERVER_KEY": "security.server_public_key",
+    "TACORE_WORKER_KEY": "security.worker_secret_key",
+    "TACORE_RATE_LIMIT_ENABLED": "security.rate_limit.enabled",
+    "TACORE_RATE_LIMIT_PER_S": "security.rate_limit.rate_per_s",
+    "TACORE_RATE_LIMIT_BURST": "security.rate_limit.burst",
+    "TACORE_REDACT_FIELDS": "security.redact_fields",
+    "TACORE_ALLOW_INSECURE_REMOTE": "security.allow_insecure_remote",
 }
 
-_LIST_SETTINGS = {"worker.plugins"}
+_LIST_SETTINGS = {"worker.plugins", "security.redact_fields"}
 
 
 def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
@@ -359,7 +482,7 @@ def load_settings(
         _note_sources(sources, "trading", trading, f"file {trading_path}")
     if path is not None:
         loaded = _read_yaml_mapping(path, "config file")
-        # The file may carry sections that belong to other parts (security, ...);
+        # The file may carry sections that belong to other parts of the wider system;
         # only the sections Settings knows are validated here.
         known = {k: v for k, v in loaded.items() if k in Settings.model_fields}
         data = _merge(data, known)

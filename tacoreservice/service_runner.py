@@ -39,7 +39,11 @@ def run_service(settings: Settings, with_workers: bool = True) -> int:
     from tacoreservice.worker_runtime.supervisor import Supervisor
 
     setup_logging(settings, "service")
-    broker = Broker(settings)
+    try:
+        broker = Broker(settings)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
     monitor = None
     if settings.api.enabled:
         from tacoreservice.monitoring import MonitorServer
@@ -114,7 +118,11 @@ def run_worker(
     from tacoreservice.worker_runtime.worker import Worker
 
     setup_logging(settings, os.environ.get("TACORE_LOG_ROLE", "worker"))
-    worker = Worker(settings, worker_id=worker_id, endpoint=endpoint)
+    try:
+        worker = Worker(settings, worker_id=worker_id, endpoint=endpoint)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
     worker.install_signal_handlers()
     return worker.run()
 

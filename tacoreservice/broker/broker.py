@@ -45,6 +45,19 @@ from tacoreservice.protocol.messages import (
     parse_request,
     utc_timestamp,
 )
+from tacoreservice.security.curve import (
+    CLIENTS_DOMAIN,
+    HANDSHAKE_EVENTS,
+    WORKERS_DOMAIN,
+    CurveAuthenticator,
+    RefusalLog,
+    apply_server_curve,
+    handshake_failure,
+    make_rings,
+)
+from tacoreservice.security.exposure import check_broker_exposure
+from tacoreservice.security.guard import RequestGuard
+from tacoreservice.security.keys import KeyRing
 from tacoreservice.service.methods.jobs import JOB_READ_METHODS, read_job
 from tacoreservice.storage.job_store import TERMINAL_STATES, JobStore
 from tacoreservice.storage.request_log import RequestLogEntry, RequestLogWriter
@@ -151,6 +164,7 @@ class Broker:
     """Owns the frontend, backend and control sockets and runs the poll loop."""
 
     def __init__(self, settings: Settings, context: zmq.Context | None = None):
+        check_broker_exposure(settings)
         self.settings = settings
         self.cfg = settings.broker
         self.ctx = context or zmq.Context.instance()
@@ -194,6 +208,14 @@ class Broker:
         self.metrics = BrokerMetrics()
         self.departed: deque[dict[str, Any]] = deque(maxlen=64)
         self._departed_cache = [0, 0]  # hits, misses reported by workers that are gone
+        # Security: CURVE with ZAP (mode "curve"), per-client permissions and rate limits.
+        self.security = settings.security
+        self._curve = self.security.mode == "curve"
+        self.refusals = RefusalLog()
+        self.rings: dict[str, KeyRing] = make_rings(self.security) if self._curve else {}
+        self.authenticator: CurveAuthenticator | None = None
+        self.guard = RequestGuard(self.security, self.rings.get(CLIENTS_DOMAIN), self.refusals)
+        self._handshake_monitors: dict[zmq.Socket, str] = {}
         self.request_log: RequestLogWriter | None = None
         if settings.request_log.enabled:
             self.request_log = RequestLogWriter(settings.database.path, settings.request_log)
@@ -218,18 +240,34 @@ class Broker:
         self.backend.setsockopt(zmq.MAXMSGSIZE, max(cfg.max_message_bytes * 16, 64 * 1024 * 1024))
         self.control.setsockopt(zmq.LINGER, 0)
         self.monitor.setsockopt(zmq.LINGER, 0)
+        if self._curve:
+            # The ZAP handler must be listening before the first peer can handshake.
+            self.authenticator = CurveAuthenticator(self.ctx, self.rings, self.refusals)
+            self.authenticator.start()
+            secret = self.security.server_secret_key_path
+            apply_server_curve(self.frontend, secret, CLIENTS_DOMAIN)
+            apply_server_curve(self.backend, secret, WORKERS_DOMAIN)
+            for sock, name in ((self.frontend, "frontend"), (self.backend, "backend")):
+                self._handshake_monitors[sock.get_monitor_socket(HANDSHAKE_EVENTS)] = name
         self.frontend.bind(cfg.frontend_endpoint)
         self.backend.bind(cfg.backend_endpoint)
         self.control.bind(CONTROL_ENDPOINT)
         self.monitor.bind(MONITOR_ENDPOINT)
         self._bound = True
         log.info(
-            "broker listening: frontend %s, backend %s", cfg.frontend_endpoint, cfg.backend_endpoint
+            "broker listening: frontend %s, backend %s (security: %s)",
+            cfg.frontend_endpoint,
+            cfg.backend_endpoint,
+            self.security.mode,
         )
 
     def close(self) -> None:
+        for monitor_socket in self._handshake_monitors:
+            monitor_socket.close(linger=0)
         for sock in (self.frontend, self.backend, self.control, self.monitor):
             sock.close(linger=0)
+        if self.authenticator is not None:
+            self.authenticator.stop()
         if self.jobs is not None:
             self.jobs.close()
         if self.request_log is not None:
@@ -254,8 +292,11 @@ class Broker:
         poller.register(self.frontend, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
         poller.register(self.monitor, zmq.POLLIN)
+        for monitor_socket in self._handshake_monitors:
+            poller.register(monitor_socket, zmq.POLLIN)
         interval = self.cfg.heartbeat_interval_ms / 1000.0
         next_heartbeat = time.monotonic() + interval
+        next_key_reload = time.monotonic() + self.security.reload_interval_s
         drain_until = 0.0
         try:
             while True:
@@ -283,10 +324,15 @@ class Broker:
                     self._handle_control()
                 if self.monitor in events:
                     self._handle_monitor()
+                if self._handshake_monitors and len(events) > 0:
+                    self._handle_handshake_events(events)
                 now = time.monotonic()
                 if now >= next_heartbeat:
                     self._heartbeat(now)
                     next_heartbeat = now + interval
+                if self._curve and now >= next_key_reload:
+                    self._reload_keys()
+                    next_key_reload = now + self.security.reload_interval_s
                 if self._queued_deadlines:
                     self._expire_deadlines(now)
         finally:
@@ -300,12 +346,19 @@ class Broker:
     def _drain_frontend(self) -> None:
         # Checking EVENTS is cheaper than letting a NOBLOCK recv raise zmq.Again.
         sock = self.frontend
+        curve = self._curve
         for _ in range(_DRAIN_BATCH):
             if not int(sock.getsockopt(_EVENTS)) & _POLLIN:
                 return
-            self._on_client_message(sock.recv_multipart())
+            if curve:
+                # The ZAP handler's User-Id (the client's public key) rides on each message.
+                parts = sock.recv_multipart(copy=False)
+                user_id = parts[-1].get("User-Id")
+                self._on_client_message([p.bytes for p in parts], user_id)
+            else:
+                self._on_client_message(sock.recv_multipart())
 
-    def _on_client_message(self, frames: list[bytes]) -> None:
+    def _on_client_message(self, frames: list[bytes], user_id: str | None = None) -> None:
         # REQ and DEALER clients send [identity, "", body]; a DEALER that skips the
         # delimiter sends [identity, body]. The reply mirrors the envelope it came with.
         try:
@@ -356,6 +409,12 @@ class Broker:
                 "the broker is shutting down; retry on another broker or in a moment",
             )
             return
+
+        if self.guard.active:
+            refusal = self.guard.admit(req, user_id, envelope[0], now)
+            if refusal is not None:
+                self._refuse(envelope, req, body, now, *refusal)
+                return
 
         if req.method == "health.check":
             self._answer_locally(envelope, req, body, now)
@@ -486,6 +545,7 @@ class Broker:
                 "error",
                 exc.code.value,
                 0.0,
+                req.client,
             )
             return
         elapsed = (time.perf_counter() - started) * 1000.0
@@ -497,7 +557,18 @@ class Broker:
             # A retried submit gets the same job, not a second one.
             self.reply_cache.put(req.request_id, reply, req.method, req.params, now)
         self._account(req.method, True, None, elapsed)
-        self._log(req.request_id, req.method, BROKER_ID, body, reply, elapsed, "success", None, 0.0)
+        self._log(
+            req.request_id,
+            req.method,
+            BROKER_ID,
+            body,
+            reply,
+            elapsed,
+            "success",
+            None,
+            0.0,
+            req.client,
+        )
         self._dispatch()
 
     def _submit_job(self, req: ClientRequest, body: bytes, now: float) -> dict[str, Any]:
@@ -529,7 +600,7 @@ class Broker:
                 ErrorCode.METHOD_NOT_FOUND,
                 f"{method!r} cannot run as a job; methods that can: {available}",
             )
-        job_req = ClientRequest("", method, params, STANDARD, None, False)
+        job_req = ClientRequest("", method, params, STANDARD, None, False, req.client)
         job_id = self.jobs.create(method, params, req.request_id)
         job_req.request_id = job_id
         pending = self._new_pending(job_req, None, body, now, job_id)
@@ -618,7 +689,7 @@ class Broker:
     ) -> None:
         """Answer a parsed request with an error in its dialect, without running it."""
         rejection = RequestRejected(code, message, req.request_id, req.dialect)
-        self._reject(envelope, rejection, body, now, req.method)
+        self._reject(envelope, rejection, body, now, req.method, req.client)
 
     def _reject(
         self,
@@ -627,11 +698,14 @@ class Broker:
         raw: bytes,
         now: float,
         method: str | None = None,
+        client: str | None = None,
     ) -> None:
         reply = build_error_reply(exc, exc.request_id, exc.dialect, self.cfg.compat, BROKER_ID)
         self._send_client(envelope, reply)
         self._account(method or "", False, exc.code.value, 0.0, (time.monotonic() - now) * 1000.0)
-        self._log(exc.request_id, method, BROKER_ID, raw, reply, 0.0, "error", exc.code.value, 0.0)
+        self._log(
+            exc.request_id, method, BROKER_ID, raw, reply, 0.0, "error", exc.code.value, 0.0, client
+        )
 
     def _send_client(self, envelope: list[bytes], reply: bytes) -> None:
         try:
@@ -764,20 +838,27 @@ class Broker:
             "success" if ok else "error",
             error_code,
             wait_ms,
+            req.client,
         )
 
     # ------------------------------------------------------------------ backend
 
     def _drain_backend(self) -> None:
         sock = self.backend
+        curve = self._curve
         for _ in range(_DRAIN_BATCH):
             if not int(sock.getsockopt(_EVENTS)) & _POLLIN:
                 break
-            self._on_worker_message(sock.recv_multipart())
+            if curve:
+                parts = sock.recv_multipart(copy=False)
+                user_id = parts[-1].get("User-Id")
+                self._on_worker_message([p.bytes for p in parts], user_id)
+            else:
+                self._on_worker_message(sock.recv_multipart())
         if self.queue or self.job_queue:
             self._dispatch()
 
-    def _on_worker_message(self, frames: list[bytes]) -> None:
+    def _on_worker_message(self, frames: list[bytes], user_id: str | None = None) -> None:
         if len(frames) < 4 or frames[1] != b"" or frames[2] != wp.PROTOCOL:
             log.warning("malformed backend message (%d frames) ignored", len(frames))
             return
@@ -788,7 +869,7 @@ class Broker:
         elif command == wp.HEARTBEAT:
             self._on_heartbeat(identity, frames, now)
         elif command == wp.READY:
-            self._on_ready(identity, frames, now)
+            self._on_ready(identity, frames, now, user_id)
         elif command == wp.DISCONNECT:
             record = self.pool.workers.get(identity)
             if record is not None:
@@ -797,7 +878,16 @@ class Broker:
         else:
             log.warning("unknown worker command %r ignored", command)
 
-    def _on_ready(self, identity: bytes, frames: list[bytes], now: float) -> None:
+    def _on_ready(
+        self, identity: bytes, frames: list[bytes], now: float, user_id: str | None = None
+    ) -> None:
+        if self._curve and self._worker_key_name(user_id) is None:
+            # Its key was let in at the handshake but has been removed since.
+            self.refusals.refused(
+                "backend", "revoked_key", "READY from a worker whose key is no longer allowed"
+            )
+            self._send_worker_command(identity, wp.DISCONNECT)
+            return
         try:
             info = orjson.loads(frames[4]) if len(frames) > 4 else {}
             if not isinstance(info, dict):
@@ -818,6 +908,7 @@ class Broker:
             methods=frozenset(m for m in info.get("methods", []) if isinstance(m, str)),
             version=str(info.get("version") or ""),
             started_at=str(info.get("started_at") or ""),
+            key=user_id,
         )
         self.pool.add(record, now)
         self._forget_departed(record)
@@ -884,6 +975,33 @@ class Broker:
                     record.stats = stats
             except orjson.JSONDecodeError:
                 pass
+
+    def _worker_key_name(self, user_id: str | None) -> str | None:
+        ring = self.rings.get(WORKERS_DOMAIN)
+        if ring is None or not user_id:
+            return None
+        return ring.name_for(user_id.encode())
+
+    def _reload_keys(self) -> None:
+        """Pick up added or removed public keys; workers whose key went are let go."""
+        for ring in self.rings.values():
+            ring.reload_if_changed()
+        for record in list(self.pool.workers.values()):
+            if record.key is not None and self._worker_key_name(record.key) is None:
+                log.warning("worker %s: its key was removed; disconnecting it", record.worker_id)
+                self._send_worker_command(record.identity, wp.DISCONNECT)
+                self._evict(record, "key revoked")
+
+    def _handle_handshake_events(self, events: dict[Any, int]) -> None:
+        for monitor_socket, name in self._handshake_monitors.items():
+            if monitor_socket in events:
+                for _ in range(_DRAIN_BATCH):
+                    try:
+                        failure = handshake_failure(monitor_socket)
+                    except zmq.Again:
+                        break
+                    if failure is not None:
+                        self.refusals.refused(name, failure[0], failure[1])
 
     def _send_worker_command(self, identity: bytes, command: bytes) -> None:
         try:
@@ -999,7 +1117,18 @@ class Broker:
         )
         self._send_client(envelope, reply)
         self._account(req.method, True, None, elapsed)
-        self._log(req.request_id, req.method, BROKER_ID, raw, reply, elapsed, "success", None, 0.0)
+        self._log(
+            req.request_id,
+            req.method,
+            BROKER_ID,
+            raw,
+            reply,
+            elapsed,
+            "success",
+            None,
+            0.0,
+            req.client,
+        )
 
     def health(self, detailed: bool = False) -> dict[str, Any]:
         now = time.monotonic()
@@ -1056,6 +1185,7 @@ class Broker:
                 for name, v in sorted(self.method_stats.items())
             }
             data["request_log"] = self.request_log.stats() if self.request_log else None
+            data["security"] = self.guard.stats()
             data["reply_cache_entries"] = len(self.reply_cache)
         return data
 
@@ -1219,6 +1349,7 @@ class Broker:
         status: str,
         error_code: str | None,
         wait_ms: float,
+        client: str | None = None,
     ) -> None:
         if self.request_log is None:
             return
@@ -1233,7 +1364,7 @@ class Broker:
                 status=status,
                 created_at=utc_timestamp(),
                 error_code=error_code,
-                client_id=None,
+                client_id=client,
                 queue_wait_ms=wait_ms,
             )
         )

@@ -29,6 +29,7 @@ class WorkerRecord:
     served: int = 0
     failed: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None  # its CURVE public key (Z85) when security is on
 
     def describe(self, now: float) -> dict[str, Any]:
         return {

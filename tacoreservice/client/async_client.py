@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ import zmq.asyncio
 from tacoreservice.client.errors import TACoreError, TACoreTimeout
 from tacoreservice.client.helpers import MethodHelpers, data_or_raise, encode_request
 from tacoreservice.client.sync_client import DEFAULT_ENDPOINT
+from tacoreservice.security.keys import apply_curve, load_curve_keys
 
 __all__ = ["AsyncTACoreClient"]
 
@@ -26,8 +28,17 @@ class AsyncTACoreClient(MethodHelpers):
         timeout_ms: int = 5000,
         retries: int = 3,
         context: zmq.asyncio.Context | None = None,
+        server_key: str | os.PathLike[str] | None = None,
+        client_key: str | os.PathLike[str] | None = None,
+        client_name: str | None = None,
     ):
+        """``server_key`` / ``client_key``: paths of the broker's ``server.key`` and this
+        module's ``NAME.key_secret``, for a broker with CURVE on (both or neither).
+        ``client_name``: the name sent with each request when security is off (with CURVE the
+        key's name counts), for permissions, rate limits and the request log."""
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        self.curve_keys = load_curve_keys(server_key, client_key)
+        self.client_name = client_name
         self.timeout_ms = timeout_ms
         self.retries = retries
         self._ctx = context or zmq.asyncio.Context.instance()
@@ -41,6 +52,7 @@ class AsyncTACoreClient(MethodHelpers):
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 100_000)
             sock.setsockopt(zmq.RCVHWM, 100_000)
+            apply_curve(sock, self.curve_keys)
             # Several endpoints: DEALER spreads requests over them and skips dead ones.
             for endpoint in self.endpoints:
                 sock.connect(endpoint)
@@ -92,7 +104,7 @@ class AsyncTACoreClient(MethodHelpers):
     ) -> dict[str, Any]:
         await self.connect()
         assert self._sock is not None
-        rid, body = encode_request(method, params, request_id, deadline_ms)
+        rid, body = encode_request(method, params, request_id, deadline_ms, self.client_name)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         timeout = (timeout_ms or self.timeout_ms) / 1000.0

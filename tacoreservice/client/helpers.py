@@ -17,13 +17,19 @@ __all__ = ["MethodHelpers", "encode_request", "data_or_raise"]
 
 
 def encode_request(
-    method: str, params: dict[str, Any] | None, request_id: str | None, deadline_ms: int | None
+    method: str,
+    params: dict[str, Any] | None,
+    request_id: str | None,
+    deadline_ms: int | None,
+    client_name: str | None = None,
 ) -> tuple[str, bytes]:
     """The request frame; the id is kept so retries can resend the very same bytes."""
     rid = request_id or uuid.uuid4().hex
     message: dict[str, Any] = {"request_id": rid, "method": method, "params": params or {}}
     if deadline_ms is not None:
         message["timeout_ms"] = deadline_ms
+    if client_name is not None:
+        message["client"] = client_name
     return rid, orjson.dumps(message)
 
 

@@ -8,6 +8,7 @@ to the next one on each retry.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +18,7 @@ import zmq
 
 from tacoreservice.client.errors import TACoreTimeout
 from tacoreservice.client.helpers import MethodHelpers, data_or_raise, encode_request
+from tacoreservice.security.keys import apply_curve, load_curve_keys
 
 __all__ = ["TACoreClient", "DEFAULT_ENDPOINT"]
 
@@ -31,8 +33,17 @@ class TACoreClient(MethodHelpers):
         timeout_ms: int = 5000,
         retries: int = 3,
         context: zmq.Context | None = None,
+        server_key: str | os.PathLike[str] | None = None,
+        client_key: str | os.PathLike[str] | None = None,
+        client_name: str | None = None,
     ):
+        """``server_key`` / ``client_key``: paths of the broker's ``server.key`` and this
+        module's ``NAME.key_secret``, for a broker with CURVE on (both or neither).
+        ``client_name``: the name sent with each request when security is off (with CURVE the
+        key's name counts), for permissions, rate limits and the request log."""
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        self.curve_keys = load_curve_keys(server_key, client_key)
+        self.client_name = client_name
         if not self.endpoints:
             raise ValueError("at least one endpoint is needed, e.g. tcp://127.0.0.1:5555")
         self.timeout_ms = timeout_ms
@@ -46,6 +57,7 @@ class TACoreClient(MethodHelpers):
         if self._sock is None:
             sock = self._ctx.socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
+            apply_curve(sock, self.curve_keys)
             sock.connect(self.endpoints[self._index % len(self.endpoints)])
             self._sock = sock
         return self._sock
@@ -90,7 +102,7 @@ class TACoreClient(MethodHelpers):
         deadline_ms: int | None = None,
     ) -> dict[str, Any]:
         """Send one request and return the whole reply (success or error)."""
-        rid, body = encode_request(method, params, request_id, deadline_ms)
+        rid, body = encode_request(method, params, request_id, deadline_ms, self.client_name)
         timeout = timeout_ms or self.timeout_ms
         attempts = 1 + (self.retries if retries is None else retries)
         with self._lock:

@@ -2,8 +2,8 @@
 
 One request is one ZeroMQ frame holding a UTF-8 JSON object. Two dialects are accepted:
 
-- standard: ``{"request_id"?, "method", "params"?, "timeout_ms"?, ...}``. Extra top-level keys
-  (``timestamp`` from V3.5 clients, ...) are ignored.
+- standard: ``{"request_id"?, "method", "params"?, "timeout_ms"?, "client"?, ...}``. Extra
+  top-level keys (``timestamp`` from V3.5 clients, ...) are ignored.
 - legacy strategy clients: ``{"action", "params"?, "request_id"?}``; the action is mapped to a
   method (``analyze_strategy`` -> ``analyze.strategy``) and the reply keeps their shape
   ``{"success", "data", "error": str, "timestamp", "request_id"}``.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,8 @@ LEGACY_ACTIONS: dict[str, str] = {
 }
 
 _MAX_ID_LEN = 128
+# Client names key permissions, rate limits and log rows; same rule as CURVE key file names.
+_CLIENT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _MAX_METHOD_LEN = 64
 # A request may wait at most a day; larger values are a client bug, not a wish.
 _MAX_TIMEOUT_MS = 86_400_000
@@ -107,6 +110,9 @@ class ClientRequest:
     dialect: int
     timeout_ms: int | None
     client_request_id: bool  # False when the service made the id (no retry can reuse it)
+    # Who sent it: the name the client gives (``client``), replaced by its CURVE key's name
+    # when security is on. None for an unnamed client.
+    client: str | None = None
 
 
 class RequestRejected(ServiceError):
@@ -214,14 +220,23 @@ def parse_request(body: bytes) -> ClientRequest:
             )
         timeout_ms = int(timeout_ms)
 
-    client_id = request_id is not None
+    client = obj.get("client")
+    if client is not None and (not isinstance(client, str) or not _CLIENT_NAME.match(client)):
+        raise RequestRejected(
+            ErrorCode.INVALID_REQUEST,
+            "client must be a name of 1-64 letters, digits, '_', '.' or '-' (e.g. 'scanner')",
+            request_id,
+            dialect,
+        )
+
     return ClientRequest(
         request_id if request_id is not None else new_request_id(),
         method,
         params,
         dialect,
         timeout_ms,
-        client_id,
+        request_id is not None,
+        client,
     )
 
 

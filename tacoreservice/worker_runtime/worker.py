@@ -27,6 +27,7 @@ from tacoreservice.protocol.messages import (
     build_reply,
     utc_timestamp,
 )
+from tacoreservice.security.keys import CurveKeys, apply_curve, load_curve_keys
 from tacoreservice.service.registry import (
     Cancelled,
     MethodContext,
@@ -99,6 +100,7 @@ class _Heartbeater(threading.Thread):
                     sock = w.ctx.socket(zmq.DEALER)
                     sock.setsockopt(zmq.LINGER, 0)
                     sock.setsockopt(zmq.IDENTITY, wp.heartbeat_identity(w.identity))
+                    w.secure(sock)
                     sock.connect(w.endpoint)
                     generation = self._generation
                     next_beat = 0.0
@@ -150,6 +152,18 @@ class Worker:
         self._sock: zmq.Socket | None = None
         self.method_ctx: MethodContext | None = None
         self._jobs: JobStore | None = None
+        # CURVE keys are read once, at start: a missing or unreadable key file is a
+        # ConfigError now, not a worker that silently never registers.
+        sec = settings.security
+        self._curve: CurveKeys | None = (
+            load_curve_keys(sec.server_public_key_path, sec.worker_secret_key_path, "the worker")
+            if sec.mode == "curve"
+            else None
+        )
+
+    def secure(self, sock: zmq.Socket) -> None:
+        """Make ``sock`` a CURVE client of the broker when security is on (before connect)."""
+        apply_curve(sock, self._curve)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -177,6 +191,7 @@ class Worker:
         sock.setsockopt(zmq.IDENTITY, self.identity)
         sock.setsockopt(zmq.SNDHWM, self.settings.broker.hwm)
         sock.setsockopt(zmq.RCVHWM, self.settings.broker.hwm)
+        self.secure(sock)
         sock.connect(self.endpoint)
         info = {
             "worker_id": self.worker_id,

@@ -54,6 +54,8 @@ class ServiceProcesses:
         self.env.update({k: str(v) for k, v in env.items()})
         self.procs: list[subprocess.Popen[bytes]] = []
         self.main: subprocess.Popen[bytes] | None = None
+        # Passed to every client this harness makes (CURVE keys, a client name).
+        self.client_kwargs: dict[str, Any] = {}
 
     @property
     def endpoint(self) -> str:
@@ -108,6 +110,7 @@ class ServiceProcesses:
         )
 
     def client(self, **kwargs: Any) -> TACoreClient:
+        kwargs = {**self.client_kwargs, **kwargs}
         kwargs.setdefault("timeout_ms", 5000)
         kwargs.setdefault("retries", 2)
         return TACoreClient(self.endpoint, **kwargs)
