@@ -16,10 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import yaml
 import zmq
+from prometheus_client.parser import text_string_to_metric_families
 
 from tacoreservice.client import AsyncTACoreClient, TACoreClient, TACoreError, TACoreTimeout
 from tacoreservice.config import PermissionSettings, RateLimitSettings
@@ -131,6 +133,15 @@ def test_allowed_key_works_and_unknown_or_missing_key_gets_nothing(
         refusals = c.health(detailed=True)["security"]["refusals"]
     assert refusals.get("frontend:unknown_key", 0) >= 1
     assert refusals.get("frontend:handshake", 0) >= 1
+    metrics = httpx.get(f"{svc.api_url}/metrics", timeout=10).text
+    samples = {
+        (s.labels["socket"], s.labels["reason"]): s.value
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "tacore_security_refusals"
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+    assert samples[("frontend", "unknown_key")] >= 1 and samples[("frontend", "handshake")] >= 1
 
 
 def test_worker_without_a_valid_key_cannot_register(curve_service: ServiceProcesses) -> None:

@@ -1288,6 +1288,7 @@ class Broker:
             "point": self.window.latest_point(wall),
             "in_progress": dict(in_progress),
             "worker_restarts": self.stats["worker_restarts"],
+            "security_refusals": self.refusals.totals(),
         }
 
     def monitor_timeseries(self) -> dict[str, Any]:

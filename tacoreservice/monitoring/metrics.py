@@ -128,6 +128,16 @@ class SnapshotCollector(Collector):
         jobs.add_metric(["queued"], float(status["jobs"]["queued"]))
         jobs.add_metric(["running"], float(status["jobs"]["running"]))
         yield jobs
+        refused = CounterMetricFamily(
+            "tacore_security_refusals",
+            "Connections and requests the security layer turned away, by socket and reason "
+            "(unknown_key, handshake, revoked_key, denied)",
+            labels=["socket", "reason"],
+        )
+        for key, count in snap.get("security_refusals", {}).items():
+            socket_name, _, reason = key.partition(":")
+            refused.add_metric([socket_name, reason], float(count))
+        yield refused
 
 
 class _MethodTotals:

@@ -14,6 +14,7 @@ authenticated before.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -57,24 +58,28 @@ class RefusalLog:
         self.counts: Counter[tuple[str, str]] = Counter()
         self._last: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
+        # Called from the ZAP thread and the broker thread; refusals are rare, a lock is cheap.
+        self._lock = threading.Lock()
 
     def refused(self, socket_name: str, reason: str, detail: str, key: str = "") -> None:
-        self.counts[(socket_name, reason)] += 1
         throttle_key = f"{socket_name}|{reason}|{key}"
         now = time.monotonic()
-        if now - self._last.get(throttle_key, -1e9) < self.every_s:
-            self._suppressed[throttle_key] += 1
-            return
-        suppressed = self._suppressed.pop(throttle_key, 0)
-        self._last[throttle_key] = now
-        if len(self._last) > 4096:  # bounded: forget the oldest throttles
-            for k in list(self._last)[:2048]:
-                self._last.pop(k, None)
+        with self._lock:
+            self.counts[(socket_name, reason)] += 1
+            if now - self._last.get(throttle_key, -1e9) < self.every_s:
+                self._suppressed[throttle_key] += 1
+                return
+            suppressed = self._suppressed.pop(throttle_key, 0)
+            self._last[throttle_key] = now
+            if len(self._last) > 4096:  # bounded: forget the oldest throttles
+                for k in list(self._last)[:2048]:
+                    self._last.pop(k, None)
         more = f" ({suppressed} more like it since the last line)" if suppressed else ""
         log.warning("refused on %s: %s%s", socket_name, detail, more)
 
     def totals(self) -> dict[str, int]:
-        return {f"{s}:{r}": n for (s, r), n in sorted(self.counts.items())}
+        with self._lock:
+            return {f"{s}:{r}": n for (s, r), n in sorted(self.counts.items())}
 
 
 class CurveAuthenticator(ThreadAuthenticator):
