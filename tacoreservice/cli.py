@@ -290,9 +290,13 @@ def _run_local(method: str, params: dict[str, Any], on_progress: Any) -> Any:
     """Run a method in this process (no service needed), reporting progress as a job would."""
     from tacoreservice.cache import make_cache
     from tacoreservice.config import load_settings
+    from tacoreservice.security.log_masking import install_secret_masking
+    from tacoreservice.security.secrets import secret_values
     from tacoreservice.service.registry import MethodContext, call_method, load_plugins
 
     settings = load_settings()
+    # No service logging here, but a library may still log: credentials stay masked.
+    install_secret_masking(secret_values(settings))
     load_plugins(settings.worker.plugins)
     ctx = MethodContext(settings=settings, cache=make_cache(settings.cache), worker_id="cli")
     ctx.progress = on_progress

@@ -251,8 +251,8 @@ class RateLimitSettings(_Section):
     """
 
     enabled: bool = True
-    rate_per_s: float = Field(200.0, gt=0, le=1_000_000)
-    burst: int = Field(400, ge=1, le=10_000_000)
+    rate_per_s: float = Field(500.0, gt=0, le=1_000_000)
+    burst: int = Field(1000, ge=1, le=10_000_000)
     clients: dict[str, RateLimitRule] = Field(default_factory=dict)
     # Buckets kept in memory; the least recently used is dropped past this (it refills anyway).
     max_tracked: int = Field(10_000, ge=1, le=10_000_000)

@@ -4,6 +4,10 @@ broker's performance.log with one line per request).
 Every local worker writes the same worker.log, so rotation must be safe across processes:
 :class:`SharedRotatingFileHandler` takes an flock around each write and reopens the file when
 another process has rotated it underneath.
+
+Every handler of every process (broker, workers, the CLI's serve/broker/worker) gets a
+:class:`~tacoreservice.security.log_masking.SecretMaskingFilter`: the values of the configured
+credentials never reach a log file or the console, whichever library tried to print them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Any
 import yaml
 
 from tacoreservice.config import Settings
+from tacoreservice.security.log_masking import install_secret_masking
+from tacoreservice.security.secrets import secret_values
 
 __all__ = ["setup_logging", "SharedRotatingFileHandler"]
 
@@ -94,7 +100,14 @@ def _default_config(level: str, path: str, log_dir: Path) -> dict[str, Any]:
 
 
 def setup_logging(settings: Settings, role: str = "service") -> None:
-    """Configure logging for this process; ``role`` picks the file (service or worker)."""
+    """Configure logging for this process; ``role`` picks the file (service or worker).
+
+    Raises :class:`~tacoreservice.config.ConfigError` when a credential's ``*_FILE`` is refused
+    (see :func:`~tacoreservice.security.secrets.read_secret`): better not to start than to run
+    without knowing which values to mask.
+    """
+    # First, so a refused *_FILE stops the process before anything is logged.
+    secrets = secret_values(settings)
     log_dir = Path(settings.logging.dir)
     path = str(log_dir / _ROLE_FILES.get(role, f"{role}.log"))
     level = settings.logging.level
@@ -110,3 +123,4 @@ def setup_logging(settings: Settings, role: str = "service") -> None:
         config = _default_config(level, path, log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     logging.config.dictConfig(config)
+    install_secret_masking(secrets)

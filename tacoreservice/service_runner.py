@@ -38,11 +38,12 @@ def run_service(settings: Settings, with_workers: bool = True) -> int:
     from tacoreservice.logging_setup import setup_logging
     from tacoreservice.worker_runtime.supervisor import Supervisor
 
-    setup_logging(settings, "service")
     try:
+        setup_logging(settings, "service")
         broker = Broker(settings)
     except ConfigError as exc:
         log.error("%s", exc)
+        print(f"tacoreservice: {exc}", file=sys.stderr)
         return 2
     monitor = None
     if settings.api.enabled:
@@ -117,11 +118,12 @@ def run_worker(
     from tacoreservice.logging_setup import setup_logging
     from tacoreservice.worker_runtime.worker import Worker
 
-    setup_logging(settings, os.environ.get("TACORE_LOG_ROLE", "worker"))
     try:
+        setup_logging(settings, os.environ.get("TACORE_LOG_ROLE", "worker"))
         worker = Worker(settings, worker_id=worker_id, endpoint=endpoint)
     except ConfigError as exc:
         log.error("%s", exc)
+        print(f"tacoreservice: {exc}", file=sys.stderr)
         return 2
     worker.install_signal_handlers()
     return worker.run()

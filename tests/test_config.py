@@ -54,7 +54,8 @@ def test_all_design_env_vars_are_read(tmp_path: Path) -> None:
     assert settings.broker.backend_endpoint == "tcp://127.0.0.1:7560"
     assert settings.api.port == 9090
     assert settings.broker.frontend_endpoint == "tcp://0.0.0.0:7555"  # BIND_ADDRESS wins
-    assert "secret" not in str(settings.public_summary())
+    summary = settings.public_summary()
+    assert summary["cache"]["redis_url"] == "redis://cache:6379" and ":secret@" not in str(summary)
 
 
 @pytest.mark.parametrize(

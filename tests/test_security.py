@@ -281,8 +281,8 @@ def named_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceP
         tmp,
         rate_limit={
             "enabled": True,
-            "rate_per_s": 200,
-            "burst": 400,
+            "rate_per_s": 500,
+            "burst": 1000,
             "clients": {"runaway": {"rate_per_s": 5, "burst": 10}},
         },
     )

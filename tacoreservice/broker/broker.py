@@ -58,6 +58,7 @@ from tacoreservice.security.curve import (
 from tacoreservice.security.exposure import check_broker_exposure
 from tacoreservice.security.guard import RequestGuard
 from tacoreservice.security.keys import KeyRing
+from tacoreservice.security.secrets import secret_values
 from tacoreservice.service.methods.jobs import JOB_READ_METHODS, read_job
 from tacoreservice.storage.job_store import TERMINAL_STATES, JobStore
 from tacoreservice.storage.request_log import RequestLogEntry, RequestLogWriter
@@ -218,7 +219,12 @@ class Broker:
         self._handshake_monitors: dict[zmq.Socket, str] = {}
         self.request_log: RequestLogWriter | None = None
         if settings.request_log.enabled:
-            self.request_log = RequestLogWriter(settings.database.path, settings.request_log)
+            self.request_log = RequestLogWriter(
+                settings.database.path,
+                settings.request_log,
+                redact_fields=settings.security.redact_fields,
+                mask_values=secret_values(settings),
+            )
 
     # ------------------------------------------------------------------ sockets
 

@@ -83,6 +83,10 @@ class MonitorServer:
         config = uvicorn.Config(
             app,
             log_config=None,  # keep the service's logging setup
+            # Off, and it must stay off: an access line holds the full path, and the dashboard's
+            # EventSource sends the API token as ?token= (it cannot send headers). The secret
+            # masking filter would mask the token's value too; this keeps it out in the first
+            # place, along with one log line per poll of the dashboard.
             access_log=False,
             timeout_graceful_shutdown=2,
             lifespan="off",

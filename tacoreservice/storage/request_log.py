@@ -5,6 +5,12 @@ to an in-memory deque; a background thread owns the SQLite connection and writes
 one ``executemany`` per transaction. When the disk cannot keep up (or is broken) the backlog is
 bounded: the oldest entries are dropped and counted, so memory stays flat and the loss is
 visible in :meth:`RequestLogWriter.stats` instead of as an out-of-memory crash.
+
+Credentials are taken out on the writer thread too: the value of any key named in
+``redact_fields`` (``security.redact_fields``: api_key, password, token, ...) becomes
+``"[REDACTED]"`` at any depth of the request and reply bodies, and the known secret values
+(``mask_values``, from :func:`tacoreservice.security.secrets.secret_values`) become ``***``
+in every body, JSON or not.
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from tacoreservice.config import RequestLogSettings
+from tacoreservice.security.redaction import BodyRedactor
 from tacoreservice.storage.database import SchemaVersionError, open_database
 
 # logs/performance.log (config/logging.yaml): one line per request, written by the writer
@@ -109,9 +117,19 @@ class RequestLogEntry:
     queue_wait_ms: float | None = None
 
 
-def _body_text(body: Body, max_bytes: int) -> str | None:
+def _body_text(body: Body, max_bytes: int, redactor: BodyRedactor | None = None) -> str | None:
     if body is None:
         return None
+    if redactor:
+        # Redact the whole body before cutting it: a cut body is no longer JSON, and a secret
+        # cut in half would no longer match.
+        if isinstance(body, bytes | bytearray | memoryview):
+            body = bytes(body).decode("utf-8", errors="replace")
+        elif not isinstance(body, str):
+            body = json.dumps(
+                redactor.value(body), ensure_ascii=False, separators=(",", ":"), default=str
+            )
+        body = redactor.text(body)
     if isinstance(body, bytes | bytearray | memoryview):
         raw = bytes(body)
     else:
@@ -142,14 +160,16 @@ def _number(value: Any) -> float | None:
         return None
 
 
-def _entry_row(entry: RequestLogEntry, max_bytes: int) -> tuple[Any, ...]:
+def _entry_row(
+    entry: RequestLogEntry, max_bytes: int, redactor: BodyRedactor | None = None
+) -> tuple[Any, ...]:
     # Coerce every field to a type SQLite takes, so one odd entry cannot fail a whole batch.
     return (
         _text(entry.request_id),
         _text(entry.method),
         _text(entry.worker_id),
-        _body_text(entry.request_data, max_bytes),
-        _body_text(entry.response_data, max_bytes),
+        _body_text(entry.request_data, max_bytes, redactor),
+        _body_text(entry.response_data, max_bytes, redactor),
         _number(entry.processing_time_ms),
         _text(entry.status),
         _text(entry.created_at),
@@ -189,6 +209,9 @@ class RequestLogWriter:
     than ``retention_days`` at start and then at most every ``purge_interval_s``. SQLite or file
     errors are logged and counted in :meth:`stats`; a failed batch is retried
     ``max_attempts`` times and then given up (counted in ``failed``), and the writer goes on.
+
+    ``redact_fields`` and ``mask_values`` take credentials out of the bodies (see the module
+    docstring); both are applied on the writer thread, never in ``record()``.
     """
 
     def __init__(
@@ -199,6 +222,8 @@ class RequestLogWriter:
         max_backlog: int = 100_000,
         max_attempts: int = 3,
         purge_interval_s: float = 3600.0,
+        redact_fields: Sequence[str] = (),
+        mask_values: Sequence[str] = (),
     ) -> None:
         if max_backlog < 1:
             raise ValueError("max_backlog must be at least 1")
@@ -209,6 +234,8 @@ class RequestLogWriter:
         self.purge_interval_s = purge_interval_s
         self._batch_size = settings.batch_size
         self._interval_s = settings.flush_interval_ms / 1000.0
+        redactor = BodyRedactor(redact_fields, mask_values)
+        self._redactor = redactor if redactor else None
 
         self._cond = threading.Condition(threading.Lock())
         self._backlog: deque[RequestLogEntry] = deque()
@@ -403,7 +430,7 @@ class RequestLogWriter:
             return False
         max_bytes = self.settings.max_body_bytes
         try:
-            rows = [_entry_row(e, max_bytes) for e in entries]
+            rows = [_entry_row(e, max_bytes, self._redactor) for e in entries]
             with conn:  # one transaction per batch
                 conn.executemany(_INSERT_SQL, rows)
         except sqlite3.Error as exc:

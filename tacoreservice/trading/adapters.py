@@ -7,8 +7,10 @@
   market clock and ``portfolio.reset``.
 - ``ccxt`` (optional extra, ``pip install 'tacoreservice[ccxt]'``): orders to a crypto exchange
   through ccxt. Exchange and keys come from the environment only (``TACORE_CCXT_EXCHANGE``,
-  default binance; ``TACORE_CCXT_API_KEY``, ``TACORE_CCXT_SECRET``); ``TACORE_CCXT_SANDBOX=1``
-  uses the exchange's test network. Idempotency is the exchange's: the client_order_id (or the
+  default binance; ``TACORE_CCXT_API_KEY``, ``TACORE_CCXT_SECRET``, ``TACORE_CCXT_PASSWORD``
+  for exchanges that want a passphrase; each key also as a ``*_FILE``, see
+  :mod:`tacoreservice.security.secrets`); ``TACORE_CCXT_SANDBOX=1`` uses the exchange's test
+  network. Exchange errors are passed on with the keys masked. Idempotency is the exchange's: the client_order_id (or the
   request_id) is sent as ccxt's ``clientOrderId``, which exchanges refuse to reuse. This
   adapter is not exercised against the network by the test-suite.
 """
@@ -19,9 +21,11 @@ import importlib
 import os
 from typing import Any, Protocol, runtime_checkable
 
-from tacoreservice.config import Settings
+from tacoreservice.config import ConfigError, Settings
 from tacoreservice.market_data.provider import MarketDataProvider
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
+from tacoreservice.security.redaction import redact
+from tacoreservice.security.secrets import read_secret
 from tacoreservice.trading.orders import OrderRequest
 
 __all__ = ["ADAPTERS", "BrokerAdapter", "SimulatedBroker", "load_broker_adapter"]
@@ -110,10 +114,22 @@ class CcxtBroker:
             raise ServiceError(
                 ErrorCode.ENGINE_UNAVAILABLE, f"ccxt has no exchange {exchange_id!r}"
             )
+        try:
+            keys = {
+                option: read_secret(var)
+                for option, var in (
+                    ("apiKey", "TACORE_CCXT_API_KEY"),
+                    ("secret", "TACORE_CCXT_SECRET"),
+                    ("password", "TACORE_CCXT_PASSWORD"),
+                )
+            }
+        except ConfigError as exc:
+            raise ServiceError(ErrorCode.ENGINE_UNAVAILABLE, str(exc)) from None
+        # Kept only to mask them in error messages (exchanges echo keys in some errors).
+        self._secrets = tuple(v for v in keys.values() if v)
         self.exchange = exchange_cls(
             {
-                "apiKey": os.environ.get("TACORE_CCXT_API_KEY"),
-                "secret": os.environ.get("TACORE_CCXT_SECRET"),
+                **{option: value for option, value in keys.items() if value},
                 "enableRateLimit": True,
             }
         )
@@ -135,9 +151,10 @@ class CcxtBroker:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # network, auth, exchange refusals
+            detail = redact(str(exc), *self._secrets)
             raise ServiceError(
-                ErrorCode.UPSTREAM_ERROR, f"ccxt {what} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+                ErrorCode.UPSTREAM_ERROR, f"ccxt {what} failed: {type(exc).__name__}: {detail}"
+            ) from None
 
     def place_order(self, req: OrderRequest, request_id: str | None) -> dict[str, Any]:
         if req.kind not in ("market", "limit"):

@@ -28,6 +28,8 @@ from tacoreservice.protocol.messages import (
     utc_timestamp,
 )
 from tacoreservice.security.keys import CurveKeys, apply_curve, load_curve_keys
+from tacoreservice.security.redaction import mask_values
+from tacoreservice.security.secrets import secret_values
 from tacoreservice.service.registry import (
     Cancelled,
     MethodContext,
@@ -154,6 +156,7 @@ class Worker:
         self._jobs: JobStore | None = None
         # CURVE keys are read once, at start: a missing or unreadable key file is a
         # ConfigError now, not a worker that silently never registers.
+        self._secrets = secret_values(settings)
         sec = settings.security
         self._curve: CurveKeys | None = (
             load_curve_keys(sec.server_public_key_path, sec.worker_secret_key_path, "the worker")
@@ -324,7 +327,11 @@ class Worker:
         except Exception as exc:
             store.fail(
                 job_id,
-                {"code": "INTERNAL", "message": f"{type(exc).__name__}: {str(exc)[:300]}"},
+                {
+                    "code": "INTERNAL",
+                    "message": f"{type(exc).__name__}: "
+                    f"{mask_values(str(exc), self._secrets)[:300]}",
+                },
             )
             raise
         finally:
@@ -380,9 +387,10 @@ class Worker:
                 err = exc
             else:  # a bug in a handler must not take the worker down
                 log.error("method %s failed:\n%s", method, traceback.format_exc())
+                # An exception's text can carry a credential (a URL with a key, a header).
+                detail = mask_values(str(exc), self._secrets)[:300]
                 err = ServiceError(
-                    ErrorCode.INTERNAL,
-                    f"{method} failed with {type(exc).__name__}: {str(exc)[:300]}",
+                    ErrorCode.INTERNAL, f"{method} failed with {type(exc).__name__}: {detail}"
                 )
             body = build_error_reply(err, request_id, dialect, compat, self.worker_id, started)
             self.served += 1

@@ -42,14 +42,19 @@ import re
 import threading
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlparse, urlunparse
+from urllib.parse import urlparse
 
 from tacoreservice.analysis import roles
 from tacoreservice.analysis.engines import quant as quant_engine
 from tacoreservice.analysis.evidence import compute_evidence, fundamentals_usable
 from tacoreservice.analysis.graph import AnalysisRequest, Hooks, run_pipeline
 from tacoreservice.analysis.roles import RoleOutput
+from tacoreservice.config import ConfigError
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
+
+# Moved to security/ (the settings summary and the ccxt adapter use them too); still exported
+# here for the engines and callers that import them from this module.
+from tacoreservice.security.redaction import public_url, redact
 
 __all__ = [
     "DEEP_ROLES",
@@ -190,55 +195,6 @@ def is_local_url(base_url: str) -> bool:
     except ValueError:
         return False
     return ip.is_loopback or ip.is_private
-
-
-def public_url(base_url: str) -> str:
-    """The URL without credentials, for replies, messages and cache keys: user info, query
-    string (``?api-key=...``) and fragment are dropped; scheme, host, port and path are kept."""
-    try:
-        u = urlparse(str(base_url))
-        host = u.hostname or ""
-        port = u.port
-    except ValueError:  # e.g. a port that is not a number: show nothing rather than guess
-        return "<unparseable url>"
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = host + (f":{port}" if port else "")
-    return urlunparse((u.scheme, netloc, u.path, "", "", ""))
-
-
-_USERINFO = re.compile(r"(?<=//)[^/@\s]+@")
-_SECRET_PARAM = re.compile(
-    r"(?i)\b((?:api[-_]?key|apikey|key|token|access[-_]?token|secret|password|auth|sig|"
-    r"signature)=)[^&\s#'\"]+"
-)
-_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+")
-
-
-def redact(text: str, *secrets: str | None) -> str:
-    """``text`` with credentials masked: each of ``secrets`` (for a URL: its password, query
-    string and query values), any URL user info, key/token query parameters and bearer
-    tokens."""
-    words: set[str] = set()
-    for secret in secrets:
-        if not secret:
-            continue
-        try:
-            u = urlparse(secret)
-            is_url = bool(u.scheme and u.netloc)
-            password = u.password
-        except ValueError:
-            is_url, password = False, None
-        if not is_url:
-            words.add(secret)
-            continue
-        parts = [password, u.query] + [v for _k, v in parse_qsl(u.query)]
-        words.update(p for p in parts if p and len(p) >= 4)
-    for word in sorted(words, key=len, reverse=True):
-        text = text.replace(word, "***")
-    text = _USERINFO.sub("***@", text)
-    text = _SECRET_PARAM.sub(r"\1***", text)
-    return _BEARER.sub(r"\1***", text)
 
 
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
@@ -740,7 +696,14 @@ class LLMEngine:
         }
 
     def _get_client(self) -> Any:
-        key = self.s.api_key  # read from the environment on every analysis
+        try:
+            key = self.s.api_key  # read from the environment (or *_FILE) on every analysis
+        except ConfigError as exc:  # a refused or unreadable TACORE_LLM_API_KEY_FILE
+            raise ServiceError(
+                ErrorCode.ENGINE_UNAVAILABLE,
+                f"the llm engine cannot read its API key: {exc}",
+                {"engine": "llm", "reason": "api key file"},
+            ) from None
         if not key and not is_local_url(self.s.base_url):
             raise ServiceError(
                 ErrorCode.ENGINE_UNAVAILABLE,
