@@ -114,11 +114,12 @@ def _range_values(
         )
     if bound.kind is int and float(step) != int(step):
         raise InvalidParams(f"param_space.{name}.step must be an integer, got {step!r}")
-    count = math.floor((hi - lo) / step + 1e-9) + 1
-    if count > MAX_VALUES_PER_PARAM:
+    span = (hi - lo) / step  # infinite for a denormal step, and floor(inf) raises
+    count = math.floor(span + 1e-9) + 1 if math.isfinite(span) else None
+    if count is None or count > MAX_VALUES_PER_PARAM:
         raise InvalidParams(
-            f"param_space.{name} spans {count:,} values; at most {MAX_VALUES_PER_PARAM:,} "
-            "per parameter (use a larger step)",
+            f"param_space.{name} spans {'too many' if count is None else f'{count:,}'} values; "
+            f"at most {MAX_VALUES_PER_PARAM:,} per parameter (use a larger step)",
             {"param": name, "values": count},
         )
     if bound.kind is int:

@@ -59,7 +59,13 @@ from tacoreservice.security.exposure import check_broker_exposure
 from tacoreservice.security.guard import RequestGuard
 from tacoreservice.security.keys import KeyRing
 from tacoreservice.security.secrets import secret_values
-from tacoreservice.service.methods.jobs import JOB_READ_METHODS, read_job
+from tacoreservice.service.methods.jobs import (
+    JOB_READ_METHODS,
+    JobRef,
+    JobSubmitParams,
+    read_job,
+)
+from tacoreservice.service.registry import MethodSpec, validate_params
 from tacoreservice.storage.job_store import TERMINAL_STATES, JobStore
 from tacoreservice.storage.request_log import RequestLogEntry, RequestLogWriter
 
@@ -71,6 +77,9 @@ CONTROL_ENDPOINT = "inproc://tacore-broker-control"
 BROKER_ID = "broker"
 _JOB_METHODS = frozenset({"job.submit", "job.cancel", *JOB_READ_METHODS})
 _BROKER_METHODS = frozenset({"health.check", *_JOB_METHODS})
+# The broker answers these itself, so it checks their params with the same models as workers.
+_JOB_SUBMIT = MethodSpec("job.submit", JobSubmitParams, lambda p, c: None, (), "")
+_JOB_CANCEL = MethodSpec("job.cancel", JobRef, lambda p, c: None, (), "")
 # A job whose worker dies is run once more, then failed with the reason (issue 3).
 _JOB_MAX_ATTEMPTS = 2
 # Errors that mean "the broker could not get this job run", as opposed to the job's own error.
@@ -242,6 +251,9 @@ class Broker:
         # The app-level limit (max_message_bytes) answers PAYLOAD_TOO_LARGE; the socket-level
         # limit, well above it, only stops a peer from making the broker buffer gigabytes
         # (libzmq drops that peer's connection).
+        # A worker that comes back with the id of one whose connection is still half-open
+        # (its host died behind a cut link) takes the identity over instead of being ignored.
+        self.backend.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.frontend.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_bytes * 4)
         self.backend.setsockopt(zmq.MAXMSGSIZE, max(cfg.max_message_bytes * 16, 64 * 1024 * 1024))
         self.control.setsockopt(zmq.LINGER, 0)
@@ -356,13 +368,16 @@ class Broker:
         for _ in range(_DRAIN_BATCH):
             if not int(sock.getsockopt(_EVENTS)) & _POLLIN:
                 return
-            if curve:
-                # The ZAP handler's User-Id (the client's public key) rides on each message.
-                parts = sock.recv_multipart(copy=False)
-                user_id = parts[-1].get("User-Id")
-                self._on_client_message([p.bytes for p in parts], user_id)
-            else:
-                self._on_client_message(sock.recv_multipart())
+            try:
+                if curve:
+                    # The ZAP handler's User-Id (the client's public key) rides on each message.
+                    parts = sock.recv_multipart(copy=False)
+                    user_id = parts[-1].get("User-Id")
+                    self._on_client_message([p.bytes for p in parts], user_id)
+                else:
+                    self._on_client_message(sock.recv_multipart())
+            except Exception:  # noqa: BLE001 - a bug on one message must not stop the broker
+                log.exception("a client message could not be handled; the broker goes on")
 
     def _on_client_message(self, frames: list[bytes], user_id: str | None = None) -> None:
         # REQ and DEALER clients send [identity, "", body]; a DEALER that skips the
@@ -537,7 +552,14 @@ class Broker:
                 data = read_job(self.jobs, req.method, req.params)
             else:
                 data = self._submit_job(req, body, now)
-        except ServiceError as exc:
+        except Exception as exc:  # noqa: BLE001 - nothing a request sends may stop the broker
+            if not isinstance(exc, ServiceError):
+                log.exception("%s failed in the broker", req.method)
+                exc = ServiceError(
+                    ErrorCode.INTERNAL,
+                    f"{req.method} failed in the broker with {type(exc).__name__}; "
+                    "the broker logged the details",
+                )
             reply = build_error_reply(exc, req.request_id, req.dialect, self.cfg.compat, BROKER_ID)
             self._send_client(envelope, reply)
             self._account(req.method, False, exc.code.value, 0.0)
@@ -580,18 +602,15 @@ class Broker:
     def _submit_job(self, req: ClientRequest, body: bytes, now: float) -> dict[str, Any]:
         assert self.jobs is not None
         if req.method == "job.submit":
-            method = req.params.get("method")
-            params = req.params.get("params") or {}
-            if not isinstance(method, str) or not method:
+            if not isinstance(req.params.get("method"), str):
                 raise ServiceError(
                     ErrorCode.INVALID_PARAMS,
                     'job.submit needs params.method (and params.params), e.g. {"method": '
                     '"analyze.stock", "params": {"symbol": "AAPL"}}',
                 )
-            if not isinstance(params, dict):
-                raise ServiceError(
-                    ErrorCode.INVALID_PARAMS, "job.submit: params.params must be an object"
-                )
+            submitted = validate_params(_JOB_SUBMIT, req.params)
+            assert isinstance(submitted, JobSubmitParams)
+            method, params = submitted.method, submitted.params
         else:
             method = req.method
             params = {k: v for k, v in req.params.items() if k != "async"}
@@ -625,9 +644,9 @@ class Broker:
 
     def _cancel_job(self, params: dict[str, Any]) -> dict[str, Any]:
         assert self.jobs is not None
-        job_id = params.get("job_id")
-        if not isinstance(job_id, str) or not job_id:
-            raise ServiceError(ErrorCode.INVALID_PARAMS, "job.cancel needs params.job_id")
+        ref = validate_params(_JOB_CANCEL, params)
+        assert isinstance(ref, JobRef)
+        job_id = ref.job_id
         job = self.jobs.request_cancel(job_id)
         if job is None:
             raise ServiceError(ErrorCode.NOT_FOUND, f"no job {job_id!r}")
@@ -855,12 +874,15 @@ class Broker:
         for _ in range(_DRAIN_BATCH):
             if not int(sock.getsockopt(_EVENTS)) & _POLLIN:
                 break
-            if curve:
-                parts = sock.recv_multipart(copy=False)
-                user_id = parts[-1].get("User-Id")
-                self._on_worker_message([p.bytes for p in parts], user_id)
-            else:
-                self._on_worker_message(sock.recv_multipart())
+            try:
+                if curve:
+                    parts = sock.recv_multipart(copy=False)
+                    user_id = parts[-1].get("User-Id")
+                    self._on_worker_message([p.bytes for p in parts], user_id)
+                else:
+                    self._on_worker_message(sock.recv_multipart())
+            except Exception:  # noqa: BLE001 - a bug on one message must not stop the broker
+                log.exception("a worker message could not be handled; the broker goes on")
         if self.queue or self.job_queue:
             self._dispatch()
 

@@ -48,6 +48,7 @@ __all__ = [
     "MarketDataProvider",
     "PROVIDERS",
     "aggregate",
+    "check_as_of_text",
     "load_provider",
     "parse_as_of",
     "point_in_time",
@@ -111,6 +112,46 @@ class AsOf:
 AsOfLike = date | datetime | str | AsOf | None
 
 
+# Dates outside these years are typing mistakes (0001-01-01, 9999-12-31), not requests: no
+# provider has bars there, and shifting such a date by a day or a time zone overflows Python's
+# datetime.
+AS_OF_MIN_YEAR = 1900
+AS_OF_MAX_YEAR = 2100
+_AS_OF_HINT = "use e.g. 2024-01-31 or 2024-01-31T15:00:00Z"
+
+
+def _parse_iso(text: str) -> date | datetime:
+    """An ISO 8601 date or datetime within the allowed years; ValueError (field-neutral)."""
+    try:
+        if len(text) <= 10 and "T" not in text and ":" not in text:
+            parsed: date | datetime = date.fromisoformat(text)
+        else:
+            parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text[:40]!r} is not an ISO date or datetime; {_AS_OF_HINT}") from None
+    _check_year(parsed)
+    return parsed
+
+
+def _check_year(parsed: date) -> None:
+    if not AS_OF_MIN_YEAR <= parsed.year <= AS_OF_MAX_YEAR:
+        raise ValueError(
+            f"{parsed.isoformat()} is outside the years {AS_OF_MIN_YEAR} to {AS_OF_MAX_YEAR}; "
+            f"{_AS_OF_HINT}"
+        )
+
+
+def check_as_of_text(value: str) -> str:
+    """``value`` unchanged if it is an ISO date/datetime in range; ValueError otherwise.
+
+    For params models: the error names the field (as_of, start, end, to) through pydantic.
+    """
+    text = value.strip()
+    if text:
+        _parse_iso(text)
+    return value
+
+
 def parse_as_of(value: AsOfLike | AsOf) -> AsOf | None:
     """Parse an as_of given as a date, a datetime or an ISO 8601 string (``Z``/offsets allowed).
 
@@ -123,21 +164,18 @@ def parse_as_of(value: AsOfLike | AsOf) -> AsOf | None:
     parsed: date | datetime
     if isinstance(value, datetime | date):
         parsed = value
+        try:
+            _check_year(parsed)
+        except ValueError as exc:
+            raise InvalidParams(f"as_of {exc}", {"as_of": parsed.isoformat()}) from None
     elif isinstance(value, str):
         text = value.strip()
         if not text:
             return None
         try:
-            if len(text) <= 10 and "T" not in text and ":" not in text:
-                parsed = date.fromisoformat(text)
-            else:
-                parsed = datetime.fromisoformat(text)
-        except ValueError:
-            raise InvalidParams(
-                f"as_of {value[:40]!r} is not an ISO date or datetime; "
-                "use e.g. 2024-01-31 or 2024-01-31T15:00:00Z",
-                {"as_of": value[:40]},
-            ) from None
+            parsed = _parse_iso(text)
+        except ValueError as exc:
+            raise InvalidParams(f"as_of {exc}", {"as_of": value[:40]}) from None
     else:
         raise InvalidParams(
             f"as_of must be an ISO date string such as 2024-01-31, got {type(value).__name__}",

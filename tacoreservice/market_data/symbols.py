@@ -17,9 +17,12 @@ from tacoreservice.protocol.errors import InvalidParams
 
 __all__ = [
     "MARKETS",
+    "SYMBOL_MAX_LENGTH",
+    "SYMBOL_PATTERN",
     "TIMEFRAMES",
     "SymbolInfo",
     "benchmark_for",
+    "check_symbol_text",
     "normalize_market",
     "normalize_symbol",
     "normalize_timeframe",
@@ -46,8 +49,18 @@ _MARKET_ALIASES: dict[str, str] = {
     "crypto": "crypto", "cryptocurrency": "crypto", "binance": "crypto",
 }  # fmt: skip
 
-_MAX_RAW_LEN = 32
-_ALLOWED = re.compile(r"[A-Z0-9./_\-]+")
+# The one shape every symbol must have wherever it enters (params models, lists, portfolio
+# keys, the paper calendar), checked on the raw text before any case folding: str.upper()
+# turns some non-ASCII letters into ASCII ones (the ligature "\ufb01" becomes "FI"), and a
+# symbol must not become another one that way. ":", "^" and "=" are allowed for the spellings
+# of live providers (^GSPC, EURUSD=X, BINANCE:BTCUSDT) even though no bundled form uses them.
+SYMBOL_MAX_LENGTH = 32
+SYMBOL_PATTERN = re.compile(r"\^?[A-Za-z0-9][A-Za-z0-9._/:=^\-]{0,31}")
+_SYMBOL_CHARS = re.compile(r"[A-Za-z0-9._/:=^\-]+")
+_SYMBOL_RULE = (
+    f"1 to {SYMBOL_MAX_LENGTH} characters: ASCII letters, digits and . / - _ : ^ =, "
+    "starting with a letter or digit (or ^)"
+)
 _CN_PREFIX = re.compile(r"(SH|SS|SZ|BJ)(\d{6})")
 _CN_SUFFIX = re.compile(r"(\d{6})\.([A-Z]{1,4})")
 _CN_BARE = re.compile(r"\d{6}")
@@ -122,6 +135,31 @@ def _bad(raw: object, why: str) -> InvalidParams:
     return InvalidParams(f"invalid symbol {raw!r}: {why}; {_FORMS_HINT}", {"symbol": raw})
 
 
+def check_symbol_text(raw: str) -> str:
+    """``raw`` without surrounding whitespace if it has the shape of a symbol.
+
+    Raises ``ValueError`` saying what is allowed (pydantic prefixes the field's name). This
+    checks the characters and length only; :func:`normalize_symbol` then checks the spelling
+    and the provider's ``resolve`` whether the symbol exists.
+    """
+    s = raw.strip()
+    if not s:
+        raise ValueError(f"a symbol must not be empty; {_FORMS_HINT}")
+    if len(s) > SYMBOL_MAX_LENGTH:
+        raise ValueError(
+            f"a symbol is at most {SYMBOL_MAX_LENGTH} characters, got {len(s)} "
+            f"({s[:20]!r}...); {_FORMS_HINT}"
+        )
+    if not SYMBOL_PATTERN.fullmatch(s):
+        why = (
+            "only letters, digits and . / - _ : ^ = are allowed"
+            if not _SYMBOL_CHARS.fullmatch(s)
+            else "it must start with a letter or digit"
+        )
+        raise ValueError(f"invalid symbol {s!r}: {why} ({_SYMBOL_RULE}); {_FORMS_HINT}")
+    return s
+
+
 def _cn_code(raw: str, code: str, exchange: str | None) -> str:
     if code == "000300" and exchange in (None, "SH"):
         return "CSI300"
@@ -152,13 +190,14 @@ def normalize_symbol(raw: str) -> str:
     """
     if not isinstance(raw, str):
         raise _bad(raw, f"expected a string, got {type(raw).__name__}")
-    s = raw.strip().upper()
+    s = raw.strip()
     if not s:
         raise _bad(raw, "it is empty")
-    if len(s) > _MAX_RAW_LEN:
-        raise _bad(raw[:40], f"longer than {_MAX_RAW_LEN} characters")
-    if not _ALLOWED.fullmatch(s):
-        raise _bad(raw, "only letters, digits and . / - _ are allowed")
+    if len(s) > SYMBOL_MAX_LENGTH:
+        raise _bad(raw[:40], f"longer than {SYMBOL_MAX_LENGTH} characters")
+    if not _SYMBOL_CHARS.fullmatch(s):
+        raise _bad(raw, "only letters, digits and . / - _ : ^ = are allowed")
+    s = s.upper()
     if s in _CSI300_ALIASES:
         return "CSI300"
 

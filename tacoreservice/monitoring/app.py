@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -34,6 +36,12 @@ from tacoreservice.storage.request_log import count_request_logs, query_request_
 __all__ = ["create_app"]
 
 STATIC_DIR = Path(__file__).with_name("static")
+# Filters are compared for equality with columns no longer than these (protocol limits), so a
+# longer value can only miss; refusing it keeps megabyte query strings out of SQLite.
+_MAX_METHOD = 64
+_MAX_ID = 128
+_MAX_TIME = 40
+_MAX_OFFSET = 10_000_000  # SQLite binds at most 2**63 - 1; deeper pages are client bugs
 _LIST_FIELDS = (
     "request_id",
     "method",
@@ -166,6 +174,18 @@ def create_app(
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return _error(exc.status, exc.code, exc.message)
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # The house error shape; FastAPI's own "detail" list stays for existing readers.
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        message = f"{where}: {first.get('msg', 'invalid request')}"
+        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]
+        return JSONResponse(
+            {"error": {"code": "INVALID_PARAMS", "message": message}, "detail": details},
+            status_code=422,
+        )
+
     @app.exception_handler(BrokerNotResponding)
     async def _not_responding(_request: Request, exc: BrokerNotResponding) -> JSONResponse:
         return _error(503, "UNAVAILABLE", str(exc))
@@ -248,14 +268,18 @@ def create_app(
     @app.get("/logs", dependencies=guarded, tags=["logs"])
     @app.get("/api/logs", dependencies=guarded, tags=["logs"])
     def logs(
-        method: str | None = None,
+        method: str | None = Query(None, max_length=_MAX_METHOD),
         status: str | None = Query(None, pattern="^(success|error)$"),
-        worker: str | None = None,
-        request_id: str | None = None,
-        since: str | None = Query(None, description="ISO-8601 UTC, inclusive"),
-        until: str | None = Query(None, description="ISO-8601 UTC, exclusive"),
+        worker: str | None = Query(None, max_length=_MAX_ID),
+        request_id: str | None = Query(None, max_length=_MAX_ID),
+        since: str | None = Query(
+            None, max_length=_MAX_TIME, description="ISO-8601 UTC, inclusive"
+        ),
+        until: str | None = Query(
+            None, max_length=_MAX_TIME, description="ISO-8601 UTC, exclusive"
+        ),
         limit: int = Query(50, ge=1, le=500),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=_MAX_OFFSET),
     ) -> dict[str, Any]:
         """The request log, newest first, filtered and paginated."""
         total, rows = db.logs(
@@ -276,7 +300,7 @@ def create_app(
         }
 
     @app.get("/api/logs/{request_id}", dependencies=guarded, tags=["logs"])
-    def log_entry(request_id: str) -> dict[str, Any]:
+    def log_entry(request_id: str = PathParam(max_length=_MAX_ID)) -> dict[str, Any]:
         """One request with its request and response data (the newest, if logged twice)."""
         _total, rows = db.logs(1, request_id=request_id)
         if not rows:
@@ -307,7 +331,7 @@ def create_app(
         return {"jobs": db.jobs(state, limit)}
 
     @app.get("/api/jobs/{job_id}", dependencies=guarded, tags=["jobs"])
-    def job(job_id: str) -> dict[str, Any]:
+    def job(job_id: str = PathParam(max_length=_MAX_ID)) -> dict[str, Any]:
         found = db.jobs(None, 1, job_id=job_id)
         if not found:
             raise ApiError(404, "NOT_FOUND", f"no job {job_id!r}")

@@ -159,10 +159,18 @@ def parse_request(body: bytes) -> ClientRequest:
     if raw_id is not None:
         if isinstance(raw_id, int | float) and not isinstance(raw_id, bool):
             raw_id = str(raw_id)
-        if not isinstance(raw_id, str) or not raw_id or len(raw_id) > _MAX_ID_LEN:
+        # Control and format characters (newline, NUL, bidi overrides) would let an id forge
+        # lines in the text logs or hide what it says; printable Unicode is fine.
+        if (
+            not isinstance(raw_id, str)
+            or not raw_id
+            or len(raw_id) > _MAX_ID_LEN
+            or not raw_id.isprintable()
+        ):
             raise RequestRejected(
                 ErrorCode.INVALID_REQUEST,
-                f"request_id must be a non-empty string of at most {_MAX_ID_LEN} characters",
+                f"request_id must be a non-empty string of at most {_MAX_ID_LEN} printable "
+                "characters (no control characters such as newline or NUL)",
             )
         request_id = raw_id
 

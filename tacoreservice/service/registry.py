@@ -123,8 +123,24 @@ def method(
     return decorate
 
 
+# A field path holds the client's own dict keys: a megabyte key must not make a megabyte reply.
+_MAX_PATH_PART = 40
+# One wrong field in each of 500 list items is one mistake, not 500 details worth sending back.
+_MAX_ERROR_DETAILS = 20
+# A validator that quotes the bad value must not send a 100 kB value back either.
+_MAX_MESSAGE = 500
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "..."
+
+
 def _field_path(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "params"
+    parts = (str(p) for p in loc)
+    return (
+        ".".join(p if len(p) <= _MAX_PATH_PART else p[:_MAX_PATH_PART] + "..." for p in parts)
+        or "params"
+    )
 
 
 def validate_params(spec: MethodSpec, params: dict[str, Any]) -> BaseModel:
@@ -133,10 +149,11 @@ def validate_params(spec: MethodSpec, params: dict[str, Any]) -> BaseModel:
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         fields = [
-            {"field": _field_path(e["loc"]), "message": e["msg"], "type": e["type"]} for e in errors
+            {"field": _field_path(e["loc"]), "message": _short(e["msg"]), "type": e["type"]}
+            for e in errors[:_MAX_ERROR_DETAILS]
         ]
         first = fields[0]
-        more = f" (and {len(fields) - 1} more)" if len(fields) > 1 else ""
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ServiceError(
             ErrorCode.INVALID_PARAMS,
             f"{spec.name}: invalid params.{first['field']}: {first['message']}{more}",

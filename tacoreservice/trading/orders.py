@@ -14,49 +14,42 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import orjson
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
+
+from tacoreservice.service.params import (
+    ClientOrderId,
+    DateText,
+    ParamsModel,
+    Price,
+    Quantity,
+    Symbol,
+)
 
 __all__ = ["ORDER_STATUSES", "ORDER_TYPES", "OrderRequest"]
 
 ORDER_TYPES = ("market", "limit", "stop", "stop_limit")
 ORDER_STATUSES = ("open", "filled", "cancelled", "rejected", "expired")
 
-_MAX_QUANTITY = 1e12
-_MAX_PRICE = 1e9
-
 
 def _lower(value: Any) -> Any:
     return value.strip().lower().replace("-", "_") if isinstance(value, str) else value
 
 
-class OrderRequest(BaseModel):
+class OrderRequest(ParamsModel):
     """``execute.order`` params."""
 
     # Client generations add keys of their own (timestamp, strategy, ...); they are ignored.
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    symbol: str = Field(
-        ..., min_length=1, max_length=64, validation_alias=AliasChoices("symbol", "ticker")
-    )
+    symbol: Symbol = Field(..., validation_alias=AliasChoices("symbol", "ticker"))
     action: Literal["buy", "sell"] = Field(..., validation_alias=AliasChoices("action", "side"))
-    quantity: float = Field(
-        ...,
-        gt=0,
-        le=_MAX_QUANTITY,
-        allow_inf_nan=False,
-        validation_alias=AliasChoices("quantity", "qty"),
-    )
+    quantity: Quantity = Field(..., validation_alias=AliasChoices("quantity", "qty"))
     order_type: Literal["market", "limit", "stop", "stop_limit"] | None = Field(
         None, validation_alias=AliasChoices("order_type", "type")
     )
-    price: float | None = Field(
-        None, gt=0, le=_MAX_PRICE, allow_inf_nan=False,
-        validation_alias=AliasChoices("price", "limit_price"),
-    )  # fmt: skip
-    stop_price: float | None = Field(None, gt=0, le=_MAX_PRICE, allow_inf_nan=False)
+    price: Price | None = Field(None, validation_alias=AliasChoices("price", "limit_price"))
+    stop_price: Price | None = None
     time_in_force: Literal["day", "gtc"] = "gtc"
-    client_order_id: str | None = Field(None, min_length=1, max_length=128)
-    as_of: str | None = Field(None, max_length=40)
+    client_order_id: ClientOrderId | None = None
+    as_of: DateText | None = None
 
     @field_validator("action", "order_type", "time_in_force", mode="before")
     @classmethod

@@ -215,18 +215,24 @@ class Worker:
             settings=self.settings, cache=make_cache(self.settings.cache), worker_id=self.worker_id
         )
         heart = _Heartbeater(self)
-        backoff = self.settings.worker.reconnect_initial_ms / 1000.0
+        initial_backoff = self.settings.worker.reconnect_initial_ms / 1000.0
+        backoff = initial_backoff
         max_backoff = self.settings.worker.reconnect_max_ms / 1000.0
         log.info("worker %s connecting to %s", self.worker_id, self.endpoint)
         sock = self._connect()
         heart.start()
         try:
             while not self._stopping:
+                session_started = time.monotonic()
                 outcome = self._serve(sock, heart)
                 sock.close(linger=0)
                 if outcome == "stop":
                     break
                 if outcome == "lost":
+                    if heart.last_seen > session_started:
+                        # This session reached the broker: a new outage starts the back-off
+                        # afresh instead of where the last one left it.
+                        backoff = initial_backoff
                     log.warning(
                         "broker silent for %.1f s; reconnecting in %.2f s",
                         self.settings.broker.heartbeat_expiry_s,
@@ -235,7 +241,7 @@ class Worker:
                     self._sleep(backoff)
                     backoff = min(backoff * 2, max_backoff)
                 else:  # told to re-register: the broker is there, no need to back off
-                    backoff = self.settings.worker.reconnect_initial_ms / 1000.0
+                    backoff = initial_backoff
                 if self._stopping:
                     break
                 sock = self._connect()

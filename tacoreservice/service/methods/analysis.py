@@ -22,11 +22,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import orjson
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 
 from tacoreservice.analysis.engines import load_engine
 from tacoreservice.analysis.evidence import provider_key
@@ -41,6 +41,7 @@ from tacoreservice.analysis.strategies import STRATEGY_TYPES, evaluate_strategy
 from tacoreservice.backtest.engine import cost_per_side
 from tacoreservice.market_data.provider import Bars
 from tacoreservice.market_data.symbols import normalize_timeframe
+from tacoreservice.service.params import DateText, ParamsModel, Symbol
 from tacoreservice.service.registry import MethodContext, method
 
 __all__ = [
@@ -68,34 +69,29 @@ _AI_STRATEGIES = ("ai", "analysis", "multi_agent", "comprehensive")
 
 def _symbol_field() -> Any:
     return Field(
-        ...,
-        min_length=1,
-        max_length=64,
-        validation_alias=AliasChoices("symbol", "ticker", "stock_code", "stock_symbol"),
+        ..., validation_alias=AliasChoices("symbol", "ticker", "stock_code", "stock_symbol")
     )
 
 
 def _as_of_field() -> Any:
     # TradingAgents-CN clients call it analysis_date; TradingAgents itself trade_date.
     return Field(
-        None,
-        max_length=40,
-        validation_alias=AliasChoices("as_of", "analysis_date", "trade_date", "date"),
+        None, validation_alias=AliasChoices("as_of", "analysis_date", "trade_date", "date")
     )
 
 
-class AnalyzeStockParams(BaseModel):
+class AnalyzeStockParams(ParamsModel):
     # Each client generation adds keys of its own (market_type, stock_name, ...).
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    symbol: str = _symbol_field()
+    symbol: Symbol = _symbol_field()
     analysis_type: str = Field("comprehensive", max_length=32)
-    analysts: list[str] | None = Field(None, min_length=1, max_length=8)
+    analysts: list[Annotated[str, Field(max_length=32)]] | None = Field(
+        None, min_length=1, max_length=8
+    )
     research_depth: int | None = Field(
         None, ge=1, le=5, validation_alias=AliasChoices("research_depth", "depth")
     )
     engine: Literal["quant", "llm", "tradingagents"] | None = None
-    as_of: str | None = _as_of_field()
+    as_of: DateText | None = _as_of_field()
     timeframe: str = Field(
         "1d", max_length=16, validation_alias=AliasChoices("timeframe", "interval")
     )
@@ -116,10 +112,8 @@ class AnalyzeStockParams(BaseModel):
         return v.strip().lower() if isinstance(v, str) else v
 
 
-class GenerateSignalParams(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    symbol: str = _symbol_field()
+class GenerateSignalParams(ParamsModel):
+    symbol: Symbol = _symbol_field()
     # A strategy_type gives that strategy's signal; none (or "ai") the analysis graph's action.
     strategy: str | None = Field(
         None, max_length=32, validation_alias=AliasChoices("strategy", "strategy_type")
@@ -129,7 +123,7 @@ class GenerateSignalParams(BaseModel):
     )
     research_depth: int | None = Field(None, ge=1, le=5)
     engine: Literal["quant", "llm", "tradingagents"] | None = None
-    as_of: str | None = _as_of_field()
+    as_of: DateText | None = _as_of_field()
 
     @field_validator("strategy", mode="before")
     @classmethod
@@ -142,17 +136,15 @@ class GenerateSignalParams(BaseModel):
         return key
 
 
-class AnalyzeStrategyParams(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    symbol: str = _symbol_field()
+class AnalyzeStrategyParams(ParamsModel):
+    symbol: Symbol = _symbol_field()
     timeframe: str = Field(
         "1d", max_length=16, validation_alias=AliasChoices("timeframe", "interval")
     )
     strategy_type: Literal["trend", "mean_reversion", "momentum", "breakout"] = Field(
         "trend", validation_alias=AliasChoices("strategy_type", "strategy")
     )
-    as_of: str | None = _as_of_field()
+    as_of: DateText | None = _as_of_field()
 
     @field_validator("strategy_type", mode="before")
     @classmethod

@@ -10,24 +10,32 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
+from tacoreservice.service.params import Identifier, MethodName, Offset, ParamsModel
 from tacoreservice.service.registry import MethodSpec, validate_params
 from tacoreservice.storage.job_store import JobStore
 
-__all__ = ["JOB_READ_METHODS", "read_job"]
+__all__ = ["JOB_READ_METHODS", "JobRef", "JobSubmitParams", "read_job"]
 
 
-class JobRef(BaseModel):
-    job_id: str = Field(min_length=1, max_length=128)
+class JobRef(ParamsModel):
+    job_id: Identifier
 
 
-class JobListParams(BaseModel):
+class JobSubmitParams(ParamsModel):
+    """``job.submit`` params, for the broker to check before it stores a job."""
+
+    method: MethodName
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobListParams(ParamsModel):
     state: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None
-    method: str | None = None
+    method: MethodName | None = None
     limit: int = Field(50, ge=1, le=500)
-    offset: int = Field(0, ge=0)
+    offset: Offset = 0
 
 
 def _get(store: JobStore, job_id: str, with_result: bool) -> dict[str, Any]:

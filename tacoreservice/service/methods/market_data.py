@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 import orjson
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 
 from tacoreservice.market_data.provider import Bars, parse_as_of
 from tacoreservice.market_data.symbols import SymbolInfo, normalize_symbol, normalize_timeframe
 from tacoreservice.protocol.errors import DataUnavailable, InvalidParams, ServiceError
+from tacoreservice.service.params import DateText, ParamsModel, Symbol, SymbolText
 from tacoreservice.service.registry import MethodContext, method
 
 __all__ = ["MarketDataParams", "get_market_data", "summarize"]
@@ -30,17 +31,14 @@ _INTRADAY = ("1h", "4h")
 _YEAR = np.timedelta64(365, "D")
 
 
-class MarketDataParams(BaseModel):
-    # Client generations add their own keys (market, scan_type, ...); ignoring them keeps
-    # those clients working.
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    symbol: str | None = Field(None, max_length=64)
-    symbols: list[str] | None = Field(None, min_length=1, max_length=200)
+class MarketDataParams(ParamsModel):
+    # Client generations add their own keys (market, scan_type, ...); ParamsModel ignores them.
+    symbol: Symbol | None = None
+    symbols: list[SymbolText] | None = Field(None, min_length=1, max_length=200)
     timeframe: str = Field(
         "1d", max_length=16, validation_alias=AliasChoices("timeframe", "interval")
     )
-    as_of: str | None = Field(None, max_length=40)
+    as_of: DateText | None = None
     history: int = Field(0, ge=0, le=5000)
 
     @model_validator(mode="after")

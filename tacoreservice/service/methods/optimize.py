@@ -19,12 +19,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, ConfigDict, Field, field_validator, model_validator
 
 from tacoreservice.analysis.strategies import periods_per_year
 from tacoreservice.backtest.engine import cost_per_side
 from tacoreservice.backtest.optimizer import (
     MAX_EVALUATIONS_LIMIT,
+    MAX_VALUES_PER_PARAM,
     MIN_SEGMENT_BARS,
     Series,
     optimize,
@@ -33,6 +34,7 @@ from tacoreservice.backtest.rules import RULE_NAMES
 from tacoreservice.market_data.provider import parse_as_of
 from tacoreservice.market_data.symbols import normalize_timeframe
 from tacoreservice.protocol.errors import DataUnavailable, InvalidParams
+from tacoreservice.service.params import DateText, ParamsModel, Symbol
 from tacoreservice.service.registry import MethodContext, method
 
 __all__ = ["OptimizeParams", "optimize_parameters"]
@@ -60,25 +62,22 @@ _OBJECTIVE_ALIASES = {
     "calmar_ratio": "calmar_ratio",
 }
 _OPTIMISABLE = tuple(n for n in RULE_NAMES if n != "buy_and_hold")
+_MAX_SPACE_PARAMS = 16  # more than any rule has
 
 
-class WalkForward(BaseModel):
+class WalkForward(ParamsModel):
     model_config = ConfigDict(extra="forbid")
 
     folds: int = Field(3, ge=2, le=12)
 
 
-class OptimizeParams(BaseModel):
+class OptimizeParams(ParamsModel):
     # Legacy clients add keys of their own (timestamp, client names, ...).
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
     strategy_type: str = Field(
         "trend", max_length=40, validation_alias=AliasChoices("strategy_type", "strategy")
     )
-    symbol: str | None = Field(
-        None, min_length=1, max_length=64, validation_alias=AliasChoices("symbol", "ticker")
-    )
-    symbols: list[str] | None = Field(None, min_length=1, max_length=20)
+    symbol: Symbol | None = Field(None, validation_alias=AliasChoices("symbol", "ticker"))
+    symbols: list[Symbol] | None = Field(None, min_length=1, max_length=20)
     timeframe: str = Field(
         "1d", max_length=16, validation_alias=AliasChoices("timeframe", "interval")
     )
@@ -88,10 +87,10 @@ class OptimizeParams(BaseModel):
     objective: str = Field("sharpe_ratio", max_length=40)
     train_ratio: float | None = Field(None, ge=0.2, le=0.95)
     walk_forward: WalkForward | None = None
-    start: str | None = Field(None, max_length=40)
-    end: str | None = Field(None, max_length=40)
-    as_of: str | None = Field(
-        None, max_length=40, validation_alias=AliasChoices("as_of", "analysis_date", "date")
+    start: DateText | None = None
+    end: DateText | None = None
+    as_of: DateText | None = Field(
+        None, validation_alias=AliasChoices("as_of", "analysis_date", "date")
     )
     method: Literal["grid", "scipy"] = "grid"
     max_evaluations: int = Field(500, ge=1, le=MAX_EVALUATIONS_LIMIT)
@@ -107,8 +106,23 @@ class OptimizeParams(BaseModel):
         if key == "buy_and_hold":
             raise ValueError("buy_and_hold has no parameters to optimise")
         if key not in _OPTIMISABLE:
-            raise ValueError(f"must be one of {', '.join(_OPTIMISABLE)}, got {v!r}")
+            raise ValueError(f"must be one of {', '.join(_OPTIMISABLE)}, got {v[:40]!r}")
         return key
+
+    @field_validator("param_space", mode="before")
+    @classmethod
+    def _space_size(cls, v: Any) -> Any:
+        # Names, values and bounds are the rule's to check (backtest.params); here the sizes.
+        if isinstance(v, dict):
+            if len(v) > _MAX_SPACE_PARAMS:
+                raise ValueError(f"at most {_MAX_SPACE_PARAMS} parameters, got {len(v)}")
+            for name, entry in v.items():
+                if isinstance(entry, list) and len(entry) > MAX_VALUES_PER_PARAM:
+                    raise ValueError(
+                        f"{str(name)[:40]} lists {len(entry):,} values; at most "
+                        f"{MAX_VALUES_PER_PARAM:,} per parameter"
+                    )
+        return v
 
     @field_validator("objective", mode="before")
     @classmethod

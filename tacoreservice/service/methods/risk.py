@@ -16,14 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import (
-    AliasChoices,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-)
+from pydantic import AliasChoices, ConfigDict, Field, ValidationInfo, field_validator
 
 from tacoreservice.market_data.symbols import SymbolInfo
 from tacoreservice.protocol.errors import InvalidParams
@@ -34,6 +27,16 @@ from tacoreservice.risk.statistics import (
     concentration,
     portfolio_statistics,
 )
+from tacoreservice.service.params import (
+    MAX_CASH,
+    MAX_PRICE,
+    MAX_QUANTITY,
+    MIN_PRICE,
+    MIN_QUANTITY,
+    DateText,
+    ParamsModel,
+    Symbol,
+)
 from tacoreservice.service.registry import MethodContext, method
 
 __all__ = ["EvaluateRiskParams", "MAX_SYMBOLS", "evaluate_risk"]
@@ -42,27 +45,21 @@ MAX_SYMBOLS = 200
 _MARKET_ORDER = ("us", "cn", "crypto")
 
 
-MAX_QUANTITY = 1e12
-MAX_CASH = 1e15
-
-
 def _finite_at_least(
     value: Any,
     floor: float,
     what: str,
-    strict: bool = False,
     why: str = "",
     ceiling: float = MAX_QUANTITY,
+    zero_ok: bool = False,
 ) -> float:
-    """``value`` as a float in [floor, ceiling] (or (floor, ceiling]); ValueError naming it."""
+    """``value`` as a float in [floor, ceiling] (or 0 when ``zero_ok``); ValueError naming it."""
     number = float(value)
-    bad = not math.isfinite(number) or (number <= floor if strict else number < floor)
-    if bad or number > ceiling:
-        relation = ">" if strict else ">="
-        raise ValueError(
-            f"{what} must be a finite number {relation} {floor:g} and <= {ceiling:g}{why}, "
-            f"got {value!r}"
-        )
+    if number == 0.0 and zero_ok:
+        return 0.0  # also turns -0.0 into 0.0, which replies would otherwise echo
+    if not math.isfinite(number) or not floor <= number <= ceiling:
+        allowed = f"0 or from {floor:g} to {ceiling:g}" if zero_ok else f"{floor:g} to {ceiling:g}"
+        raise ValueError(f"{what} must be a finite number {allowed}{why}, got {value!r}")
     return number
 
 
@@ -73,12 +70,12 @@ def _no_bool(v: Any) -> Any:
     return v
 
 
-class PositionIn(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+class PositionIn(ParamsModel):
+    # Its validators check finiteness themselves, so the message can name the symbol (the
+    # {SYMBOL: qty} form has no other name for the position than its index).
+    model_config = ConfigDict(allow_inf_nan=True)
 
-    symbol: str = Field(
-        ..., min_length=1, max_length=64, validation_alias=AliasChoices("symbol", "ticker")
-    )
+    symbol: Symbol = Field(..., validation_alias=AliasChoices("symbol", "ticker"))
     quantity: float = Field(..., validation_alias=AliasChoices("quantity", "qty", "shares"))
     cost_basis: float | None = Field(
         None, validation_alias=AliasChoices("cost_basis", "avg_cost", "average_cost")
@@ -96,21 +93,23 @@ class PositionIn(BaseModel):
     @classmethod
     def _quantity(cls, v: float, info: ValidationInfo) -> float:
         sym = info.data.get("symbol", "?")
-        return _finite_at_least(v, 0.0, f"quantity of {sym}", why=" (long positions only)")
+        return _finite_at_least(
+            v, MIN_QUANTITY, f"quantity of {sym}", " (long positions only)", zero_ok=True
+        )
 
     @field_validator("cost_basis")
     @classmethod
     def _cost(cls, v: float | None, info: ValidationInfo) -> float | None:
         sym = info.data.get("symbol", "?")
-        return None if v is None else _finite_at_least(v, 0.0, f"cost_basis of {sym} per unit")
+        if v is None:
+            return None
+        return _finite_at_least(
+            v, MIN_PRICE, f"cost_basis of {sym} per unit", ceiling=MAX_PRICE, zero_ok=True
+        )
 
 
-class TradeIn(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    symbol: str = Field(
-        ..., min_length=1, max_length=64, validation_alias=AliasChoices("symbol", "ticker")
-    )
+class TradeIn(ParamsModel):
+    symbol: Symbol = Field(..., validation_alias=AliasChoices("symbol", "ticker"))
     action: Literal["buy", "sell"] = Field(..., validation_alias=AliasChoices("action", "side"))
     quantity: float = Field(..., validation_alias=AliasChoices("quantity", "qty", "shares"))
     price: float | None = None
@@ -125,17 +124,17 @@ class TradeIn(BaseModel):
     @field_validator("quantity")
     @classmethod
     def _quantity(cls, v: float) -> float:
-        return _finite_at_least(v, 0.0, "proposed_trade.quantity", strict=True)
+        return _finite_at_least(v, MIN_QUANTITY, "proposed_trade.quantity")
 
     @field_validator("price")
     @classmethod
     def _price(cls, v: float | None) -> float | None:
-        return None if v is None else _finite_at_least(v, 0.0, "proposed_trade.price", True)
+        if v is None:
+            return None
+        return _finite_at_least(v, MIN_PRICE, "proposed_trade.price", ceiling=MAX_PRICE)
 
 
-class EvaluateRiskParams(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
+class EvaluateRiskParams(ParamsModel):
     portfolio: list[PositionIn] = Field(
         default_factory=list,
         validation_alias=AliasChoices("portfolio", "positions", "holdings"),
@@ -144,7 +143,7 @@ class EvaluateRiskParams(BaseModel):
     proposed_trade: TradeIn | None = Field(
         None, validation_alias=AliasChoices("proposed_trade", "trade", "order")
     )
-    as_of: str | None = Field(None, max_length=40, validation_alias=AliasChoices("as_of", "date"))
+    as_of: DateText | None = Field(None, validation_alias=AliasChoices("as_of", "date"))
     confidence: list[float] | None = Field(
         None, validation_alias=AliasChoices("confidence", "confidence_levels")
     )
@@ -177,7 +176,9 @@ class EvaluateRiskParams(BaseModel):
     @field_validator("cash")
     @classmethod
     def _cash(cls, v: float | None) -> float | None:
-        return None if v is None else _finite_at_least(v, 0.0, "cash", ceiling=MAX_CASH)
+        if v is None:
+            return None
+        return _finite_at_least(v, MIN_PRICE, "cash", ceiling=MAX_CASH, zero_ok=True)
 
     @field_validator("confidence", mode="before")
     @classmethod

@@ -80,7 +80,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from tacoreservice.analysis.evidence import (
     RSI_OVERBOUGHT,
@@ -95,6 +95,7 @@ from tacoreservice.analysis.evidence import (
 from tacoreservice.market_data.provider import parse_as_of
 from tacoreservice.market_data.symbols import MARKETS, SymbolInfo, normalize_market
 from tacoreservice.protocol.errors import InvalidParams
+from tacoreservice.service.params import MAX_PRICE, DateText, ParamsModel, SymbolText
 from tacoreservice.service.registry import MethodContext, method
 
 __all__ = [
@@ -145,20 +146,25 @@ _SCANNED_KINDS = frozenset({"stock", "crypto"})
 _ALL_WORDS = frozenset({"all", "any", "*", "global"})
 _STOCK_WORDS = frozenset({"stock", "stocks", "equity", "equities", "share", "shares"})
 _SCORE_DECIMALS = 4
+# Bounds of the criteria numbers: beyond them a filter is a unit mistake, not a wish. A price
+# cannot fall more than 100 % in a bar; +10,000 % and a 1,000,000x volume ratio never happen.
+_MAX_VOLUME = 1e15
+_CHANGE_PCT_RANGE = (-100.0, 10_000.0)
+_MAX_VOLUME_RATIO = 1e6
+_MAX_NAMES = 50
+_MAX_NAME_LENGTH = 64
 
 
-class ScanParams(BaseModel):
+class ScanParams(ParamsModel):
     # Client generations add their own top-level keys (timestamp, client ids, ...); ignoring
     # them keeps those clients working. Criteria keys, by contrast, are checked strictly.
-    model_config = ConfigDict(extra="ignore")
-
     market: str | None = Field(None, max_length=32)
     market_type: str | None = Field(None, max_length=32)
-    symbols: list[str] | None = Field(None, min_length=1, max_length=500)
+    symbols: list[SymbolText] | None = Field(None, min_length=1, max_length=500)
     criteria: dict[str, Any] | None = None
     filters: dict[str, Any] | None = None
     scan_type: str | None = Field(None, max_length=32)
-    as_of: str | None = Field(None, max_length=40)
+    as_of: DateText | None = None
     limit: int = Field(50, ge=1, le=500)
     min_score: float | None = Field(None, ge=0.0, le=1.0)
 
@@ -178,7 +184,14 @@ def _bad(field: str, message: str, **details: Any) -> InvalidParams:
     return InvalidParams(f"scan.market: invalid {field}: {message}", {"field": field, **details})
 
 
-def _number(field: str, value: Any, *, non_negative: bool = False) -> float:
+def _number(
+    field: str,
+    value: Any,
+    *,
+    non_negative: bool = False,
+    lowest: float = -math.inf,
+    highest: float = math.inf,
+) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _bad(field, f"expected a number, got {value!r}"[:120])
     f = float(value)
@@ -186,18 +199,19 @@ def _number(field: str, value: Any, *, non_negative: bool = False) -> float:
         raise _bad(field, f"expected a finite number, got {value!r}")
     if non_negative and f < 0:
         raise _bad(field, f"must not be negative, got {value!r}")
+    if not lowest <= f <= highest:
+        low = 0.0 if non_negative else lowest
+        raise _bad(field, f"must lie within {low:g}..{highest:g}, got {value!r}")
     return f
 
 
-def _pair(field: str, value: Any, upper: float | None = None) -> list[float]:
+def _pair(field: str, value: Any, upper: float) -> list[float]:
     if not isinstance(value, list | tuple) or len(value) != 2:
         raise _bad(field, f"expected [low, high] (two numbers), got {value!r}"[:160])
-    lo = _number(field, value[0], non_negative=True)
-    hi = _number(field, value[1], non_negative=True)
+    lo = _number(field, value[0], non_negative=True, highest=upper)
+    hi = _number(field, value[1], non_negative=True, highest=upper)
     if lo > hi:
         raise _bad(field, f"low {value[0]!r} is above high {value[1]!r}")
-    if upper is not None and hi > upper:
-        raise _bad(field, f"must lie within 0..{upper:g}, got {value!r}")
     return [lo, hi]
 
 
@@ -205,10 +219,14 @@ def _names(field: str, value: Any) -> list[str]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or not items:
         raise _bad(field, f"expected a non-empty list of names, got {value!r}"[:120])
+    if len(items) > _MAX_NAMES:
+        raise _bad(field, f"at most {_MAX_NAMES} names, got {len(items)}")
     out: list[str] = []
     for item in items:
         if not isinstance(item, str) or not item.strip():
             raise _bad(field, f"expected names (non-empty strings), got {item!r}"[:120])
+        if len(item) > _MAX_NAME_LENGTH:
+            raise _bad(field, f"a name is at most {_MAX_NAME_LENGTH} characters, got {len(item)}")
         name = item.strip()
         if name not in out:
             out.append(name)
@@ -247,22 +265,22 @@ def normalise_criteria(
     out: dict[str, Any] = {}
     for key in ("min_volume", "max_volume"):
         if key in merged:
-            out[key] = _number(f(key), merged[key], non_negative=True)
+            out[key] = _number(f(key), merged[key], non_negative=True, highest=_MAX_VOLUME)
     if out.get("min_volume", -math.inf) > out.get("max_volume", math.inf):
         raise _bad(f("min_volume"), "is above max_volume")
 
     if "price_range" in merged:
         if "min_price" in merged or "max_price" in merged:
             raise _bad(f("price_range"), "give price_range or min_price/max_price, not both")
-        out["price_range"] = _pair(f("price_range"), merged["price_range"])
+        out["price_range"] = _pair(f("price_range"), merged["price_range"], MAX_PRICE)
     elif "min_price" in merged or "max_price" in merged:
         lo = (
-            _number(f("min_price"), merged["min_price"], non_negative=True)
+            _number(f("min_price"), merged["min_price"], non_negative=True, highest=MAX_PRICE)
             if "min_price" in merged
             else 0.0
         )
         hi = (
-            _number(f("max_price"), merged["max_price"], non_negative=True)
+            _number(f("max_price"), merged["max_price"], non_negative=True, highest=MAX_PRICE)
             if "max_price" in merged
             else None
         )
@@ -270,9 +288,10 @@ def normalise_criteria(
             raise _bad(f("min_price"), "is above max_price")
         out["price_range"] = [lo, hi]
 
+    lowest, highest = _CHANGE_PCT_RANGE
     for key in ("min_change_pct", "max_change_pct"):
         if key in merged:
-            out[key] = _number(f(key), merged[key])
+            out[key] = _number(f(key), merged[key], lowest=lowest, highest=highest)
     if out.get("min_change_pct", -math.inf) > out.get("max_change_pct", math.inf):
         raise _bad(f("min_change_pct"), "is above max_change_pct")
 
@@ -296,7 +315,10 @@ def normalise_criteria(
 
     if "min_volume_ratio" in merged:
         out["min_volume_ratio"] = _number(
-            f("min_volume_ratio"), merged["min_volume_ratio"], non_negative=True
+            f("min_volume_ratio"),
+            merged["min_volume_ratio"],
+            non_negative=True,
+            highest=_MAX_VOLUME_RATIO,
         )
 
     if "signals" in merged:

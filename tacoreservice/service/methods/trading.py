@@ -14,9 +14,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
+from tacoreservice.service.params import (
+    ClientOrderId,
+    DateText,
+    Identifier,
+    InitialCash,
+    Offset,
+    ParamsModel,
+    Symbol,
+)
 from tacoreservice.service.registry import MethodContext, method
 from tacoreservice.trading.adapters import BrokerAdapter, SimulatedBroker, load_broker_adapter
 from tacoreservice.trading.orders import OrderRequest
@@ -30,11 +39,9 @@ __all__ = [
 ]
 
 
-class OrderRef(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    order_id: str | None = Field(None, min_length=1, max_length=128)
-    client_order_id: str | None = Field(None, min_length=1, max_length=128)
+class OrderRef(ParamsModel):
+    order_id: Identifier | None = None
+    client_order_id: ClientOrderId | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> OrderRef:
@@ -44,39 +51,31 @@ class OrderRef(BaseModel):
         return self
 
 
-class OrderListParams(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class OrderListParams(ParamsModel):
     status: Literal["open", "filled", "cancelled", "rejected", "expired"] | None = None
-    symbol: str | None = Field(None, min_length=1, max_length=64)
+    symbol: Symbol | None = None
     limit: int = Field(50, ge=1, le=500)
-    offset: int = Field(0, ge=0)
+    offset: Offset = 0
 
 
-class PortfolioParams(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    as_of: str | None = Field(None, max_length=40)
+class PortfolioParams(ParamsModel):
+    as_of: DateText | None = None
 
 
-class ResetParams(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    initial_cash: float | None = Field(None, gt=0, le=1e15, allow_inf_nan=False)
-    as_of: str | None = Field(None, max_length=40)
+class ResetParams(ParamsModel):
+    initial_cash: InitialCash | None = None
+    as_of: DateText | None = None
 
 
-class ClockParams(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class ClockParams(ParamsModel):
+    pass
 
 
-class ClockAdvanceParams(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    to: str | None = Field(None, max_length=40)
+class ClockAdvanceParams(ParamsModel):
+    to: DateText | None = None
     bars: int | None = Field(None, ge=1, le=10_000)
     # Whose trading days `bars` counts: SPY (US), CSI300 (CN) or BTCUSDT (every day).
-    calendar: str = Field("SPY", min_length=1, max_length=64)
+    calendar: Symbol = "SPY"
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ClockAdvanceParams:
