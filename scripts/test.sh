@@ -9,6 +9,8 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)          # network namespaces (remote workers)
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)  # deploy.sh
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = "0" ]; then
         export DEBIAN_FRONTEND=noninteractive

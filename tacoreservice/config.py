@@ -208,6 +208,7 @@ class TradingSettings(_Section):
     paper: PaperSettings = Field(default_factory=PaperSettings)
     risk: RiskStatsSettings = Field(default_factory=RiskStatsSettings)
 
+
 # Field names whose values request_logs stores as "[REDACTED]" (compared case-insensitively,
 # at any depth of the request and reply bodies).
 DEFAULT_REDACT_FIELDS = [
