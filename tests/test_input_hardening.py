@@ -225,7 +225,15 @@ def _with_value(params: dict[str, Any], path: tuple, value: Any) -> dict[str, An
 
 def _specs() -> dict[str, MethodSpec]:
     load_plugins()  # the built-in methods; the test-only plugin methods are not inputs
-    specs = {n: s for n in registry.names() if (s := registry.get(n)) and s.name == n}
+    # Another test of the same session may have imported the test-only methods into this
+    # process's registry: keep the package's own.
+    specs = {
+        n: s
+        for n in registry.names()
+        if (s := registry.get(n))
+        and s.name == n
+        and s.handler.__module__.startswith("tacoreservice.")
+    }
     return {**specs, **JOB_READ_METHODS}
 
 

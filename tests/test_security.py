@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tacoreservice.client import AsyncTACoreClient, TACoreClient, TACoreError, TACoreTimeout
 from tacoreservice.config import PermissionSettings, RateLimitSettings
-from tacoreservice.security.keys import KeyRing, generate_keys
+from tacoreservice.security.keys import KeyRing, apply_curve, generate_keys, load_curve_keys
 from tacoreservice.security.permissions import Permissions
 from tacoreservice.security.rate_limit import RateLimiter
 from tests.support.service import REPO, ServiceProcesses, raw_request
@@ -97,42 +97,58 @@ def test_allowed_key_works_and_unknown_or_missing_key_gets_nothing(
     with _curve_client(svc, "console") as c:
         assert c.call("test.echo", {"payload": "through CURVE"})["payload"] == "through CURVE"
 
-    # No key at all: the handshake fails, nothing is answered.
-    with TACoreClient(svc.endpoint, timeout_ms=800, retries=0) as c, pytest.raises(TACoreTimeout):
-        c.health()
-    # A well-formed key the broker does not know.
     stranger = svc.tmp / "stranger"
     generate_keys(stranger, ["console"])
-    with (
-        _curve_client(svc, "console", keys=stranger, timeout_ms=800) as c,
-        pytest.raises(TACoreTimeout),
-    ):
-        c.health()
-    # The right client key but another server's public key: no handshake either.
-    with (
-        TACoreClient(
-            svc.endpoint,
-            timeout_ms=800,
-            retries=0,
-            server_key=stranger / "server.key",
-            client_key=_keys(svc) / "private" / "console.key_secret",
-        ) as c,
-        pytest.raises(TACoreTimeout),
-    ):
-        c.health()
+    mine = _keys(svc)
+    peers = [
+        # No key at all: the handshake fails.
+        ("no key", None, "handshake"),
+        # A well-formed key the broker does not know: ZAP says no.
+        (
+            "unknown key",
+            (mine / "server.key", stranger / "private/console.key_secret"),
+            "unknown_key",
+        ),
+        # The right client key but another server's public key: no handshake either.
+        (
+            "wrong server key",
+            (stranger / "server.key", mine / "private/console.key_secret"),
+            "handshake",
+        ),
+    ]
 
-    # The broker logged the refusals, and counts them.
+    def refusals() -> dict[str, int]:
+        with svc.client() as c:
+            return c.health(detailed=True)["security"]["refusals"]  # type: ignore[no-any-return]
+
+    for what, keys, reason in peers:
+        before = refusals().get(f"frontend:{reason}", 0)
+        sock = zmq.Context.instance().socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        apply_curve(sock, load_curve_keys(*keys) if keys else None)
+        sock.connect(svc.endpoint)
+        try:
+            sock.send(orjson.dumps({"method": "health.check"}))
+            assert not sock.poll(800), f"{what}: a peer without an allowed key got an answer"
+            # Counted while the peer is still connected (nothing racy about a closed socket).
+            _wait_for(
+                lambda r=reason, n=before: refusals().get(f"frontend:{r}", 0) > n,  # type: ignore[misc]
+                what=f"{what} refused and counted",
+            )
+        finally:
+            sock.close()
+
+    # The broker logged the refusals.
     logs = _wait_for(
         lambda: (
             (t := _log_text(svc)) and "not among the client keys" in t and "handshake" in t and t
         ),
-        what="both refusals in the log",
+        what="both kinds of refusal in the log",
     )
     assert "refused on frontend: handshake failed" in logs
-    with svc.client() as c:
-        refusals = c.health(detailed=True)["security"]["refusals"]
-    assert refusals.get("frontend:unknown_key", 0) >= 1
-    assert refusals.get("frontend:handshake", 0) >= 1
+    refusals_now = refusals()
+    assert refusals_now.get("frontend:unknown_key", 0) >= 1
+    assert refusals_now.get("frontend:handshake", 0) >= 2
     metrics = httpx.get(f"{svc.api_url}/metrics", timeout=10).text
     samples = {
         (s.labels["socket"], s.labels["reason"]): s.value

@@ -132,9 +132,9 @@ def apply_server_curve(sock: zmq.Socket, secret_key_path: Path, domain: str) -> 
 _PROTOCOL_REASONS: dict[int, str] = {
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake failed (a peer without CURVE, or with "
     "another server key)",
-    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol error (a peer without CURVE, or a wrong "
-    "server key)",
-    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "authentication refused",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake failed: protocol error (a peer without "
+    "CURVE, or with another server key)",
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "handshake failed: authentication refused",
 }
 
 
