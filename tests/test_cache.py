@@ -19,7 +19,7 @@ import redis
 
 from tacoreservice.cache import Cache, LRUCache, RedisCache, make_cache, redacted_url
 from tacoreservice.config import CacheSettings
-from tests.conftest import free_port
+from tests.support.service import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import orjson
@@ -30,6 +30,7 @@ from tacoreservice.config import LLMSettings, Settings
 from tacoreservice.market_data.bundled_provider import BundledProvider
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
 from tacoreservice.service.registry import Cancelled, MethodContext, call_method
+from tests.support.http_server import serve_http
 from tests.support.memory_cache import DictCache
 
 
@@ -170,16 +171,8 @@ def _make_handler(state: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture(scope="module")
 def fake_server() -> Iterator[tuple[str, FakeOpenAI]]:
     state = FakeOpenAI()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(state))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="fake-openai", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_http(_make_handler(state), "fake-openai") as base:
+        yield f"{base}/v1", state
 
 
 @pytest.fixture

@@ -13,14 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,8 @@ from tacoreservice.security.log_masking import SecretMaskingFilter
 from tacoreservice.security.redaction import REDACTED, BodyRedactor
 from tacoreservice.security.secrets import read_secret, secret_values
 from tacoreservice.storage.request_log import RequestLogEntry, RequestLogWriter
-from tests.conftest import free_port
+from tests.support.http_server import serve_http
+from tests.support.redis_process import redis_process
 from tests.support.service import REPO, ServiceProcesses, raw_request
 
 # Distinct, greppable values, one per source (all longer than MIN_SECRET_LENGTH).
@@ -61,52 +60,8 @@ def leaks(data: bytes | str) -> list[str]:
 @pytest.fixture(scope="module")
 def redis_with_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server with ``--requirepass``; yields its URL with the password in it."""
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not Path(binary).exists():
-        pytest.skip("redis-server not found; install it with `apt-get install redis-server`")
-    workdir = tmp_path_factory.mktemp("redis-auth")
-    for _attempt in range(5):
-        port = free_port()
-        proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--requirepass", REDIS_PASSWORD]
-            + ["--save", "", "--appendonly", "no", "--dir", str(workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0"
-        deadline = time.monotonic() + 10.0
-        answered = False
-        while proc.poll() is None and time.monotonic() < deadline:
-            if _redis_ping(port):
-                answered = True
-                break
-            time.sleep(0.02)
-        if answered:
-            break
-        proc.kill()
-        proc.wait()
-    else:
-        pytest.fail("redis-server --requirepass did not start answering")
-    try:
+    with redis_process(tmp_path_factory.mktemp("redis-auth"), REDIS_PASSWORD) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _redis_ping(port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-            s.sendall(f"AUTH {REDIS_PASSWORD}\r\nPING\r\n".encode())
-            return b"+PONG" in s.recv(64)
-    except OSError:
-        return False
 
 
 class RejectingLLM:
@@ -145,16 +100,8 @@ def _rejecting_handler(state: RejectingLLM) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture(scope="module")
 def rejecting_llm() -> Iterator[tuple[str, RejectingLLM]]:
     state = RejectingLLM()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _rejecting_handler(state))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="rejecting-llm", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_http(_rejecting_handler(state), "rejecting-llm") as base:
+        yield f"{base}/v1", state
 
 
 # --- the whole service ------------------------------------------------------------------------

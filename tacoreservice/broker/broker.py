@@ -90,6 +90,14 @@ _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 
 
+def _recv_with_user_id(sock: zmq.Socket) -> tuple[list[bytes], str | None]:
+    """One message and the User-Id the ZAP handler gave its connection (the peer's CURVE
+    public key): frames are read without copying so the property can be asked for."""
+    parts = sock.recv_multipart(copy=False)
+    user_id = parts[-1].get("User-Id")
+    return [p.bytes for p in parts], user_id if isinstance(user_id, str) else None
+
+
 class _Pending:
     """A request the broker has accepted and not yet answered."""
 
@@ -370,10 +378,7 @@ class Broker:
                 return
             try:
                 if curve:
-                    # The ZAP handler's User-Id (the client's public key) rides on each message.
-                    parts = sock.recv_multipart(copy=False)
-                    user_id = parts[-1].get("User-Id")
-                    self._on_client_message([p.bytes for p in parts], user_id)
+                    self._on_client_message(*_recv_with_user_id(sock))
                 else:
                     self._on_client_message(sock.recv_multipart())
             except Exception:  # noqa: BLE001 - a bug on one message must not stop the broker
@@ -876,9 +881,7 @@ class Broker:
                 break
             try:
                 if curve:
-                    parts = sock.recv_multipart(copy=False)
-                    user_id = parts[-1].get("User-Id")
-                    self._on_worker_message([p.bytes for p in parts], user_id)
+                    self._on_worker_message(*_recv_with_user_id(sock))
                 else:
                     self._on_worker_message(sock.recv_multipart())
             except Exception:  # noqa: BLE001 - a bug on one message must not stop the broker
