@@ -14,6 +14,7 @@ from tacoreservice.protocol.messages import (
     build_reply,
     parse_request,
 )
+from tacoreservice.security.keys import generate_keys
 
 
 def test_standard_request_keeps_id_and_ignores_extra_keys() -> None:
@@ -123,3 +124,23 @@ def test_legacy_reply_shape() -> None:
     bad = orjson.loads(build_error_reply(err, "t2", LEGACY, True))
     assert bad["success"] is False and bad["error"] == "no such method"
     assert bad["error_code"] == "METHOD_NOT_FOUND"
+
+
+def test_sub_millisecond_timeout_is_still_a_deadline() -> None:
+    assert parse_request(b'{"method": "health.check", "timeout_ms": 0.5}').timeout_ms == 1
+
+
+def test_legacy_client_with_a_bad_request_id_gets_its_own_dialect() -> None:
+    with pytest.raises(RequestRejected) as err:
+        parse_request(b'{"action": "analyze_strategy", "request_id": "a\\nb"}')
+    assert err.value.dialect == LEGACY and err.value.code == ErrorCode.INVALID_REQUEST
+
+
+@pytest.mark.parametrize("name", ["scanner\n", "scan ner", "", "x" * 65, "../up"])
+def test_client_names_match_the_whole_pattern(name: str) -> None:
+    body = orjson.dumps({"method": "health.check", "client": name})
+    with pytest.raises(RequestRejected) as err:
+        parse_request(body)
+    assert "client" in err.value.message
+    with pytest.raises(ValueError):
+        generate_keys("/nonexistent-never-written", [name])

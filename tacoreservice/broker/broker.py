@@ -90,6 +90,19 @@ _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 
 
+def _same_params(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    # Params nest up to the parser's 1,024 levels, deeper than Python's comparison recursion
+    # goes: such a pair counts as different rather than raising in the broker's loop.
+    try:
+        return a == b
+    except RecursionError:
+        return False
+
+
+def _same_request(a: ClientRequest, b: ClientRequest) -> bool:
+    return a.method == b.method and _same_params(a.params, b.params)
+
+
 def _recv_with_user_id(sock: zmq.Socket) -> tuple[list[bytes], str | None]:
     """One message and the User-Id the ZAP handler gave its connection (the peer's CURVE
     public key): frames are read without copying so the property can be asked for."""
@@ -449,7 +462,7 @@ class Broker:
         if req.client_request_id:
             pending = self.inflight.get(req.request_id)
             if pending is not None:
-                if pending.req.method != req.method or pending.req.params != req.params:
+                if not _same_request(pending.req, req):
                     self._reject_reused_id(envelope, req, body, now)
                     return
                 pending.envelopes.append(envelope)
@@ -459,7 +472,7 @@ class Broker:
             cached = self.reply_cache.get(req.request_id, now)
             if cached is not None:
                 _, reply, method, params = cached
-                if method != req.method or params != req.params:
+                if method != req.method or not _same_params(params, req.params):
                     self._reject_reused_id(envelope, req, body, now)
                     return
                 self.stats["retries_from_cache"] += 1

@@ -20,6 +20,7 @@ and avoids pydantic on purpose.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 import time
@@ -31,6 +32,7 @@ import orjson
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
 
 __all__ = [
+    "CLIENT_NAME_PATTERN",
     "ClientRequest",
     "RequestRejected",
     "STANDARD",
@@ -55,8 +57,9 @@ LEGACY_ACTIONS: dict[str, str] = {
 }
 
 _MAX_ID_LEN = 128
-# Client names key permissions, rate limits and log rows; same rule as CURVE key file names.
-_CLIENT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# Client names key permissions, rate limits and log rows; CURVE key files are named the same
+# way. Use with fullmatch: a "$" anchor would let a final newline through.
+CLIENT_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _MAX_METHOD_LEN = 64
 # A request may wait at most a day; larger values are a client bug, not a wish.
 _MAX_TIMEOUT_MS = 86_400_000
@@ -153,7 +156,8 @@ def parse_request(body: bytes) -> ClientRequest:
             'send {"method": ..., "params": {...}}',
         )
 
-    dialect = STANDARD
+    # Known before anything is checked, so every error answers in the caller's dialect.
+    dialect = LEGACY if obj.get("method") is None and "action" in obj else STANDARD
     raw_id = obj.get("request_id")
     request_id: str | None = None
     if raw_id is not None:
@@ -171,12 +175,13 @@ def parse_request(body: bytes) -> ClientRequest:
                 ErrorCode.INVALID_REQUEST,
                 f"request_id must be a non-empty string of at most {_MAX_ID_LEN} printable "
                 "characters (no control characters such as newline or NUL)",
+                None,
+                dialect,
             )
         request_id = raw_id
 
     method = obj.get("method")
-    if method is None and "action" in obj:
-        dialect = LEGACY
+    if dialect == LEGACY:
         action = obj["action"]
         if not isinstance(action, str) or not action or len(action) > _MAX_METHOD_LEN:
             raise RequestRejected(
@@ -226,10 +231,12 @@ def parse_request(body: bytes) -> ClientRequest:
                 request_id,
                 dialect,
             )
-        timeout_ms = int(timeout_ms)
+        timeout_ms = math.ceil(timeout_ms)  # 0.5 ms is a deadline too, not "none"
 
     client = obj.get("client")
-    if client is not None and (not isinstance(client, str) or not _CLIENT_NAME.match(client)):
+    if client is not None and (
+        not isinstance(client, str) or not CLIENT_NAME_PATTERN.fullmatch(client)
+    ):
         raise RequestRejected(
             ErrorCode.INVALID_REQUEST,
             "client must be a name of 1-64 letters, digits, '_', '.' or '-' (e.g. 'scanner')",

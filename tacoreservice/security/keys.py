@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import stat
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import zmq
 import zmq.auth
 
 from tacoreservice.config import ConfigError
+from tacoreservice.protocol.messages import CLIENT_NAME_PATTERN
 
 __all__ = [
     "KEY_NAME_PATTERN",
@@ -45,7 +45,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-KEY_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+KEY_NAME_PATTERN = CLIENT_NAME_PATTERN  # a client key file is named as its client
 _CERT = """#   ****  Generated on {when} by tacore keys generate  ****
 #   ZeroMQ CURVE {kind} Certificate
 #   {advice}
@@ -87,7 +87,7 @@ class GeneratedKeys:
 
 
 def _check_name(name: str) -> None:
-    if not KEY_NAME_PATTERN.match(name):
+    if not KEY_NAME_PATTERN.fullmatch(name):
         raise ValueError(
             f"key name {name!r} is not allowed: use 1-64 letters, digits, '_', '.' or '-'"
         )
