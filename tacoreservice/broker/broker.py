@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -382,20 +383,25 @@ class Broker:
 
     # ------------------------------------------------------------------ frontend
 
-    def _drain_frontend(self) -> None:
-        # Checking EVENTS is cheaper than letting a NOBLOCK recv raise zmq.Again.
-        sock = self.frontend
+    def _drain(
+        self, sock: zmq.Socket, on_message: Callable[[list[bytes], str | None], None], what: str
+    ) -> None:
+        """Hand up to a batch of waiting messages to ``on_message``, with their User-Id."""
         curve = self._curve
         for _ in range(_DRAIN_BATCH):
+            # Checking EVENTS is cheaper than letting a NOBLOCK recv raise zmq.Again.
             if not int(sock.getsockopt(_EVENTS)) & _POLLIN:
                 return
             try:
                 if curve:
-                    self._on_client_message(*_recv_with_user_id(sock))
+                    on_message(*_recv_with_user_id(sock))
                 else:
-                    self._on_client_message(sock.recv_multipart())
+                    on_message(sock.recv_multipart(), None)
             except Exception:  # noqa: BLE001 - a bug on one message must not stop the broker
-                log.exception("a client message could not be handled; the broker goes on")
+                log.exception("a %s message could not be handled; the broker goes on", what)
+
+    def _drain_frontend(self) -> None:
+        self._drain(self.frontend, self._on_client_message, "client")
 
     def _on_client_message(self, frames: list[bytes], user_id: str | None = None) -> None:
         # REQ and DEALER clients send [identity, "", body]; a DEALER that skips the
@@ -887,18 +893,7 @@ class Broker:
     # ------------------------------------------------------------------ backend
 
     def _drain_backend(self) -> None:
-        sock = self.backend
-        curve = self._curve
-        for _ in range(_DRAIN_BATCH):
-            if not int(sock.getsockopt(_EVENTS)) & _POLLIN:
-                break
-            try:
-                if curve:
-                    self._on_worker_message(*_recv_with_user_id(sock))
-                else:
-                    self._on_worker_message(sock.recv_multipart())
-            except Exception:  # noqa: BLE001 - a bug on one message must not stop the broker
-                log.exception("a worker message could not be handled; the broker goes on")
+        self._drain(self.backend, self._on_worker_message, "worker")
         if self.queue or self.job_queue:
             self._dispatch()
 
