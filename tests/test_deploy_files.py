@@ -27,7 +27,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import sqlite3
 import stat
 import subprocess
@@ -52,7 +51,7 @@ from tacoreservice.config import (
 )
 from tacoreservice.monitoring.server import check_api_exposure
 from tacoreservice.security.exposure import check_broker_exposure
-from tests.support.service import REPO, free_port
+from tests.support.service import REPO, free_port, terminate_all
 
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
@@ -748,15 +747,7 @@ class ComposeProcesses:
         )
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate_all(list(reversed(self.procs)), timeout=20)
 
 
 @pytest.fixture

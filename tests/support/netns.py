@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from tacoreservice.security.keys import generate_keys
-from tests.support.service import REPO, ServiceProcesses
+from tests.support.service import REPO, ServiceProcesses, terminate_all
 
 __all__ = ["NetnsUnavailable", "VethLink", "Probe", "RemoteWorkerService"]
 
@@ -328,22 +328,9 @@ class RemoteWorkerService:
         raise AssertionError(f"expected workers {sorted(pids)} within {timeout} s; last: {last}")
 
     def stop_workers(self) -> None:
-        _terminate(self.worker_procs)
+        terminate_all(self.worker_procs)
 
     def stop(self) -> None:
         for probe in self.probes:
             probe.close()
-        _terminate([*self.worker_procs, *([self.broker] if self.broker else [])])
-
-
-def _terminate(procs: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM all (workers say DISCONNECT, the broker drains), then wait; kill stragglers."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate_all([*self.worker_procs, *([self.broker] if self.broker else [])])
