@@ -74,7 +74,6 @@ def bench_chain(args: argparse.Namespace) -> list[Row]:
     from examples.scanpulse import Pipeline, ScanPulseConfig
     from tacoreservice import TACoreClient
     from tacoreservice.demo_pipeline import DemoOptions, start_redis, start_service
-    from tests.support.service import free_port
 
     samples: dict[str, list[float]] = defaultdict(list)
     with contextlib.ExitStack() as stack:
@@ -85,21 +84,16 @@ def bench_chain(args: argparse.Namespace) -> list[Row]:
         console = stack.enter_context(TACoreClient(endpoint, timeout_ms=10_000))
         for run in range(args.runs):
             console.call("portfolio.reset", {"as_of": AS_OF})
-            pub, fills = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
             config = ScanPulseConfig(
                 endpoints=(endpoint,),
                 redis_url=redis_url,
                 key_prefix=f"bench-{uuid.uuid4().hex[:8]}",
-                pub=pub,
-                pub_bind=pub,
-                fills_pub=fills,
-                fills_pub_bind=fills,
                 symbols=SYMBOLS,
                 as_of=AS_OF,
                 min_score=0.3,
                 quantity=10,
                 order_prefix=f"b{run}",  # a new order each run, not the first run's again
-            )
+            ).on_free_loopback_ports()
             recorder = EventTimes()
             assert Pipeline(config, emit=recorder.emit, notifier_out=None).run(1, 60)
             seen = recorder.seen

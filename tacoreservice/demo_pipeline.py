@@ -271,22 +271,21 @@ def run_demo(opts: DemoOptions, console: Console) -> int:
         prefix = os.environ.get("SCANPULSE_KEY_PREFIX") or (
             f"scanpulse-demo-{uuid.uuid4().hex[:8]}" if os.environ.get("REDIS_URL") else "scanpulse"
         )
-        pub, fills = (f"tcp://127.0.0.1:{_free_port()}" for _ in range(2))
-        config = scanpulse.ScanPulseConfig.from_env().replace(
-            endpoints=(endpoint,),
-            redis_url=redis_url,
-            key_prefix=prefix,
-            pub=pub,
-            pub_bind=pub,
-            fills_pub=fills,
-            fills_pub_bind=fills,
-            market=opts.market,
-            symbols=opts.symbols,
-            as_of=opts.as_of,
-            min_score=opts.min_score,
-            quantity=opts.quantity,
-            interval_s=1.0,
-            reconcile_interval_s=0.5,
+        config = (
+            scanpulse.ScanPulseConfig.from_env()
+            .on_free_loopback_ports()
+            .replace(
+                endpoints=(endpoint,),
+                redis_url=redis_url,
+                key_prefix=prefix,
+                market=opts.market,
+                symbols=opts.symbols,
+                as_of=opts.as_of,
+                min_score=opts.min_score,
+                quantity=opts.quantity,
+                interval_s=1.0,
+                reconcile_interval_s=0.5,
+            )
         )
         if opts.as_of and not opts.endpoint:
             with TACoreClient(endpoint, timeout_ms=10_000, retries=1) as client:

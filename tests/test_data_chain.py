@@ -41,7 +41,7 @@ import yaml
 
 from examples.scanpulse import Notifier, Pipeline, Scanner, ScanPulseConfig, Store, Trader
 from examples.scanpulse.pipeline import start_thread
-from tests.support.service import REPO, ServiceProcesses, free_port, pid_alive
+from tests.support.service import REPO, ServiceProcesses, pid_alive
 
 AS_OF = "2025-09-02"
 SYMBOLS = ("XOM", "KO", "AAPL", "JPM", "GE", "NVDA")
@@ -78,25 +78,24 @@ def _service(tmp: Path, workers: int) -> ServiceProcesses:
 
 
 def _config(svc: ServiceProcesses, redis_url: str, **changes: Any) -> ScanPulseConfig:
-    pub, fills = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
-    return ScanPulseConfig(
-        endpoints=(svc.endpoint,),
-        redis_url=redis_url,
-        key_prefix=f"sp-test-{uuid.uuid4().hex[:8]}",
-        pub=pub,
-        pub_bind=pub,
-        fills_pub=fills,
-        fills_pub_bind=fills,
-        market="US",
-        symbols=SYMBOLS,
-        as_of=AS_OF,
-        min_score=MIN_SCORE,
-        quantity=QUANTITY,
-        timeout_ms=2000,
-        retries=5,
-        reconcile_interval_s=0.3,
-        max_attempts=10,
-    ).replace(**changes)
+    return (
+        ScanPulseConfig(
+            endpoints=(svc.endpoint,),
+            redis_url=redis_url,
+            key_prefix=f"sp-test-{uuid.uuid4().hex[:8]}",
+            market="US",
+            symbols=SYMBOLS,
+            as_of=AS_OF,
+            min_score=MIN_SCORE,
+            quantity=QUANTITY,
+            timeout_ms=2000,
+            retries=5,
+            reconcile_interval_s=0.3,
+            max_attempts=10,
+        )
+        .on_free_loopback_ports()
+        .replace(**changes)
+    )
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -142,9 +143,21 @@ class ScanPulseConfig:
     def replace(self, **changes: Any) -> ScanPulseConfig:
         return dataclasses.replace(self, **changes)
 
+    def on_free_loopback_ports(self) -> ScanPulseConfig:
+        """This config with both PUB sockets on free 127.0.0.1 ports: for a whole chain on
+        one host (the demo, tests, benchmarks) that must not collide with another run."""
+        pub, fills = (f"tcp://127.0.0.1:{_free_port()}" for _ in range(2))
+        return self.replace(pub=pub, pub_bind=pub, fills_pub=fills, fills_pub_bind=fills)
+
     def key(self, *parts: str) -> str:
         """A Redis key under this deployment's prefix."""
         return ":".join((self.key_prefix, *parts))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def tacore_client(config: ScanPulseConfig, role: Role) -> TACoreClient:
