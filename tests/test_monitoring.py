@@ -369,9 +369,20 @@ def test_killed_worker_shows_dead_then_replaced(service: ServiceProcesses) -> No
 
 def test_worker_that_comes_back_is_not_listed_dead(service: ServiceProcesses) -> None:
     # Frozen past the heartbeat expiry, a worker is given up for dead; thawed, it registers
-    # again (same pid) and must not stay listed as dead next to its live self.
+    # again (same pid) and must not stay listed as dead next to its live self, nor start its
+    # served and failed counts from zero (it is the same process).
     service.wait_workers(2)
-    frozen = sorted(service.worker_pids())[-1]
+    with service.client() as c:
+        for _ in range(4):  # both workers serve some (least recently used first)
+            c.request("get.market_data", {"symbol": "AAPL"})
+        c.request("get.market_data", {"symbol": "NOPE1"})
+    counts = {
+        w["pid"]: (w["served"], w["failed"])
+        for w in _get(service, "/api/workers").json()["workers"]
+        if w["state"] != "dead"
+    }
+    frozen = max(counts, key=lambda pid: counts[pid])
+    assert counts[frozen][0] >= 2
     os.kill(frozen, signal.SIGSTOP)
     try:
         _poll(
@@ -391,6 +402,7 @@ def test_worker_that_comes_back_is_not_listed_dead(service: ServiceProcesses) ->
     )
     rows = [w for w in _get(service, "/api/workers").json()["workers"] if w["pid"] == frozen]
     assert rows == [r for r in rows if r["state"] != "dead"] and len(back) == 1
+    assert back[0]["served"] >= counts[frozen][0] and back[0]["failed"] >= counts[frozen][1]
 
 
 # ---------------------------------------------------------------------- security and startup

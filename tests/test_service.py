@@ -503,23 +503,28 @@ def test_request_log_has_a_row_per_request_of_a_burst(service: ServiceProcesses)
 def test_redis_cache_is_used(tmp_path: Path, redis_server: str) -> None:
     import redis
 
-    svc = ServiceProcesses(tmp_path, workers=2, REDIS_URL=redis_server)
+    # A database of its own, emptied first: the Redis server is shared by the session, and an
+    # answer another test left there would turn this test's first miss into a hit.
+    redis_url = redis_server.rsplit("/", 1)[0] + "/5"
+    redis.Redis.from_url(redis_url).flushdb()
+    svc = ServiceProcesses(tmp_path, workers=2, REDIS_URL=redis_url)
     svc.start_main()
     try:
         with svc.client() as c:
             first = c.call("get.market_data", {"symbol": "MSFT", "history": 3})
             for _ in range(5):
                 assert c.call("get.market_data", {"symbol": "MSFT", "history": 3}) == first
-        deadline = time.monotonic() + 5
+        # Workers report their counters with their heartbeats: wait for both to arrive.
+        deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             cache = svc.health()["cache"]
-            if cache["hits"] >= 5:
+            if cache["hits"] >= 5 and cache["misses"] >= 1:
                 break
             time.sleep(0.1)
         assert cache["hits"] >= 5 and cache["misses"] >= 1
         backends = {w["cache"]["backend"] for w in svc.health()["worker_list"] if w["cache"]}
         assert backends == {"redis"}
-        keys = redis.Redis.from_url(redis_server).keys("tacore:*")
+        keys = redis.Redis.from_url(redis_url).keys("tacore:*")
         assert keys, "market data answer was not stored in Redis"
     finally:
         svc.stop()

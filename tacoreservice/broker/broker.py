@@ -949,6 +949,11 @@ class Broker:
             started_at=str(info.get("started_at") or ""),
             key=user_id,
         )
+        if previous is not None and (previous.worker_id, previous.pid) == (
+            record.worker_id,
+            record.pid,
+        ):
+            record.served, record.failed = previous.served, previous.failed
         self.pool.add(record, now)
         self._forget_departed(record)
         self.stats["workers_registered"] += 1
@@ -1248,8 +1253,9 @@ class Broker:
         self.departed.append(row)
 
     def _forget_departed(self, record: WorkerRecord) -> None:
-        """A worker given up for dead (missed heartbeats) came back: it is not dead, and its
-        cache counters, still counting in the same process, must not be counted twice."""
+        """A worker given up for dead (missed heartbeats) came back: it is not dead, its
+        cache counters, still counting in the same process, must not be counted twice, and
+        its served and failed counts carry on from where they were."""
         back = [
             row
             for row in self.departed
@@ -1257,6 +1263,9 @@ class Broker:
         ]
         for row in back:
             self.departed.remove(row)
+            # The same process: what it served before the gap still counts.
+            record.served += int(row.get("served") or 0)
+            record.failed += int(row.get("failed") or 0)
             cache = row.get("cache") or {}
             self._departed_cache[0] -= int(cache.get("hits") or 0)
             self._departed_cache[1] -= int(cache.get("misses") or 0)
