@@ -328,6 +328,76 @@ def test_worker_stopped_by_sigstop_is_evicted_and_request_redispatched(tmp_path:
         svc.stop()
 
 
+def _settle(svc: ServiceProcesses) -> dict[str, int]:
+    # A worker that started before the broker answered may re-register once at start-up;
+    # wait that out before taking the figures a test compares against.
+    svc.wait_workers(2)
+    time.sleep(1.5)
+    return dict(svc.wait_workers(2)["worker_events"])
+
+
+def test_broker_that_did_not_run_does_not_evict_its_workers(tmp_path: Path) -> None:
+    # The broker frozen (SIGSTOP: as when descheduled or swapped out) for twice the heartbeat
+    # expiry. The workers keep beating; their beats wait in the socket. Thawed, the broker
+    # must read them rather than evict healthy workers and re-run their requests. The workers
+    # tolerate a long broker silence here, so that only the broker's judgement is tested.
+    svc = ServiceProcesses(tmp_path, workers=2)
+    try:
+        broker = svc.start_broker()
+        svc.env["TACORE_HEARTBEAT_LIVENESS"] = "40"
+        svc.start_worker("patient-a")
+        svc.start_worker("patient-b")
+        before = _settle(svc)
+        pids = svc.worker_pids()
+        answers: list[object] = []
+
+        def call(i: int) -> None:
+            with svc.client(timeout_ms=10000, retries=0) as c:
+                answers.append(c.call("test.echo", {"payload": i}))
+
+        for i in range(3):
+            caller = threading.Thread(target=call, args=(i,))
+            os.kill(broker.pid, signal.SIGSTOP)
+            caller.start()  # a request that arrives while the broker is frozen
+            time.sleep(1.5)
+            os.kill(broker.pid, signal.SIGCONT)
+            caller.join(15)
+        after = svc.wait_workers(2)
+        assert sorted(a["payload"] for a in answers) == [0, 1, 2]  # type: ignore[index]
+        assert after["worker_events"]["evicted"] == before["evicted"]
+        assert after["worker_events"]["registered"] == before["registered"]
+        assert after["worker_events"]["broker_stalls"] >= 3
+        assert svc.worker_pids() == pids
+    finally:
+        svc.stop()
+
+
+def test_worker_that_did_not_run_keeps_its_session(tmp_path: Path) -> None:
+    # The mirror case: a worker frozen past the heartbeat expiry must not take the broker's
+    # silence in that time for a lost broker and reconnect (dropping what waits in its
+    # socket). The broker tolerates a long worker silence here.
+    svc = ServiceProcesses(tmp_path, workers=2, TACORE_HEARTBEAT_LIVENESS="40")
+    try:
+        svc.start_broker()
+        svc.env["TACORE_HEARTBEAT_LIVENESS"] = "3"
+        frozen = svc.start_worker("frozen").pid
+        svc.start_worker("other")
+        before = _settle(svc)
+        log = tmp_path / "worker-1.out"
+        reconnects = log.read_text().count("reconnecting")
+        for _ in range(3):
+            os.kill(frozen, signal.SIGSTOP)
+            time.sleep(1.5)
+            os.kill(frozen, signal.SIGCONT)
+            time.sleep(0.5)
+        after = svc.wait_workers(2)
+        assert after["worker_events"]["registered"] == before["registered"]
+        assert after["worker_events"]["evicted"] == before["evicted"]
+        assert log.read_text().count("reconnecting") == reconnects
+    finally:
+        svc.stop()
+
+
 def test_broker_kill9_and_restart_workers_reregister(tmp_path: Path) -> None:
     svc = ServiceProcesses(tmp_path, workers=2)
     try:

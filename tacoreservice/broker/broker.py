@@ -232,6 +232,7 @@ class Broker:
             "worker_restarts": 0,
             "replies_dropped": 0,
             "stale_replies": 0,
+            "stalls": 0,
         }
         self.method_stats: dict[str, list[float]] = {}  # method -> [count, errors, total_ms]
         # Monitoring: sliding-window figures and Prometheus metrics, fed by _account; workers
@@ -355,6 +356,7 @@ class Broker:
                 timeout = max(0.0, min(next_heartbeat - now, 0.25))
                 if self._queued_deadlines:
                     timeout = min(timeout, 0.02)
+                polled_at = time.monotonic()
                 events = dict(poller.poll(int(timeout * 1000.0)))
                 if self.backend in events:
                     self._drain_backend()
@@ -367,6 +369,16 @@ class Broker:
                 if self._handshake_monitors and len(events) > 0:
                     self._handle_handshake_events(events)
                 now = time.monotonic()
+                stalled = now - polled_at - timeout
+                if stalled > interval:
+                    # This process did not run (descheduled, swapped out, a long pause): the
+                    # heartbeats sent meanwhile are still on their way in, so the gap must not
+                    # count against the workers.
+                    self.pool.postpone_expiry(stalled)
+                    self.stats["stalls"] += 1
+                    log.warning(
+                        "the broker did not run for %.2f s; worker expiry postponed", stalled
+                    )
                 if now >= next_heartbeat:
                     self._heartbeat(now)
                     next_heartbeat = now + interval
@@ -1054,6 +1066,11 @@ class Broker:
             pass
 
     def _heartbeat(self, now: float) -> None:
+        # Read the heartbeats that have already arrived before judging anyone late.
+        for _ in range(8):
+            if not int(self.backend.getsockopt(_EVENTS)) & _POLLIN:
+                break
+            self._drain_backend()
         for record in self.pool.expired(now):
             log.warning(
                 "worker %s missed %d heartbeats; evicting",
@@ -1216,6 +1233,7 @@ class Broker:
                 "registered": stats["workers_registered"],
                 "evicted": stats["workers_evicted"],
                 "restarts": stats["worker_restarts"],
+                "broker_stalls": stats["stalls"],
             },
         }
         if detailed:

@@ -114,6 +114,11 @@ class WorkerPool:
         record.state = "draining"
         self.idle.pop(record.identity, None)
 
+    def postpone_expiry(self, seconds: float) -> None:
+        """Give every worker ``seconds`` more: the broker was not listening for that long."""
+        for record in self.workers.values():
+            record.expiry += seconds
+
     def expired(self, now: float) -> list[WorkerRecord]:
         return [w for w in self.workers.values() if w.expiry < now]
 

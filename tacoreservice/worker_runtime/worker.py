@@ -94,6 +94,7 @@ class _Heartbeater(threading.Thread):
         sock: zmq.Socket | None = None
         generation = -1
         next_beat = 0.0
+        wait_s = min(interval, 0.1)
         try:
             while not self._halt.is_set():
                 if generation != self._generation:
@@ -117,7 +118,15 @@ class _Heartbeater(threading.Thread):
                     except zmq.ZMQError:
                         pass
                     next_beat = now + interval
-                if sock.poll(int(min(interval, 0.1) * 1000)):
+                polled_at = time.monotonic()
+                ready = sock.poll(int(wait_s * 1000))
+                stalled = time.monotonic() - polled_at - wait_s
+                if stalled > interval:
+                    # This process did not run (descheduled, swapped out): the broker's
+                    # messages sent meanwhile are still on their way in, so the gap is not
+                    # the broker's silence.
+                    self.last_seen += stalled
+                if ready:
                     while True:
                         try:
                             sock.recv_multipart(zmq.NOBLOCK)
