@@ -413,6 +413,31 @@ def test_pre_trade_inputs_come_from_the_history(ctx: MethodContext, provider: An
     assert out["approved"] is out["pre_trade"]["approved"] is True
     cash_row = {c["name"]: c for c in out["pre_trade"]["checks"]}["min_cash"]
     assert cash_row["value_after"] == pytest.approx(10_000 - 5 * msft, abs=0.01)
+    assert inputs["start_of_day_equity_source"].startswith("estimated")
+    assert inputs["peak_equity_source"].startswith("estimated")
+
+
+def test_pre_trade_uses_the_callers_account_figures(ctx: MethodContext, provider: Any) -> None:
+    # A risk guard that keeps its own account gives its start-of-day equity and peak: the
+    # daily-loss and drawdown rows are measured against those, not the estimates.
+    equity = 100 * float(provider.bars("AAPL").close[-1]) + 10_000
+    trade = {"symbol": "MSFT", "action": "buy", "quantity": 1}
+    out = risk(
+        ctx,
+        portfolio={"AAPL": 100},
+        cash=10_000,
+        proposed_trade=trade,
+        start_of_day_equity=equity / 0.95,  # down 5 % today: beyond the 3 % limit
+        peak_equity=equity / 0.9,  # 10 % below the peak: within the 20 % limit
+    )
+    rows = {c["name"]: c for c in out["pre_trade"]["checks"]}
+    assert rows["max_daily_loss"]["value_after"] == pytest.approx(0.05, abs=1e-4)
+    assert rows["max_daily_loss"]["passed"] is False and out["approved"] is False
+    assert rows["max_drawdown"]["value_after"] == pytest.approx(0.10, abs=1e-4)
+    assert rows["max_drawdown"]["passed"] is True
+    inputs = out["pre_trade"]["inputs"]
+    assert inputs["start_of_day_equity_source"] == inputs["peak_equity_source"] == "given"
+    assert inputs["start_of_day_equity"] == pytest.approx(equity / 0.95, abs=0.01)
 
 
 def test_cash_and_a_first_purchase_without_positions(ctx: MethodContext) -> None:
@@ -439,6 +464,9 @@ def test_cash_and_a_first_purchase_without_positions(ctx: MethodContext) -> None
         ({"portfolio": {"AAPL": 1}, "cash": -1}, "cash"),
         ({"portfolio": {"AAPL": 1}, "confidence": 95}, "0.95"),
         ({"portfolio": {"AAPL": 1}, "horizon_days": 0}, "horizon_days"),
+        ({"portfolio": {"AAPL": 1}, "start_of_day_equity": "NaN"}, "start_of_day_equity"),
+        ({"portfolio": {"AAPL": 1}, "peak_equity": -5}, "peak_equity"),
+        ({"portfolio": {"AAPL": 1}, "peak_equity": True}, "must be a number"),
         ({"portfolio": {"AAPL": 1, "aapl": 2}}, "AAPL twice"),
         ({"portfolio": {f"S{i}": 1 for i in range(201)}}, "at most 200"),
         ({"portfolio": {"AAPL": 1}, "proposed_trade": {"symbol": "AAPL", "action": "hold",

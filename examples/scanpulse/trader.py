@@ -288,12 +288,11 @@ class Trader:
             sym: {"quantity": p["quantity"], "cost_basis": p["avg_cost"]}
             for sym, p in (portfolio.get("positions") or {}).items()
         }
-        risk = self._call(
-            "evaluate.risk",
-            self._as_of(
-                {"portfolio": holdings, "cash": portfolio["cash"], "proposed_trade": proposed}
-            ),
-        )
+        request = {"portfolio": holdings, "cash": portfolio["cash"], "proposed_trade": proposed}
+        if portfolio.get("peak_equity"):
+            # The account's real peak, not one estimated from today's holdings.
+            request["peak_equity"] = portfolio["peak_equity"]
+        risk = self._call("evaluate.risk", self._as_of(request))
         checks = (risk.get("pre_trade") or {}).get("checks") or []
         failed = [f"{c['name']}: {c['reason']}" for c in checks if not c.get("passed")]
         approved = bool(risk.get("approved"))

@@ -151,6 +151,21 @@ class EvaluateRiskParams(ParamsModel):
         1, ge=1, le=252, validation_alias=AliasChoices("horizon_days", "horizon")
     )
     lookback_days: int | None = Field(None, ge=20, le=10_000)
+    # The caller's own account figures for the daily-loss and drawdown checks; without them
+    # both are estimated from the holdings' history (see _pre_trade).
+    start_of_day_equity: float | None = None
+    peak_equity: float | None = None
+
+    _account_numbers = field_validator("start_of_day_equity", "peak_equity", mode="before")(
+        _no_bool
+    )
+
+    @field_validator("start_of_day_equity", "peak_equity")
+    @classmethod
+    def _account_figure(cls, v: float | None, info: ValidationInfo) -> float | None:
+        if v is None:
+            return None
+        return _finite_at_least(v, MIN_PRICE, str(info.field_name), ceiling=MAX_CASH)
 
     @field_validator("portfolio", mode="before")
     @classmethod
@@ -273,10 +288,18 @@ def _pre_trade(
     )
     prices = {s: float(h.close[-1]) for s, h in histories.items()}
     prices.setdefault(info.symbol, last_close)
-    start_of_day = None
-    if all(histories[s].close.shape[0] >= 2 for s in quantities):
+    start_of_day = params.start_of_day_equity
+    start_source = "given"
+    if start_of_day is None and all(histories[s].close.shape[0] >= 2 for s in quantities):
+        # Today's holdings at the previous close: the caller's trades today are unknown.
         start_of_day = sum(q * float(histories[s].close[-2]) for s, q in quantities.items())
         start_of_day += params.cash or 0.0
+        start_source = "estimated: current holdings at the previous close, plus cash"
+    peak_source = "given"
+    if params.peak_equity is not None:
+        peak_equity = params.peak_equity
+    elif peak_equity is not None:
+        peak_source = "estimated: the current holdings' highest value over the history"
     state = PortfolioState(
         positions=dict(quantities),
         prices=prices,
@@ -295,7 +318,9 @@ def _pre_trade(
     }
     inputs = {
         "start_of_day_equity": None if start_of_day is None else round(start_of_day, 2),
+        "start_of_day_equity_source": None if start_of_day is None else start_source,
         "peak_equity": peak_equity,
+        "peak_equity_source": None if peak_equity is None else peak_source,
     }
     return {**result.as_dict(), "trade": trade_row, "inputs": inputs}
 
