@@ -12,6 +12,7 @@ and where its value came from, instead of surfacing later as an obscure runtime 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -179,6 +180,22 @@ class RiskLimits(_Section):
     max_leverage: float | None = Field(1.0, gt=0, le=100)  # gross exposure / equity
     max_drawdown: float | None = Field(0.20, gt=0, le=1)  # from the equity peak
     min_cash: float | None = Field(0.0, ge=0)  # cash left after a buy, currency units
+
+    @field_validator("allowed_symbols", "blocked_symbols")
+    @classmethod
+    def _symbols(cls, v: list[str]) -> list[str]:
+        # Checked at start: a misspelt entry would otherwise never match any trade, and a
+        # blocked symbol that blocks nothing is found out too late.
+        from tacoreservice.market_data.symbols import normalize_symbol
+        from tacoreservice.protocol.errors import InvalidParams
+
+        out = []
+        for raw in v:
+            try:
+                out.append(normalize_symbol(str(raw)))
+            except InvalidParams as exc:
+                raise ValueError(f"entry {raw!r}: {exc.message}") from None
+        return out
 
 
 class TradingCosts(_Section):
@@ -431,8 +448,10 @@ def default_config_path() -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def default_trading_config_path(config_path: Path | None) -> Path | None:
-    explicit = os.environ.get("TACORE_TRADING_CONFIG")
+def default_trading_config_path(
+    config_path: Path | None, environ: Mapping[str, str] | None = None
+) -> Path | None:
+    explicit = (os.environ if environ is None else environ).get("TACORE_TRADING_CONFIG")
     if explicit:
         return Path(explicit)
     folder = config_path.parent if config_path is not None else Path("config")
@@ -476,7 +495,7 @@ def load_settings(
     path = Path(config_path) if config_path else default_config_path()
     # trading_config.yaml (DESIGN.md) holds the `trading` section; a `trading` section in
     # config.yaml, the environment and the CLI still beat it.
-    trading_path = default_trading_config_path(path)
+    trading_path = default_trading_config_path(path, environ)
     if trading_path is not None:
         trading = _read_yaml_mapping(trading_path, "trading config file")
         data["trading"] = trading

@@ -90,3 +90,17 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
     bad.write_text("broker: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_settings(bad, env={})
+
+
+def test_trading_symbol_lists_are_checked_at_start(tmp_path: Path) -> None:
+    trading = tmp_path / "trading_config.yaml"
+    trading.write_text("limits:\n  blocked_symbols: [tsla, 'BTC/USDT']\n")
+    settings = load_settings(REPO_CONFIG, env={"TACORE_TRADING_CONFIG": str(trading)})
+    # Spelt the way the market data spells them, so a trade in any spelling matches.
+    assert settings.trading.limits.blocked_symbols == ["TSLA", "BTCUSDT"]
+    trading.write_text("limits:\n  allowed_symbols: [AAPL, 'GOOG L']\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(REPO_CONFIG, env={"TACORE_TRADING_CONFIG": str(trading)})
+    message = str(err.value)
+    assert "trading.limits.allowed_symbols" in message and "'GOOG L'" in message
+    assert str(trading) in message
