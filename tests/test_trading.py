@@ -9,8 +9,11 @@ documented in tacoreservice/trading/fills.py.
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
+import sys
 import threading
+import types
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -27,6 +30,8 @@ from tacoreservice.market_data.bundled_provider import BundledProvider
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
 from tacoreservice.service.registry import MethodContext, call_method, load_plugins
 from tacoreservice.trading import load_broker_adapter
+from tacoreservice.trading.adapters import exchange_client_order_id
+from tacoreservice.trading.orders import OrderRequest
 from tests.support.memory_cache import DictCache
 from tests.support.service import REPO, ServiceProcesses, pid_alive, raw_request
 
@@ -527,6 +532,56 @@ def test_broker_adapters() -> None:
             load_broker_adapter("ccxt", settings)
         assert info.value.code == ErrorCode.ENGINE_UNAVAILABLE
         assert "pip install 'tacoreservice[ccxt]'" in info.value.message
+
+
+def test_ccxt_adapter_with_a_stand_in_exchange(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No exchange is reachable here: a stand-in ccxt module records what the adapter sends
+    # (pair spelling, order fields, the client order id an exchange accepts) and how an
+    # exchange error comes back (keys masked).
+    sent: list[tuple[Any, ...]] = []
+
+    class Exchange:
+        def __init__(self, config: dict[str, Any]):
+            self.config = config
+
+        def create_order(self, *args: Any) -> dict[str, Any]:
+            sent.append(("create_order", *args))
+            if args[3] > 1000:
+                raise RuntimeError(f"insufficient balance for key {self.config['apiKey']}")
+            return {"id": "42", "clientOrderId": args[5]["clientOrderId"], "status": "open"}
+
+        def fetch_order(self, order_id: Any, pair: Any, params: dict[str, Any]) -> dict[str, Any]:
+            sent.append(("fetch_order", order_id, params))
+            return {"id": "42", "status": "closed"}
+
+    fake = types.ModuleType("ccxt")
+    fake.binance = Exchange  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ccxt", fake)
+    monkeypatch.setenv("TACORE_CCXT_API_KEY", "planted-ccxt-key-5150")
+    broker = load_broker_adapter("ccxt", Settings(), BundledProvider())
+    order = OrderRequest.model_validate(
+        {"symbol": "btc/usdt", "action": "buy", "quantity": 0.5, "price": 50_000}
+    )
+    long_id = "module-scanner:2026-11-21T06:00:00Z:" + "x" * 40  # printable, too long for Binance
+    placed = broker.place_order(order, long_id)
+    again = broker.place_order(order, long_id)  # a retry sends the same id: the exchange refuses
+    derived = placed["clientOrderId"]
+    assert derived == again["clientOrderId"] == exchange_client_order_id(long_id)
+    assert re.fullmatch(r"[.A-Za-z0-9:/_-]{1,36}", derived) and derived.startswith("tc-")
+    assert sent[0] == ("create_order", "BTC/USDT", "limit", "buy", 0.5, 50_000.0,
+                       {"clientOrderId": derived})  # fmt: skip
+    assert exchange_client_order_id("order-7") == "order-7"  # an acceptable id goes as it is
+    broker.order_status(None, long_id)
+    assert sent[-1] == ("fetch_order", None, {"clientOrderId": derived})
+    big = OrderRequest.model_validate({"symbol": "BTCUSDT", "action": "buy", "quantity": 5000})
+    with pytest.raises(ServiceError) as info:
+        broker.place_order(big, "order-8")
+    assert info.value.code == ErrorCode.UPSTREAM_ERROR
+    assert "insufficient balance" in info.value.message
+    assert "planted-ccxt-key-5150" not in info.value.message
+    with pytest.raises(ServiceError, match="crypto pairs such as BTCUSDT"):
+        broker.place_order(OrderRequest.model_validate(
+            {"symbol": "AAPL", "action": "buy", "quantity": 1}), "order-9")  # fmt: skip
 
 
 # ---------------------------------------------------------------- the ledger invariant

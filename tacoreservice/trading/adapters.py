@@ -10,15 +10,20 @@
   default binance; ``TACORE_CCXT_API_KEY``, ``TACORE_CCXT_SECRET``, ``TACORE_CCXT_PASSWORD``
   for exchanges that want a passphrase; each key also as a ``*_FILE``, see
   :mod:`tacoreservice.security.secrets`); ``TACORE_CCXT_SANDBOX=1`` uses the exchange's test
-  network. Exchange errors are passed on with the keys masked. Idempotency is the exchange's: the client_order_id (or the
-  request_id) is sent as ccxt's ``clientOrderId``, which exchanges refuse to reuse. This
-  adapter is not exercised against the network by the test-suite.
+  network. Exchange errors are passed on with the keys masked. Idempotency is the exchange's:
+  the client_order_id (or the request_id) is sent as ccxt's ``clientOrderId``, which exchanges
+  refuse to reuse. Exchanges restrict its form (Binance: ``[.A-Z:/a-z0-9_-]{1,36}``), so an id
+  outside that form is sent as a digest of itself, the same for every retry (see
+  :func:`exchange_client_order_id`). The test-suite drives this adapter through a stand-in
+  ccxt module, never against the network.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
+import re
 from typing import Any, Protocol, runtime_checkable
 
 from tacoreservice.config import ConfigError, Settings
@@ -28,9 +33,30 @@ from tacoreservice.security.redaction import redact
 from tacoreservice.security.secrets import read_secret
 from tacoreservice.trading.orders import OrderRequest
 
-__all__ = ["ADAPTERS", "BrokerAdapter", "SimulatedBroker", "load_broker_adapter"]
+__all__ = [
+    "ADAPTERS",
+    "BrokerAdapter",
+    "SimulatedBroker",
+    "exchange_client_order_id",
+    "load_broker_adapter",
+]
 
 ADAPTERS = ("paper", "ccxt")
+
+# The narrowest form the large exchanges accept for a client order id (Binance's; OKX and
+# Bybit accept a subset of these characters too, but every id of this form fits them).
+_EXCHANGE_ID = re.compile(r"[.A-Za-z0-9:/_-]{1,36}")
+
+
+def exchange_client_order_id(raw: str) -> str:
+    """``raw`` when an exchange accepts it as a client order id, else a stable digest of it.
+
+    The digest is the same for every retry of one order, so the exchange still refuses the
+    second copy; ``tc-`` marks it as derived.
+    """
+    if _EXCHANGE_ID.fullmatch(raw):
+        return raw
+    return "tc-" + hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
 
 
 @runtime_checkable
@@ -163,7 +189,8 @@ class CcxtBroker:
                 f"the ccxt broker places market and limit orders, not {req.kind}",
                 {"field": "order_type"},
             )
-        params = {"clientOrderId": req.client_order_id or request_id}
+        raw_id = req.client_order_id or request_id
+        params = {"clientOrderId": exchange_client_order_id(raw_id)} if raw_id else {}
         return dict(
             self._call(
                 "create_order",
@@ -177,12 +204,18 @@ class CcxtBroker:
             )
         )
 
+    @staticmethod
+    def _by_client_id(order_id: str | None, client_order_id: str | None) -> dict[str, Any]:
+        if order_id or not client_order_id:
+            return {}
+        return {"clientOrderId": exchange_client_order_id(client_order_id)}
+
     def order_status(self, order_id: str | None, client_order_id: str | None) -> dict[str, Any]:
-        params = {} if order_id else {"clientOrderId": client_order_id}
+        params = self._by_client_id(order_id, client_order_id)
         return dict(self._call("fetch_order", self.exchange.fetch_order, order_id, None, params))
 
     def cancel_order(self, order_id: str | None, client_order_id: str | None) -> dict[str, Any]:
-        params = {} if order_id else {"clientOrderId": client_order_id}
+        params = self._by_client_id(order_id, client_order_id)
         return dict(self._call("cancel_order", self.exchange.cancel_order, order_id, None, params))
 
     def list_orders(
