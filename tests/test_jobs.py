@@ -215,3 +215,23 @@ def test_cli_scan(svc: ServiceProcesses) -> None:
     assert scores == sorted(scores, reverse=True)
     bad = svc.cli("scan", "--price-range", "10")
     assert bad.returncode == 2
+
+
+def test_job_params_are_shown_redacted(tmp_path: Path) -> None:
+    # The job keeps its params as sent (a resumed job needs them); job.status and job.list
+    # show them like the request log does: credential-named fields and known secrets hidden.
+    planted = "planted-llm-key-9f3a7c"
+    svc = ServiceProcesses(tmp_path, workers=1, TACORE_LLM_API_KEY=planted)
+    svc.start_main()
+    try:
+        with svc.client() as c:
+            params = {"steps": 1, "api_key": "caller-key-1", "note": f"uses {planted}"}
+            sub = c.call("job.submit", {"method": "test.steps", "params": params})
+            job = wait_job(c, sub["job_id"], {"succeeded", "failed"})
+            assert job["state"] == "succeeded"
+            listed = c.call("job.list", {})["jobs"]
+            result = c.call("job.result", {"job_id": sub["job_id"]})
+        for shown in (job, result, *[j for j in listed if j["job_id"] == sub["job_id"]]):
+            assert shown["params"] == {"steps": 1, "api_key": "[REDACTED]", "note": "uses ***"}
+    finally:
+        svc.stop()

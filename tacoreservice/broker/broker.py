@@ -59,6 +59,7 @@ from tacoreservice.security.curve import (
 from tacoreservice.security.exposure import check_broker_exposure
 from tacoreservice.security.guard import RequestGuard
 from tacoreservice.security.keys import KeyRing
+from tacoreservice.security.redaction import BodyRedactor
 from tacoreservice.security.secrets import secret_values
 from tacoreservice.service.methods.jobs import (
     JOB_READ_METHODS,
@@ -249,14 +250,18 @@ class Broker:
         self.authenticator: CurveAuthenticator | None = None
         self.guard = RequestGuard(self.security, self.rings.get(CLIENTS_DOMAIN), self.refusals)
         self._handshake_monitors: dict[zmq.Socket, str] = {}
+        secrets = secret_values(settings)
         self.request_log: RequestLogWriter | None = None
         if settings.request_log.enabled:
             self.request_log = RequestLogWriter(
                 settings.database.path,
                 settings.request_log,
                 redact_fields=settings.security.redact_fields,
-                mask_values=secret_values(settings),
+                mask_values=secrets,
             )
+        # A job keeps its params as sent (a resumed job needs them); what job.status and
+        # job.list show of them is redacted like the request log.
+        self._job_redactor = BodyRedactor(settings.security.redact_fields, secrets)
 
     # ------------------------------------------------------------------ sockets
 
@@ -586,6 +591,9 @@ class Broker:
                 data = self._cancel_job(req.params)
             elif req.method in JOB_READ_METHODS:
                 data = read_job(self.jobs, req.method, req.params)
+                for job in data.get("jobs") or [data]:
+                    if job.get("params") and self._job_redactor:
+                        job["params"] = self._job_redactor.parsed(job["params"])
             else:
                 data = self._submit_job(req, body, now)
         except Exception as exc:  # noqa: BLE001 - nothing a request sends may stop the broker

@@ -147,6 +147,19 @@ def redact_fields(value: Any, fields: frozenset[str]) -> tuple[Any, bool]:
     return value, False
 
 
+def _mask_strings(value: Any, secrets: tuple[str, ...]) -> Any:
+    if isinstance(value, str):
+        return mask_values(value, secrets)
+    if isinstance(value, dict):
+        return {
+            mask_values(k, secrets) if isinstance(k, str) else k: _mask_strings(v, secrets)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_mask_strings(item, secrets) for item in value]
+    return value
+
+
 class BodyRedactor:
     """Redacts request-log bodies: credential-named fields, then known secret values.
 
@@ -195,3 +208,8 @@ class BodyRedactor:
         if self.fields:
             value, _changed = redact_fields(value, self.fields)
         return value
+
+    def parsed(self, value: Any) -> Any:
+        """An already parsed body, redacted and with known secret values masked in every
+        string, for a caller that answers with the value itself (not encoded text)."""
+        return _mask_strings(self.value(value), self.secrets) if self.secrets else self.value(value)
