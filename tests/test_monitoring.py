@@ -87,6 +87,7 @@ def traffic(service: ServiceProcesses) -> dict[str, Any]:
 
 
 def test_health_is_200_with_workers(service: ServiceProcesses) -> None:
+    service.wait_workers(2)
     r = _get(service, "/health")
     assert r.status_code == 200
     body = r.json()
@@ -97,6 +98,7 @@ def test_health_is_200_with_workers(service: ServiceProcesses) -> None:
 def test_status_has_counters_rates_and_no_secrets(
     service: ServiceProcesses, traffic: dict[str, Any]
 ) -> None:
+    service.wait_workers(2)
     body = _get(service, "/api/status").json()
     assert body["version"] and body["uptime_s"] > 0
     assert body["workers"]["alive"] == 2
@@ -290,6 +292,7 @@ def test_timeseries_and_events(service: ServiceProcesses, traffic: dict[str, Any
     assert sum(p["requests"] for p in points) >= 9
     assert sum(p["errors"] for p in points) >= 3
 
+    service.wait_workers(2)
     with httpx.stream("GET", service.api_url + "/api/events", timeout=10.0) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         event, data = None, None
