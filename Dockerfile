@@ -16,12 +16,13 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# README.md: pyproject.toml names it as the package's long description.
-COPY pyproject.toml README.md ./
+# README.md: pyproject.toml names it as the package's long description. constraints.txt pins
+# every runtime dependency (scripts/lock.sh writes it), so two builds install the same versions.
+COPY pyproject.toml README.md constraints.txt ./
 COPY tacoreservice ./tacoreservice
 # Not editable: the runtime stage has no /src. The bundled market data and the dashboard's
 # static files are package data, so they travel inside the virtualenv.
-RUN pip install --prefer-binary . \
+RUN pip install --prefer-binary -c constraints.txt . \
     && python -c "import talib, zmq, tacoreservice.cli; assert zmq.has('curve'), 'libzmq without CURVE'"
 
 FROM ${PYTHON_IMAGE} AS runtime

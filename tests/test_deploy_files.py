@@ -40,6 +40,9 @@ from typing import Any
 import httpx
 import pytest
 import zmq.auth
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from tacoreservice.client import TACoreClient, TACoreTimeout
 from tacoreservice.config import (
@@ -421,7 +424,14 @@ def test_dockerfile_copy_sources_exist_and_are_in_the_context() -> None:
         if kind == "COPY" and not args.startswith("--from"):
             *srcs, _dest = args.split()
             sources += srcs
-    assert {"pyproject.toml", "README.md", "tacoreservice", "config", "examples"} <= set(sources)
+    assert {
+        "pyproject.toml",
+        "README.md",
+        "constraints.txt",
+        "tacoreservice",
+        "config",
+        "examples",
+    } <= set(sources)
     for source in sources:
         assert (REPO / source).exists(), f"COPY {source}: no such file in the repository"
         assert not excluded_from_context(source, rules), f"COPY {source} is in .dockerignore"
@@ -441,6 +451,30 @@ def test_dockerfile_copy_sources_exist_and_are_in_the_context() -> None:
         "tacoreservice/__pycache__/cli.cpython-311.pyc",
     ):
         assert excluded_from_context(private, rules), f"{private} would be sent to the build"
+
+
+def test_image_installs_pinned_versions_of_every_dependency() -> None:
+    # Two builds of the image must get the same packages: the Dockerfile installs with the
+    # constraints file, which pins every runtime dependency (and theirs) to one version that
+    # pyproject.toml allows. scripts/lock.sh regenerates it.
+    build = dockerfile_stages()[0]
+    installs = [a for k, a in build if k == "RUN" and "pip install" in a]
+    assert installs and all("-c constraints.txt ." in a for a in installs), installs
+    pins: dict[str, Version] = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep and version, f"constraints.txt: {line!r} is not an exact pin"
+            pins[canonicalize_name(name)] = Version(version)
+    wanted = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    for text in wanted:
+        req = Requirement(text)
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} (pyproject.toml) is not pinned: run scripts/lock.sh"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"constraints.txt pins {req.name} {pins[name]}, outside pyproject's {req.specifier}"
+        )
+    assert "tacoreservice" not in pins
 
 
 def test_image_commands_exist() -> None:
