@@ -344,6 +344,7 @@ class Broker:
         next_heartbeat = time.monotonic() + interval
         next_key_reload = time.monotonic() + self.security.reload_interval_s
         drain_until = 0.0
+        turn_ended = time.monotonic()
         try:
             while True:
                 now = time.monotonic()
@@ -361,7 +362,6 @@ class Broker:
                 timeout = max(0.0, min(next_heartbeat - now, 0.25))
                 if self._queued_deadlines:
                     timeout = min(timeout, 0.02)
-                polled_at = time.monotonic()
                 events = dict(poller.poll(int(timeout * 1000.0)))
                 if self.backend in events:
                     self._drain_backend()
@@ -374,7 +374,9 @@ class Broker:
                 if self._handshake_monitors and len(events) > 0:
                     self._handle_handshake_events(events)
                 now = time.monotonic()
-                stalled = now - polled_at - timeout
+                # Measured from the end of the last turn, so a pause anywhere in the loop counts.
+                stalled = now - turn_ended - timeout
+                turn_ended = now
                 if stalled > interval:
                     # This process did not run (descheduled, swapped out, a long pause): the
                     # heartbeats sent meanwhile are still on their way in, so the gap must not

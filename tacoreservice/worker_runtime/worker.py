@@ -95,6 +95,7 @@ class _Heartbeater(threading.Thread):
         generation = -1
         next_beat = 0.0
         wait_s = min(interval, 0.1)
+        turn_ended = time.monotonic()
         try:
             while not self._halt.is_set():
                 if generation != self._generation:
@@ -118,9 +119,10 @@ class _Heartbeater(threading.Thread):
                     except zmq.ZMQError:
                         pass
                     next_beat = now + interval
-                polled_at = time.monotonic()
                 ready = sock.poll(int(wait_s * 1000))
-                stalled = time.monotonic() - polled_at - wait_s
+                # Measured from the end of the last turn, so a pause anywhere in the loop counts.
+                stalled = time.monotonic() - turn_ended - wait_s
+                turn_ended = time.monotonic()
                 if stalled > interval:
                     # This process did not run (descheduled, swapped out): the broker's
                     # messages sent meanwhile are still on their way in, so the gap is not
