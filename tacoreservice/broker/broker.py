@@ -607,41 +607,19 @@ class Broker:
                     "the broker logged the details",
                 )
             reply = build_error_reply(exc, req.request_id, req.dialect, self.cfg.compat, BROKER_ID)
-            self._send_client(envelope, reply)
-            self._account(req.method, False, exc.code.value, 0.0)
-            self._log(
-                req.request_id,
-                req.method,
-                BROKER_ID,
-                body,
-                reply,
-                0.0,
-                "error",
-                exc.code.value,
-                0.0,
-                req.client,
+            self._answer_from_broker(
+                envelope, req.request_id, req.method, req.client, body, reply, 0.0, exc.code.value
             )
             return
         elapsed = (time.perf_counter() - started) * 1000.0
         reply = build_reply(
             req.request_id, req.dialect, self.cfg.compat, data, None, elapsed, BROKER_ID
         )
-        self._send_client(envelope, reply)
         if req.client_request_id and req.method not in JOB_READ_METHODS:
             # A retried submit gets the same job, not a second one.
             self.reply_cache.put(req.request_id, reply, req.method, req.params, now)
-        self._account(req.method, True, None, elapsed)
-        self._log(
-            req.request_id,
-            req.method,
-            BROKER_ID,
-            body,
-            reply,
-            elapsed,
-            "success",
-            None,
-            0.0,
-            req.client,
+        self._answer_from_broker(
+            envelope, req.request_id, req.method, req.client, body, reply, elapsed
         )
         self._dispatch()
 
@@ -772,10 +750,37 @@ class Broker:
         client: str | None = None,
     ) -> None:
         reply = build_error_reply(exc, exc.request_id, exc.dialect, self.cfg.compat, BROKER_ID)
+        self._answer_from_broker(
+            envelope,
+            exc.request_id,
+            method,
+            client,
+            raw,
+            reply,
+            0.0,
+            exc.code.value,
+            latency_ms=(time.monotonic() - now) * 1000.0,
+        )
+
+    def _answer_from_broker(
+        self,
+        envelope: list[bytes],
+        request_id: str | None,
+        method: str | None,
+        client: str | None,
+        raw: bytes,
+        reply: bytes,
+        elapsed_ms: float,
+        error_code: str | None = None,
+        latency_ms: float | None = None,
+    ) -> None:
+        """Send a reply the broker made itself; count and log it as a worker's reply is."""
         self._send_client(envelope, reply)
-        self._account(method or "", False, exc.code.value, 0.0, (time.monotonic() - now) * 1000.0)
+        ok = error_code is None
+        self._account(method or "", ok, error_code, elapsed_ms, latency_ms)
+        status = "success" if ok else "error"
         self._log(
-            exc.request_id, method, BROKER_ID, raw, reply, 0.0, "error", exc.code.value, 0.0, client
+            request_id, method, BROKER_ID, raw, reply, elapsed_ms, status, error_code, 0.0, client
         )
 
     def _send_client(self, envelope: list[bytes], reply: bytes) -> None:
@@ -1186,19 +1191,8 @@ class Broker:
         reply = build_reply(
             req.request_id, req.dialect, self.cfg.compat, data, None, elapsed, BROKER_ID
         )
-        self._send_client(envelope, reply)
-        self._account(req.method, True, None, elapsed)
-        self._log(
-            req.request_id,
-            req.method,
-            BROKER_ID,
-            raw,
-            reply,
-            elapsed,
-            "success",
-            None,
-            0.0,
-            req.client,
+        self._answer_from_broker(
+            envelope, req.request_id, req.method, req.client, raw, reply, elapsed
         )
 
     def health(self, detailed: bool = False) -> dict[str, Any]:
