@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 Row = dict[str, Any]
@@ -22,6 +23,17 @@ def print_table(rows: list[Row]) -> None:
             f"| {r['benchmark']} | {r['case']} | {r['runs']} | {r['p50_ms']:.2f} | "
             f"{r['p95_ms']:.2f} | {r['note']} |"
         )
+
+
+def round_trips(sock: Any, body: bytes, n: int) -> list[float]:
+    """``n`` sequential send/receive round trips on a REQ socket, each in microseconds."""
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        sock.send(body)
+        sock.recv()
+        samples.append((time.perf_counter() - t0) * 1e6)
+    return samples
 
 
 class NullCache:

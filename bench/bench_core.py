@@ -34,7 +34,7 @@ import zmq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._common import percentile  # noqa: E402
+from bench._common import percentile, round_trips  # noqa: E402
 from tests.support.service import free_port  # noqa: E402
 
 HEALTH = orjson.dumps({"method": "health.check", "params": {}})
@@ -94,15 +94,8 @@ def measure_latency(endpoint: str, body: bytes, n: int) -> list[float]:
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
-    for _ in range(200):  # warm-up: connections, caches, allocators
-        sock.send(body)
-        sock.recv()
-    samples = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        sock.send(body)
-        sock.recv()
-        samples.append((time.perf_counter() - t0) * 1e6)
+    round_trips(sock, body, 200)  # warm-up: connections, caches, allocators
+    samples = round_trips(sock, body, n)
     sock.close()
     return samples
 

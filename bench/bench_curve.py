@@ -28,7 +28,7 @@ import zmq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._common import percentile  # noqa: E402
+from bench._common import percentile, round_trips  # noqa: E402
 from tacoreservice.security.keys import generate_keys, load_key_pair, load_public_key  # noqa: E402
 from tests.support.service import ServiceProcesses, free_port  # noqa: E402
 
@@ -65,16 +65,6 @@ def _socket(endpoint: str, keys: Path | None) -> zmq.Socket:
         sock.curve_secretkey = secret
     sock.connect(endpoint)
     return sock
-
-
-def round_trips(sock: zmq.Socket, body: bytes, n: int) -> list[float]:
-    samples = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        sock.send(body)
-        sock.recv()
-        samples.append((time.perf_counter() - t0) * 1e6)
-    return samples
 
 
 def first_request(endpoint: str, keys: Path | None) -> float:
