@@ -116,18 +116,24 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def _ledger(db_path: Path) -> list[sqlite3.Row]:
-    """Orders with their fill count, straight from the paper ledger's SQLite file."""
+def _read_only(db_path: Path, sql: str) -> list[sqlite3.Row]:
+    """Rows straight from the service's SQLite file, opened read-only beside the service."""
     con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     con.row_factory = sqlite3.Row
     try:
-        return con.execute(
-            "SELECT o.order_id, o.client_order_id, o.symbol, o.status, o.filled_quantity, "
-            "COUNT(f.fill_id) AS fills, COALESCE(SUM(f.quantity), 0) AS fill_qty "
-            "FROM orders o LEFT JOIN fills f ON f.order_id = o.order_id GROUP BY o.order_id"
-        ).fetchall()
+        return con.execute(sql).fetchall()
     finally:
         con.close()
+
+
+def _ledger(db_path: Path) -> list[sqlite3.Row]:
+    """Orders with their fill count, straight from the paper ledger's SQLite file."""
+    return _read_only(
+        db_path,
+        "SELECT o.order_id, o.client_order_id, o.symbol, o.status, o.filled_quantity, "
+        "COUNT(f.fill_id) AS fills, COALESCE(SUM(f.quantity), 0) AS fill_qty "
+        "FROM orders o LEFT JOIN fills f ON f.order_id = o.order_id GROUP BY o.order_id",
+    )
 
 
 def assert_chain_complete(
@@ -256,15 +262,11 @@ def test_clean_chain_every_hop(service: ServiceProcesses, redis_server: str) -> 
 
     # The service saw ScanPulse's calls under the names its permissions know.
     def logged() -> list[sqlite3.Row]:
-        con = sqlite3.connect(f"file:{service.db_path}?mode=ro", uri=True)
-        con.row_factory = sqlite3.Row
-        try:
-            return con.execute(
-                "SELECT method, client_id, request_data FROM request_logs "
-                "WHERE method IN ('scan.market', 'evaluate.risk', 'execute.order')"
-            ).fetchall()
-        finally:
-            con.close()
+        return _read_only(
+            service.db_path,
+            "SELECT method, client_id, request_data FROM request_logs "
+            "WHERE method IN ('scan.market', 'evaluate.risk', 'execute.order')",
+        )
 
     buys = [r for r in rows.values() if r["decision"] == "BUY"]
     _wait(lambda: len(logged()) >= 1 + len(buys) + len(result["filled"]), 5, "request log")
