@@ -25,7 +25,7 @@ import orjson
 import zmq
 
 from tacoreservice.protocol.errors import ErrorCode
-from tests.support.fuzz_strategies import FuzzCase, Probe, echo_body
+from tests.support.fuzz_strategies import BROKER_METHODS, FuzzCase, Probe, echo_body
 from tests.support.service import ServiceProcesses
 
 __all__ = ["FuzzService", "FuzzTarget", "Expected", "expected_for", "check_reply"]
@@ -360,14 +360,7 @@ class FuzzTarget:
         from tacoreservice.service.registry import load_plugins, registry
 
         load_plugins(["tests.support.test_methods"])
-        self.known_methods = frozenset(registry.names()) | {
-            "health.check",
-            "job.submit",
-            "job.status",
-            "job.result",
-            "job.list",
-            "job.cancel",
-        }
+        self.known_methods = frozenset(registry.names()) | set(BROKER_METHODS)
         bars = load_provider(Settings().market_data).bars("AAPL")
         self.expected_aapl_price = float(bars.close[-1])
         self.ctx = zmq.Context()

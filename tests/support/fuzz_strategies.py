@@ -25,6 +25,7 @@ from pydantic import TypeAdapter
 from tacoreservice.service.registry import load_plugins, registry
 
 __all__ = [
+    "BROKER_METHODS",
     "LETHAL_METHODS",
     "FuzzCase",
     "Pairs",
@@ -41,7 +42,8 @@ __all__ = [
 ]
 
 LETHAL_METHODS = frozenset({"test.sleep", "test.steps", "test.crash"})
-_BROKER_METHODS = (
+# Answered by the broker itself, not by a worker's registry.
+BROKER_METHODS = (
     "health.check",
     "job.submit",
     "job.status",
@@ -54,7 +56,7 @@ _LEGACY_ACTIONS = ("analyze_strategy", "generate_signal", "optimize_parameters")
 load_plugins(["tests.support.test_methods"])
 # Every method and params field the service registers, so random requests look like real
 # ones often enough to get past the first check and into the handlers.
-_METHODS = tuple(n for n in registry.names() if n not in LETHAL_METHODS) + _BROKER_METHODS
+_METHODS = tuple(n for n in registry.names() if n not in LETHAL_METHODS) + BROKER_METHODS
 _FIELDS = tuple(
     sorted(
         {
