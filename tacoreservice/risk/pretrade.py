@@ -126,12 +126,14 @@ def _qty(x: float) -> float:
 
 
 def _canonical(symbols: list[str]) -> set[str]:
+    # Settings loaded from config are normalised already (RiskLimits checks them at start);
+    # limits built in code without validation (model_copy) are normalised here, and an entry
+    # that is no symbol at all still matches itself rather than crash trading.
     out = set()
     for raw in symbols:
         try:
             out.add(normalize_symbol(raw))
         except InvalidParams:
-            # A badly spelt entry in the config still matches itself; it must not crash trading.
             out.add(str(raw).strip().upper())
     return out
 
