@@ -404,13 +404,14 @@ class Broker:
 
     def _drain(
         self, sock: zmq.Socket, on_message: Callable[[list[bytes], str | None], None], what: str
-    ) -> None:
-        """Hand up to a batch of waiting messages to ``on_message``, with their User-Id."""
+    ) -> bool:
+        """Hand up to a batch of waiting messages to ``on_message``, with their User-Id;
+        True when nothing more was waiting."""
         curve = self._curve
         for _ in range(_DRAIN_BATCH):
             # Checking EVENTS is cheaper than letting a NOBLOCK recv raise zmq.Again.
             if not int(sock.getsockopt(_EVENTS)) & _POLLIN:
-                return
+                return True
             try:
                 if curve:
                     on_message(*_recv_with_user_id(sock))
@@ -418,6 +419,7 @@ class Broker:
                     on_message(sock.recv_multipart(), None)
             except Exception:  # noqa: BLE001 - a bug on one message must not stop the broker
                 log.exception("a %s message could not be handled; the broker goes on", what)
+        return False
 
     def _drain_frontend(self) -> None:
         self._drain(self.frontend, self._on_client_message, "client")
@@ -919,10 +921,11 @@ class Broker:
 
     # ------------------------------------------------------------------ backend
 
-    def _drain_backend(self) -> None:
-        self._drain(self.backend, self._on_worker_message, "worker")
+    def _drain_backend(self) -> bool:
+        emptied = self._drain(self.backend, self._on_worker_message, "worker")
         if self.queue or self.job_queue:
             self._dispatch()
+        return emptied
 
     def _on_worker_message(self, frames: list[bytes], user_id: str | None = None) -> None:
         if len(frames) < 4 or frames[1] != b"" or frames[2] != wp.PROTOCOL:
@@ -1083,9 +1086,8 @@ class Broker:
     def _heartbeat(self, now: float) -> None:
         # Read the heartbeats that have already arrived before judging anyone late.
         for _ in range(8):
-            if not int(self.backend.getsockopt(_EVENTS)) & _POLLIN:
+            if self._drain_backend():
                 break
-            self._drain_backend()
         for record in self.pool.expired(now):
             log.warning(
                 "worker %s missed %d heartbeats; evicting",
