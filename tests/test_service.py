@@ -19,7 +19,7 @@ import pytest
 import zmq
 
 from tacoreservice.client import AsyncTACoreClient, TACoreClient, TACoreError, TACoreTimeout
-from tests.support.service import REPO, ServiceProcesses, pid_alive, raw_request
+from tests.support.service import REPO, ServiceProcesses, free_port, pid_alive, raw_request
 
 
 @pytest.fixture(scope="module")
@@ -370,6 +370,54 @@ def test_broker_that_did_not_run_does_not_evict_its_workers(tmp_path: Path) -> N
         assert svc.worker_pids() == pids
     finally:
         svc.stop()
+
+
+def test_ready_from_a_replaced_connection_registers_no_ghost(tmp_path: Path) -> None:
+    # A worker that reconnects before the broker has read its first READY (the broker still
+    # starting, or busy): ROUTER_HANDOVER gives the new connection the identity and renames
+    # the old one, whose READY then arrives under an id libzmq made up. Registered, that
+    # ghost never heartbeats and is soon listed dead beside the live worker. The broker is
+    # driven by hand here, so its loop cannot read the first READY before the second
+    # connection is made.
+    from tacoreservice.broker.broker import Broker
+    from tacoreservice.config import load_settings
+    from tacoreservice.protocol import worker_protocol as wp
+
+    port = free_port()
+    settings = load_settings(
+        REPO / "config" / "config.yaml",
+        env={
+            "ZMQ_BACKEND_PORT": str(port),
+            "ZMQ_FRONTEND_PORT": str(free_port()),
+            "DATABASE_PATH": str(tmp_path / "t.db"),
+        },
+    )
+    ctx = zmq.Context()
+    broker = Broker(settings, ctx)
+    broker.bind()
+    socks: list[zmq.Socket] = []
+    try:
+        info = orjson.dumps({"worker_id": "twice", "pid": os.getpid(), "methods": ["x"]})
+        for _ in range(2):  # the worker drops its socket and connects a new one
+            if socks:
+                socks[-1].close(linger=0)
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.IDENTITY, b"twice")
+            sock.connect(f"tcp://127.0.0.1:{port}")
+            sock.send_multipart([b"", wp.PROTOCOL, wp.READY, info])
+            socks.append(sock)
+            time.sleep(0.3)  # handshake and READY reach the broker's queue
+        for _ in range(10):
+            broker._drain_backend()
+            time.sleep(0.05)
+        assert list(broker.pool.workers) == [b"twice"]
+        assert broker.stats["workers_registered"] == 1
+    finally:
+        for sock in socks:
+            sock.close(linger=0)
+        broker.close()
+        ctx.term()
 
 
 def test_worker_that_did_not_run_keeps_its_session(tmp_path: Path) -> None:

@@ -933,6 +933,14 @@ class Broker:
             return
         identity, command = frames[0], frames[3]
         now = time.monotonic()
+        if command != wp.REPLY and wp.is_handed_over(identity):
+            # A message still queued on a connection that a reconnect with the same identity
+            # took over (ROUTER_HANDOVER renames the old pipe). The live connection speaks
+            # for the worker; a READY from the old one would register a ghost that never
+            # heartbeats and is later listed dead beside its live self. A REPLY is still
+            # taken: the answer it carries is real.
+            log.debug("%s from a replaced connection ignored", wp.COMMAND_NAMES.get(command))
+            return
         if command == wp.REPLY:
             self._on_reply(identity, frames, now)
         elif command == wp.HEARTBEAT:

@@ -60,3 +60,13 @@ HEARTBEAT_IDENTITY_PREFIX = b"hb:"
 
 def heartbeat_identity(worker_identity: bytes) -> bytes:
     return HEARTBEAT_IDENTITY_PREFIX + worker_identity
+
+
+def is_handed_over(identity: bytes) -> bool:
+    """True for a routing id libzmq made up itself (a zero byte and four more).
+
+    Workers always set their identity (printable, never starting with a zero byte), so a
+    made-up id on the backend means a connection whose identity a newer connection took over
+    (``ROUTER_HANDOVER``): messages still queued on the old one arrive under such an id.
+    """
+    return len(identity) == 5 and identity[:1] == b"\x00"

@@ -152,6 +152,10 @@ class Worker:
     ):
         self.settings = settings
         self.worker_id = worker_id or default_worker_id()
+        if not self.worker_id.isprintable() or len(self.worker_id.encode()) > 200:
+            # The id is the socket identity: printable, and so never one the broker takes
+            # for an id libzmq made up (worker_protocol.is_handed_over).
+            raise ValueError(f"worker id must be printable and at most 200 bytes: {worker_id!r}")
         self.identity = self.worker_id.encode()
         self.endpoint = (
             endpoint or settings.worker.broker_endpoint or settings.broker.backend_endpoint
