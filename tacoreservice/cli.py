@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tacoreservice.config import ConfigError
+from tacoreservice.evaluation import cli as evaluation_cli
 
 app = typer.Typer(
     name="tacore",
@@ -288,6 +289,7 @@ _ROLE_ICONS = {"pending": "·", "running": "…", "done": "✓", "skipped": "–
 
 def _run_local(method: str, params: dict[str, Any], on_progress: Any) -> Any:
     """Run a method in this process (no service needed), reporting progress as a job would."""
+    from tacoreservice.analysis.forecast import set_calibration_dir
     from tacoreservice.cache import make_cache
     from tacoreservice.config import load_settings
     from tacoreservice.security.log_masking import install_secret_masking
@@ -298,6 +300,7 @@ def _run_local(method: str, params: dict[str, Any], on_progress: Any) -> Any:
     # No service logging here, but a library may still log: credentials stay masked.
     install_secret_masking(secret_values(settings))
     load_plugins(settings.worker.plugins)
+    set_calibration_dir(settings.analysis.calibration_dir)
     ctx = MethodContext(settings=settings, cache=make_cache(settings.cache), worker_id="cli")
     ctx.progress = on_progress
     return call_method(method, params, ctx)
@@ -561,6 +564,26 @@ def backtest(
     warmup_bars: Annotated[
         int, typer.Option(min=1, help="--universe: bars of history before a first window.")
     ] = 252,
+    portfolio: Annotated[
+        bool,
+        typer.Option(
+            "--portfolio",
+            help="The monthly top-N book per market vs equal weight and the benchmark "
+            "(default 2022-01-01 .. the data's end).",
+        ),
+    ] = False,
+    markets: Annotated[str, typer.Option(help="--portfolio markets.")] = "us,cn",
+    top_n: Annotated[
+        int | None, typer.Option("--top-n", min=1, help="--portfolio size (default: a third).")
+    ] = None,
+    service: Annotated[
+        str | None,
+        typer.Option(
+            "--service",
+            help="--universe/--portfolio: send the analyses as jobs to this running service "
+            "(tcp://host:5555), whose workers share the load; it must serve the same data.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -576,14 +599,22 @@ def backtest(
     names = [s.strip() for s in (symbols or "").split(",") if s.strip()]
     quiet = as_json or not sys.stderr.isatty()
     try:
-        if universe:
+        if portfolio:
+            from tacoreservice.evaluation.cli import portfolio_backtest
+
+            markets_list = [m.strip() for m in markets.split(",") if m.strip()]
+            data = portfolio_backtest(
+                settings, markets_list, start or "2022-01-01", end or "2100-01-01", engine,
+                top_n, service, quiet,
+            )  # fmt: skip
+        elif universe:
             if start or end:
                 err_console.print("[red]--start/--end do not apply to --universe[/] (it uses "
                                   "every complete window of the history)")  # fmt: skip
                 raise typer.Exit(2)
             data = _backtest_universe(
                 settings, names, engine, depth, (window_months, step_months, warmup_bars),
-                workers, quiet,
+                workers, service, quiet,
             )  # fmt: skip
         else:
             data = _backtest_window(settings, names, start, end, engine, depth, out, chart, quiet)
@@ -674,6 +705,7 @@ def _backtest_universe(
     depth: int | None,
     windows: tuple[int, int, int],
     workers: int | None,
+    service: str | None,
     quiet: bool,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], Any, list[str]]:
     from tacoreservice.backtest import report
@@ -694,6 +726,7 @@ def _backtest_universe(
             step_months=windows[1],
             warmup_bars=windows[2],
             workers=workers,
+            service=_endpoint(service) if service else None,
             on_progress=step,
         )
     rows = [{"market": "all", **r} for r in result.summary] + [
@@ -829,6 +862,9 @@ def demo_pipeline(
         err_console.print(f"[red]demo: the service answered {escape(str(exc))}[/]", soft_wrap=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
+
+
+evaluation_cli.register(app)
 
 
 def main() -> None:

@@ -123,6 +123,9 @@ class AnalysisSettings(_Section):
     default_research_depth: int = Field(3, ge=1, le=5)
     # Completed analyses are cached by (method, params, as_of, engine) for this long.
     result_cache_ttl_s: float = Field(3600.0, ge=0, le=30 * 86_400)
+    # Where `tacore calibrate` writes the quant model's calibrations and workers read them,
+    # besides the ones the package ships (tacoreservice/analysis/calibrations).
+    calibration_dir: str = "data/calibration"
 
 
 class LLMSettings(_Section):
@@ -394,6 +397,7 @@ ENV_VARS: dict[str, str] = {
     "TACORE_MARKET_DATA_DIR": "market_data.data_dir",
     "TACORE_REQUEST_LOG_RETENTION_DAYS": "request_log.retention_days",
     "TACORE_ANALYSIS_ENGINE": "analysis.default_engine",
+    "TACORE_CALIBRATION_DIR": "analysis.calibration_dir",
     "TACORE_LLM_BASE_URL": "llm.base_url",
     "TACORE_LLM_QUICK_MODEL": "llm.quick_model",
     "TACORE_LLM_DEEP_MODEL": "llm.deep_model",

@@ -33,7 +33,7 @@ from tacoreservice.market_data.provider import Bars
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
 from tacoreservice.protocol.messages import LEGACY, build_reply, parse_request
 from tacoreservice.service.registry import Cancelled, MethodContext, call_method
-from tests.support.market_data import truncated_provider
+from tests.support.market_data import daily_files, truncated_provider
 from tests.support.memory_cache import DictCache
 
 DECISION_KEYS = {
@@ -49,6 +49,10 @@ DECISION_KEYS = {
     "stop_loss",
     "take_profit",
     "position_size_pct",
+    "target_exposure",
+    "expected_return",
+    "probability_up",
+    "horizon_bars",
     "risk_score",
     "reasoning",
     "reports",
@@ -96,10 +100,10 @@ def assert_levels_agree(d: dict[str, Any]) -> None:
     where = f"{d.get('symbol')} {d.get('as_of')} {rating}: {stop=} {price=} {take=} {target=}"
     if rating in ("BUY", "OVERWEIGHT"):
         assert stop < price < take, where
-        assert target > price, where
+        assert target is None or target > price, where  # None: a forecast of exactly 0
     elif rating in ("SELL", "UNDERWEIGHT"):
         assert take < price < stop, where
-        assert target < price, where
+        assert target is None or target < price, where
     else:
         assert rating == "HOLD", where
         assert take is None and stop < price, where
@@ -121,8 +125,18 @@ def test_decision_shape_is_complete(provider: BundledProvider) -> None:
     assert all(isinstance(r, str) and r for r in d["reports"].values())
     assert_levels_agree(d)
     # The numbers each role used are in its evidence, and they are the data's.
-    assert d["evidence"]["market_analyst"]["rsi"]["rsi_14"] is not None
+    signals = d["evidence"]["market_analyst"]["signals"]
+    assert signals and all("contribution" in v for v in signals.values())
     assert d["evidence"]["trader"]["price"] == d["price"]
+    # The size is the decision's own: one holding read two ways, consistent with the rating.
+    assert d["position_size_pct"] == pytest.approx(
+        d["target_exposure"] * roles.MAX_POSITION_PCT, abs=0.01
+    )
+    assert d["rating"] == roles.rating_for_exposure(d["target_exposure"])
+    assert 0.0 < d["probability_up"] < 1.0 and d["horizon_bars"] == 21
+    # The model section says which calibration decided, fitted before the as_of.
+    cal = d["model"]["calibration"]
+    assert cal["market"] == "us" and cal["fit_day"] < d["as_of"] and cal["weights"]
     orjson.dumps(d)  # JSON-ready: no numpy types, no NaN
 
 
@@ -131,21 +145,28 @@ LEVEL_SYMBOLS = ("AAPL", "NVDA", "XOM", "600519", "BTCUSDT", "ETHUSDT")
 
 @pytest.mark.parametrize("symbol", LEVEL_SYMBOLS)
 def test_levels_agree_with_every_rating(provider: BundledProvider, symbol: str) -> None:
-    """All five ratings, each from a research score in its band, priced by the portfolio
-    manager on the symbol's real evidence; HOLD with a negative score included."""
+    """All five ratings, each from the forecast whose half-Kelly size is its tier's, priced by
+    the portfolio manager on the symbol's real evidence; a HOLD with a negative forecast too."""
     ev = compute_evidence(provider, symbol, "2025-06-30")
+    f = ev["forecast"]
+    per_exposure = 0.5 * np.sqrt(f["bars_per_year"] / f["horizon_bars"]) / f["volatility_ann"]
     seen = set()
-    for score in (0.9, 0.2, 0.05, -0.05, -0.2, -0.9):
-        rec = "BUY" if score >= 0.1 else "SELL" if score <= -0.1 else "HOLD"
-        rm = {"score": score, "confidence": 0.5, "recommendation": rec}
-        pm = roles.portfolio_manager(ev, {}, rm, roles.trader(ev, rm), [])
+    for exposure in (1.0, 0.75, 0.5, 0.25, 0.0):
+        score = exposure / per_exposure if exposure else -0.2
+        rating = roles.rating_for_exposure(exposure)
+        rec = roles.action_for_rating(rating)
+        rm = {"score": score, "recommendation": rec, "evidence": {"half_kelly": exposure}}
+        trade = roles.trader(ev, rm)
+        pm = roles.portfolio_manager(ev, {}, rm, trade, [])
+        assert pm["rating"] == rating and pm["exposure"] == pytest.approx(exposure, abs=1e-3)
         assert_levels_agree({**pm, "price": ev["price"], "symbol": symbol, "as_of": ev["as_of"]})
         seen.add(pm["rating"])
-        trade = roles.trader(ev, rm)
         assert trade["take_profit"] is None if rec == "HOLD" else trade["take_profit"] is not None
         if rec == "HOLD":
             assert roles.HOLD_NO_TAKE_PROFIT in trade["report"]
     assert seen == set(roles.RATINGS)
+    hold_down = roles.trade_levels(ev, "HOLD", -0.3)
+    assert hold_down["target_price"] < ev["price"] and hold_down["take_profit"] is None
 
 
 def test_levels_agree_in_real_decisions(provider: BundledProvider) -> None:
@@ -294,12 +315,20 @@ def test_debate_weighs_the_strongest_points_first(provider: BundledProvider) -> 
         strengths = [p["strength"] for t in inv if t["side"] == side for p in t["points"]]
         assert strengths == sorted(strengths, reverse=True)
         assert all(len(t["points"]) <= roles.POINTS_PER_TURN for t in inv if t["side"] == side)
-    bull = sum(t["strength"] for t in inv if t["side"] == "bull")
-    bear = sum(t["strength"] for t in inv if t["side"] == "bear")
-    assert d["debate"]["research_manager"]["score"] == pytest.approx(bull - bear, abs=1e-3)
-    # A deeper debate hears weaker points too, so it weighs at least as much evidence.
-    shallow = quant(provider, symbol="AAPL", research_depth=1)["debate"]["investment"]
-    assert sum(t["strength"] for t in shallow) <= sum(t["strength"] for t in inv)
+    # Every point quotes its signal's measured record and weight.
+    points = [p for t in inv for p in t["points"] if p["signal"] != "drift"]
+    assert points and all("IC" in p["text"] and "weight" in p["text"] for p in points)
+    # The research manager weighs all the evidence (drift and every signal), not only what
+    # the rounds got to: the forecast is the same at depth 1 and 5, and so is the decision.
+    ev = compute_evidence(provider, "AAPL")
+    bull, bear, _ = roles.debate_points({"market": roles.market_analyst(ev)}, ev)
+    total = sum(p["score"] for p in bull) + sum(p["score"] for p in bear)
+    assert d["evidence"]["research_manager"]["forecast"] == pytest.approx(total, abs=1e-4)
+    assert total == pytest.approx(ev["forecast"]["s"], abs=1e-3)
+    shallow = quant(provider, symbol="AAPL", research_depth=1)
+    assert {k: shallow[k] for k in ("rating", "confidence", "target_exposure")} == {
+        k: d[k] for k in ("rating", "confidence", "target_exposure")
+    }
 
 
 def test_crypto_fundamentals_analyst_has_no_data_and_no_weight(provider: BundledProvider) -> None:
@@ -393,9 +422,9 @@ def test_fundamentals_are_used_only_when_known_at_as_of(
     weight = d["analysts"]["weights"]["fundamentals"]
     report = d["reports"]["fundamentals_analyst"]
     if usable:
-        # Known at as_of: full weight, no discount.
-        assert weight == roles.ANALYST_WEIGHTS["fundamentals"]
-        assert "P/E" in report
+        # Known at as_of: shown, but not weighed (nothing measures what they are worth).
+        assert weight == 0.0 and "fundamentals" in d["analysts"]["with_data"]
+        assert "P/E" in report and "not weighed" in report
     else:
         assert weight == 0.0 and "leak the future" in report
         assert "fundamentals" in d["analysts"]["without_data"]
@@ -419,7 +448,7 @@ def test_later_fundamentals_cannot_change_an_earlier_decision(
     provider: BundledProvider, tmp_path: Path
 ) -> None:
     """AAPL at 2024-06-14 decides the same with and without the (later) fundamentals file."""
-    for rel in ("us/AAPL.csv.gz", "us/SPY.csv.gz"):
+    for rel in daily_files():  # the whole universe: the calibration is made of it
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(BUNDLED_DIR / rel, tmp_path / rel)
     without = BundledProvider(data_dir=tmp_path)  # no fundamentals folder at all
@@ -461,7 +490,7 @@ def test_fundamentals_provider_crash_is_reported_missing() -> None:
 
 
 def test_first_bar_has_no_usable_evidence(provider: BundledProvider) -> None:
-    """On AAPL's first bar no indicator exists: the market analyst has no data, no weight."""
+    """On AAPL's first bar there is no history to calibrate on: no view, no weight."""
     first = str(np.datetime_as_string(provider.bars("AAPL").time[0], unit="D"))
     assert first == "2021-01-11"
     d = quant(provider, symbol="AAPL", as_of=first)
@@ -469,30 +498,29 @@ def test_first_bar_has_no_usable_evidence(provider: BundledProvider) -> None:
     assert d["analysts"]["with_data"] == []
     assert d["analysts"]["weights"]["market"] == 0.0
     assert d["analysts"]["without_data"]["market"] == (
-        "1 1d bar up to 2021-01-11: too short for any indicator"
+        "no us history before 2021-01-11's month to calibrate on"
     )
-    assert "No usable evidence" in d["reasoning"]
+    assert "No calibrated forecast" in d["reasoning"]
     assert d["stop_loss"] is None and d["take_profit"] is None and d["target_price"] is None
-    assert d["position_size_pct"] is None
+    assert d["position_size_pct"] is None and d["target_exposure"] is None
 
 
-def test_market_analyst_without_signals_adds_no_coverage() -> None:
-    """With usable fundamentals on the first bar, only their weight counts as coverage."""
+def test_fundamentals_alone_give_no_view() -> None:
+    """Usable fundamentals on the first bar are shown, but weigh nothing: no view."""
     clear_caches()
     d = quant(ShiftedFundamentals(point_in_time=True), symbol="AAPL", as_of="2021-01-11")
     assert d["analysts"]["with_data"] == ["fundamentals"]
-    cov = d["evidence"]["research_manager"]["coverage"]
-    assert cov == pytest.approx(roles.ANALYST_WEIGHTS["fundamentals"] / 1.0)
-    assert d["confidence"] <= cov
+    assert d["analysts"]["weights"]["fundamentals"] == 0.0
+    assert d["rating"] == "HOLD" and d["confidence"] == 0.0 and d["target_exposure"] is None
 
 
 def test_thin_history_says_what_is_missing(provider: BundledProvider) -> None:
     first = str(np.datetime_as_string(provider.bars("AAPL").time[30], unit="D"))
     d = quant(provider, symbol="AAPL", as_of=first, analysts=("market",))
-    assert d["rating"] in roles.RATINGS
+    assert d["rating"] == "HOLD" and d["target_exposure"] is None
     rep = d["reports"]["market_analyst"]
-    assert "fewer than 50 bars" in rep
-    assert "sma_200" in rep  # the evidence's own reason, quoted
+    assert "fewer than 61 daily bars" in rep and "no volatility" in rep
+    assert any(m["what"] == "forecast" for m in d["data"]["missing"])
 
 
 # --- methods --------------------------------------------------------------------------------

@@ -18,7 +18,12 @@ from tacoreservice.analysis.engines import load_engine
 from tacoreservice.analysis.strategies import STRATEGY_TYPES, strategy_positions
 from tacoreservice.backtest.baselines import BASELINE_NAMES, BASELINES, baseline_positions
 from tacoreservice.backtest.compare import compare, window_bounds
-from tacoreservice.backtest.decisions import daily_decisions, positions_from_ratings
+from tacoreservice.backtest.decisions import (
+    Decision,
+    daily_decisions,
+    positions_from_decisions,
+    positions_from_ratings,
+)
 from tacoreservice.backtest.engine import (
     cost_per_side,
     simulate,
@@ -259,6 +264,18 @@ def test_engine_decisions_do_not_look_ahead(
     assert [d.rating for d in a.decisions["AAPL"]] == [d.rating for d in b.decisions["AAPL"]]
 
 
+def test_exposures_are_held_with_a_rebalancing_band() -> None:
+    def d(exposure: float | None, rating: str = "HOLD") -> Decision:
+        return Decision("2024-01-02", "2024-01-02", rating, 0.5, exposure)
+
+    got = positions_from_decisions(
+        [d(0.55), d(0.6), d(0.7), d(0.0), d(0.05), d(None, "BUY"), d(0.95), d(None, "HOLD")]
+    )
+    # 0.6 is within 10 points of 0.55: kept; 0.7 is not; flat is always taken; a decision
+    # without an exposure is read by its rating (BUY long, HOLD keeps).
+    np.testing.assert_allclose(got, [0.55, 0.55, 0.7, 0.0, 0.0, 1.0, 1.0, 1.0])
+
+
 def test_ratings_map_to_long_flat_positions() -> None:
     ratings = ["HOLD", "BUY", "HOLD", "UNDERWEIGHT", "HOLD", "OVERWEIGHT", "SELL", "HOLD"]
     np.testing.assert_array_equal(positions_from_ratings(ratings), [0, 1, 1, 0, 0, 1, 0, 0])
@@ -284,7 +301,7 @@ def test_compare_runs_engine_and_baselines_on_the_same_days(provider: BundledPro
             assert str(run.times[0])[:10] == str(bars.time[first])[:10]
         # The engine row is exactly the backtest of its decisions' positions.
         pos = np.zeros(len(bars))
-        pos[first - 1 : last] = positions_from_ratings([d.rating for d in decisions])
+        pos[first - 1 : last] = positions_from_decisions(decisions)
         ppy = 365.0 if sym == "BTCUSDT" else 252.0
         sim = simulate(bars, pos, ppy=ppy, cost=0.001, first=first, last=last)
         assert runs[0].stats == statistics(sim.returns, ppy)
@@ -348,7 +365,10 @@ def test_cli_backtest_table_csv_json_png(tmp_path: Path) -> None:
         got = by_key[(row["symbol"], row["strategy"])]["total_return"]
         assert got == pytest.approx(float(row["total_return"]))
     aapl = data["equity"]["AAPL/engine"]
-    assert aapl["equity"][-1] - 1 == pytest.approx(by_key[("AAPL", "engine")]["total_return"])
+    # The JSON's equity is rounded to 6 decimals.
+    assert aapl["equity"][-1] - 1 == pytest.approx(
+        by_key[("AAPL", "engine")]["total_return"], abs=1e-6
+    )
     assert len(data["decisions"]["AAPL"]) == len(aapl["dates"])
     assert _png_size(chart)[0] > 600
 

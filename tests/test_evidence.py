@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,13 @@ def read_bundled(rel: str, until: str) -> dict[str, list[float]]:
 
 
 def truncated_data_dir(tmp: Path, market: str, until: str) -> Path:
-    """A data_dir holding ``market``'s bar files cut after ``until`` and the fundamentals."""
+    """A data_dir holding ``market``'s bar files cut after ``until`` and the fundamentals.
+
+    Its manifest says that no file ends in a partial bar any more: the cut removed them."""
+    manifest = json.loads((BUNDLED_DIR / "manifest.json").read_text(encoding="utf-8"))
+    for meta in manifest["files"].values():
+        meta["partial_last_bar"] = False
+    (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     for src in sorted((BUNDLED_DIR / market).glob("*.csv.gz")):
         lines = gzip.decompress(src.read_bytes()).decode("utf-8").splitlines()
         kept = [lines[0]] + [ln for ln in lines[1:] if ln.split(",", 1)[0][:10] <= until]
@@ -73,6 +80,7 @@ def test_shape_is_json_ready_and_complete(provider: BundledProvider) -> None:
     ev = compute_evidence(provider, "AAPL", AS_OF)
     assert set(ev) == {
         "symbol", "market", "kind", "name", "currency", "timeframe", "as_of", "bars", "price",
+        "forecast",
         "change_pct", "technical", "returns", "risk", "relative_strength", "fundamentals",
         "missing",
     }  # fmt: skip
@@ -96,8 +104,15 @@ def test_shape_is_json_ready_and_complete(provider: BundledProvider) -> None:
     )
     assert ev["as_of"] == "2025-06-30" and ev["timeframe"] == "1d"
     assert orjson.loads(orjson.dumps(ev)) == ev
-    numbers = walk_numbers({k: v for k, v in ev.items() if k not in ("fundamentals", "bars")})
+    numbers = walk_numbers(
+        {k: v for k, v in ev.items() if k not in ("fundamentals", "bars", "forecast")}
+    )
     assert numbers and all(isinstance(x, float) and math.isfinite(x) for x in numbers)
+    f = ev["forecast"]
+    assert f["available"] and f["day"] == "2025-06-30" and f["horizon_bars"] == 21
+    assert 0.0 < f["p_up"] < 1.0 and f["volatility_ann"] > 0
+    assert f["calibration"]["fit_day"] < "2025-06-01" and f["calibration"]["status"] == "fitted"
+    assert {s["name"] for s in f["signals"]} >= {"mom_12_1", "trend", "rev_1m", "rs_bench"}
     assert ev["technical"]["trend"] in ("up", "down", "sideways")
     assert ev["technical"]["ma_cross"] in ("golden", "death", None)
     assert ev["risk"]["max_drawdown_1y"] <= 0 and ev["risk"]["max_drawdown_all"] <= 0

@@ -88,8 +88,10 @@ class ScanPulseConfig:
     # None: the latest bar. A date makes every call (scan, analysis, risk, order) as of that
     # day, which needs the paper account's clock at or before it (portfolio.reset as_of).
     as_of: str | None = None
-    # Sizing: a fixed quantity, or position_pct of equity at the opportunity's price.
-    quantity: float = 10.0
+    # Sizing: a fixed quantity, or position_pct of equity at the opportunity's price; with
+    # neither, the analysis' own size (its position_size_pct of equity: half Kelly on its
+    # forecast, volatility-targeted).
+    quantity: float | None = None
     position_pct: float | None = None
     # Client names (permissions in the service's config.yaml) and CURVE key files.
     scanner_name: str = "scanner"
@@ -125,7 +127,7 @@ class ScanPulseConfig:
             interval_s=_float(env, "SCANPULSE_INTERVAL_S", cls.interval_s, 0.1, 86400.0),
             min_score=_float(env, "SCANPULSE_MIN_SCORE", cls.min_score, 0.0, 1.0),
             as_of=_as_of(env),
-            quantity=_float(env, "SCANPULSE_QUANTITY", cls.quantity, 1e-8, 1e9),
+            quantity=_float(env, "SCANPULSE_QUANTITY", 0.0, 0.0, 1e9) or None,
             position_pct=position_pct or None,
             scanner_name=env.get("SCANPULSE_SCANNER_NAME", "").strip() or cls.scanner_name,
             trader_name=env.get("SCANPULSE_TRADER_NAME", "").strip() or cls.trader_name,

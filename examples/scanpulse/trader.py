@@ -280,7 +280,8 @@ class Trader:
         portfolio = self._call("portfolio.get", self._as_of({}))
         quantity = self._quantity(opp, analysis, portfolio)
         if quantity <= 0:
-            reason = f"position_pct {self.config.position_pct}% of equity buys no whole unit"
+            pct = self.config.position_pct or analysis.get("position_size_pct")
+            reason = f"a position of {pct}% of equity buys no whole unit"
             self._finish(opp, "skipped", stream_id, reason=reason)
             return "skipped"
         proposed = {"symbol": symbol, "action": "buy", "quantity": quantity}
@@ -394,12 +395,14 @@ class Trader:
     def _quantity(
         self, opp: dict[str, Any], analysis: dict[str, Any], portfolio: dict[str, Any]
     ) -> float:
-        if self.config.position_pct is None:
+        if self.config.position_pct is None and self.config.quantity is not None:
             return self.config.quantity
+        # A fixed share of equity, or the analysis' own size for this name.
+        pct = self.config.position_pct or analysis.get("position_size_pct") or 0.0
         price = analysis.get("price") or opp.get("price")
-        if not price:
+        if not price or pct <= 0:
             return 0.0
-        units = portfolio["equity"] * self.config.position_pct / 100.0 / float(price)
+        units = portfolio["equity"] * float(pct) / 100.0 / float(price)
         if opp.get("market") == "crypto":
             return math.floor(units * 1e6) / 1e6  # exchanges trade fractions of a coin
         return float(math.floor(units))

@@ -49,8 +49,16 @@ import numpy as np
 import orjson
 import talib
 
-from tacoreservice.market_data.provider import AsOf, AsOfLike, Bars, parse_as_of
-from tacoreservice.market_data.symbols import SymbolInfo, normalize_timeframe
+from tacoreservice.analysis.forecast import forecast
+from tacoreservice.market_data.provider import (
+    AsOf,
+    AsOfLike,
+    Bars,
+    is_static,
+    parse_as_of,
+    provider_key,
+)
+from tacoreservice.market_data.symbols import SymbolInfo, normalize_timeframe, periods_per_year
 from tacoreservice.protocol.errors import DataUnavailable, ServiceError
 
 __all__ = [
@@ -74,11 +82,6 @@ __all__ = [
 
 HORIZON_DAYS: dict[str, int] = {"1w": 7, "1m": 30, "3m": 91, "1y": 365}
 
-# US regular session: Yahoo labels 7 hourly bars per day, which fall into 2 or 3 UTC 4-hour
-# blocks depending on daylight saving time; 3 is used. Only live providers serve stock bars
-# intraday; the bundled intraday data is crypto only.
-_STOCK_PPY = {"1d": 252.0, "1w": 52.0, "1h": 252.0 * 7, "4h": 252.0 * 3}
-_CRYPTO_PPY = {"1d": 365.0, "1w": 52.0, "1h": 365.0 * 24, "4h": 365.0 * 6}
 _INTRADAY = ("1h", "4h")
 
 MA_CROSS_LOOKBACK = 10  # bars in which an SMA50/SMA200 crossing counts as recent
@@ -91,12 +94,6 @@ MOMENTUM_RETURN_1M = 0.05
 RSI_OVERSOLD = 30.0
 RSI_OVERBOUGHT = 70.0
 RELATIVE_STRENGTH_EDGE = 0.05
-
-
-def periods_per_year(market: str, timeframe: str) -> float:
-    """Bars per year used to annualise and to size return horizons (see module docstring)."""
-    table = _CRYPTO_PPY if market == "crypto" else _STOCK_PPY
-    return table[normalize_timeframe(timeframe)]
 
 
 def horizon_bars(ppy: float, days: int) -> int:
@@ -147,19 +144,6 @@ def clear_caches() -> None:
     """Forget every cached evidence dict, feature row and table (tests, benchmarks)."""
     for cache in (_evidence_cache, _row_cache, _table_cache, _sector_cache):
         cache.clear()
-
-
-def provider_key(provider: Any) -> str:
-    """Identifies a provider's data source in cache keys (class, name and data folder)."""
-    cls = type(provider)
-    data_dir = getattr(provider, "data_dir", None)
-    return f"{cls.__module__}.{cls.__qualname__}:{getattr(provider, 'name', '')}:{data_dir or ''}"
-
-
-def _is_static(provider: Any) -> bool:
-    # The bundled files never change while a process runs, so "now" (as_of=None) is a fixed
-    # point; a live provider's "now" moves, so only its evidence (keyed by the bars) is cached.
-    return getattr(provider, "name", "") == "bundled"
 
 
 def _num(x: Any) -> float | None:
@@ -327,6 +311,7 @@ def _build_evidence(
 
     relative = _relative_strength(provider, info, bars, as_of, h, missing)
     fundamentals = _fundamentals(provider, info, when, missing)
+    outlook = _forecast(provider, info, bars, as_of, missing)
 
     missing.append(
         {"what": "news", "why": "no news source is available offline; nothing is assumed"}
@@ -350,8 +335,34 @@ def _build_evidence(
         "risk": risk,
         "relative_strength": relative,
         "fundamentals": fundamentals,
+        "forecast": outlook,
         "missing": missing,
     }
+
+
+def _forecast(
+    provider: Any, info: SymbolInfo, bars: Bars, as_of: AsOf | None, missing: list[dict[str, str]]
+) -> dict[str, Any]:
+    """The calibrated one-month forecast at the last daily bar visible at as_of."""
+    if bars.timeframe == "1d":
+        day = bars.time[-1].astype("datetime64[D]")
+    else:
+        # Intraday: the daily bar of as_of's own day has not closed yet, so the forecast
+        # stands on the day before.
+        cut = None if as_of is None else str(as_of.day - np.timedelta64(1, "D"))
+        try:
+            day = provider.bars(info.symbol, "1d", cut).time[-1].astype("datetime64[D]")
+        except ServiceError as exc:
+            why = f"the forecast works on daily bars: {exc.message}"
+            missing.append({"what": "forecast", "why": why})
+            return {"available": False, "why": why}
+    try:
+        out = forecast(provider, info, day)
+    except DataUnavailable as exc:
+        out = {"available": False, "why": exc.message}
+    if not out.get("available"):
+        missing.append({"what": "forecast", "why": str(out.get("why"))})
+    return out
 
 
 def _technical(
@@ -650,6 +661,8 @@ BASIC_COLUMNS: tuple[str, ...] = (
     "return_1m",
     "return_3m",
     "return_1y",
+    "p_up",  # the calibrated forecast's chance of a positive month (NaN: no calibration yet)
+    "expected_return",
 )
 FULL_COLUMNS: tuple[str, ...] = BASIC_COLUMNS + (
     "rsi_14",
@@ -716,7 +729,12 @@ def _feature_row(
 ) -> tuple[str, dict[str, float], dict[str, Any]]:
     bars: Bars = provider.bars(info.symbol, "1d", as_of)
     row = price_volume_features(bars, periods_per_year(info.market, "1d"))
-    detail: dict[str, Any] = {}
+    outlook = forecast(provider, info, bars.time[-1].astype("datetime64[D]"))
+    row["p_up"] = float(outlook["p_up"]) if outlook.get("available") else math.nan
+    row["expected_return"] = (
+        float(outlook["expected_return"]) if outlook.get("available") else math.nan
+    )
+    detail: dict[str, Any] = {"forecast_why": None if outlook.get("available") else outlook["why"]}
     if kind == "full":
         ev = compute_evidence(provider, info.symbol, as_of, "1d")
         t, rs = ev["technical"], ev["relative_strength"]
@@ -729,7 +747,7 @@ def _feature_row(
         for name in ("excess_return_3m", "excess_return_1y"):
             row[name] = math.nan if rs[name] is None else float(rs[name])
         fund = ev["fundamentals"]
-        detail = {
+        detail |= {
             "trend": t["trend"],
             "ma_cross": t["ma_cross"],
             "relative_strength": {
@@ -770,7 +788,7 @@ def universe_features(
     cut = parse_as_of(as_of)
     text = cut.text if cut is not None else None
     pkey = provider_key(provider)
-    cacheable = _is_static(provider) or cut is not None
+    cacheable = is_static(provider) or cut is not None
     table_key = (pkey, tuple(symbols), text, kind)
     if cacheable:
         hit = _table_cache.get(table_key)

@@ -349,11 +349,22 @@ def assemble_decision(
     evidence["portfolio_manager"] = pm["evidence"]
 
     rating = pm["rating"]
+    forecast: dict[str, Any] = ev["forecast"] if isinstance(ev.get("forecast"), dict) else {}
+    size = pm.get("position_size_pct")
     return {
         **decision_header(ev),
         "rating": rating,
         "action": roles.action_for_rating(rating),
         "confidence": pm["confidence"],
+        # The share of the capital given to this name that the decision holds (0 flat .. 1
+        # fully in): what a single-name backtest or trader follows; position_size_pct is the
+        # same holding as a share of a whole portfolio's equity.
+        "target_exposure": None
+        if size is None
+        else round(min(1.0, max(0.0, float(size) / roles.MAX_POSITION_PCT)), 4),
+        "expected_return": forecast.get("expected_return") if forecast.get("available") else None,
+        "probability_up": pm.get("probability_up"),
+        "horizon_bars": forecast.get("horizon_bars"),
         "target_price": pm["target_price"],
         "stop_loss": pm["stop_loss"],
         "take_profit": pm["take_profit"],

@@ -54,6 +54,7 @@ from tacoreservice.backtest.engine import (
 )
 from tacoreservice.backtest.params import Param, RuleSpec, faster_than
 from tacoreservice.market_data.provider import Bars
+from tacoreservice.market_data.symbols import periods_per_year
 
 __all__ = [
     "COST_PER_SIDE",
@@ -129,15 +130,6 @@ STRATEGIES: dict[str, StrategySpec] = {
     ),
 }
 STRATEGY_TYPES: tuple[str, ...] = tuple(STRATEGIES)
-
-# Bars per year. Crypto trades around the clock; exchanges trade about 252 days a year.
-_PPY_EXCHANGE = {"1d": 252.0, "1w": 52.0, "1h": 252.0 * 6.5, "4h": 252.0 * 6.5 / 4}
-_PPY_CRYPTO = {"1d": 365.0, "1w": 52.0, "1h": 365.0 * 24, "4h": 365.0 * 6}
-
-
-def periods_per_year(market: str, timeframe: str) -> float:
-    table = _PPY_CRYPTO if market == "crypto" else _PPY_EXCHANGE
-    return table[timeframe]
 
 
 def _shift(a: np.ndarray, k: int = 1) -> np.ndarray:

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from tacoreservice.analysis.engines import load_engine
-from tacoreservice.analysis.strategies import periods_per_year
 from tacoreservice.backtest.baselines import BASELINE_NAMES, BASELINES, baseline_positions
-from tacoreservice.backtest.decisions import Decision, daily_decisions, positions_from_ratings
+from tacoreservice.backtest.decisions import Decision, daily_decisions, positions_from_decisions
 from tacoreservice.backtest.engine import cost_per_side, simulate, statistics, trade_summary
 from tacoreservice.market_data.provider import Bars
+from tacoreservice.market_data.symbols import periods_per_year
 from tacoreservice.protocol.errors import DataUnavailable, InvalidParams
 
 __all__ = [
@@ -97,7 +97,13 @@ class Comparison:
             },
             "decisions": {
                 sym: [
-                    {"day": d.day, "as_of": d.as_of, "rating": d.rating, "confidence": d.confidence}
+                    {
+                        "day": d.day,
+                        "as_of": d.as_of,
+                        "rating": d.rating,
+                        "confidence": d.confidence,
+                        "exposure": d.exposure,
+                    }
                     for d in ds
                 ]
                 for sym, ds in self.decisions.items()
@@ -111,7 +117,9 @@ def strategy_descriptions(engine: str) -> dict[str, dict[str, Any]]:
         ENGINE_KEY: {
             "label": engine_label(engine),
             "description": f"the {engine} analysis engine, one decision a day with as_of = that "
-            "day; BUY/OVERWEIGHT -> long, SELL/UNDERWEIGHT -> flat, HOLD -> keep",
+            "day, holding its target exposure (moved when it changes by 10 points or more); "
+            "an engine without one: BUY/OVERWEIGHT -> long, SELL/UNDERWEIGHT -> flat, HOLD -> "
+            "keep",
         }
     }
     for name in BASELINE_NAMES:
@@ -226,7 +234,7 @@ def compare(
             engine, provider, info.symbol, days, research_depth=depth, on_decision=progress
         )
         engine_pos = np.zeros(len(bars))
-        engine_pos[first - 1 : last] = positions_from_ratings([d.rating for d in decisions])
+        engine_pos[first - 1 : last] = positions_from_decisions(decisions)
         result.symbols.append(info.symbol)
         result.decisions[info.symbol] = decisions
         result.windows[info.symbol] = {

@@ -87,25 +87,28 @@ def comparison_table(comparison: Comparison) -> Table:
 
 
 def universe_table(result: UniverseResult) -> Table:
+    engine = next((r for r in result.summary if r["strategy"] == "engine"), None)
+    beats = (engine or {}).get("sharpe_beats") or {}
     table = Table(
         title=f"Universe: {result.symbols} symbols, rolling {result.window_months}-month windows "
         f"every {result.step_months} month(s), {result.windows} windows: medians over runs",
-        caption="vs B&H: median return over Buy&Hold in the same run; beats B&H: share of "
-        "runs; exposure: median share of days in the market",
+        caption="SR: a run that never invested counts as 0. vs B&H: median return over "
+        "Buy&Hold in the same run. SR>B&H: share of runs whose Sharpe beats Buy&Hold's. "
+        "eng SR>: share of runs in which the engine's Sharpe beats this strategy's.",
     )
     table.add_column("strategy", no_wrap=True)
-    for col in ("runs", "CR %", "ARR %", "SR", "MDD %", "vs B&H", "beats B&H", "exposure"):
+    for col in ("runs", "CR %", "SR", "MDD %", "vs B&H", "SR>B&H", "eng SR>", "expo"):
         table.add_column(col, justify="right", no_wrap=True)
     for row in result.summary:
         table.add_row(
             f"[bold]{row['label']}[/]" if row["strategy"] == "engine" else row["label"],
             str(row["runs"]),
             pct(row["median_total_return"]),
-            pct(row["median_annualized_return"]),
             num(row["median_sharpe_ratio"]),
-            pct(row["median_max_drawdown"]),
+            pct(row["median_max_drawdown"], 1),
             pct(row["median_excess_return"]),
-            pct(row["beats_buy_and_hold"], 0).lstrip("+"),
+            pct((row.get("sharpe_beats") or {}).get("buy_and_hold"), 0).lstrip("+"),
+            pct(beats.get(row["strategy"]), 0).lstrip("+"),
             pct(row["median_exposure"], 0).lstrip("+"),
         )
     return table

@@ -28,11 +28,15 @@ from typing import Any
 
 import numpy as np
 
-from tacoreservice.analysis.strategies import periods_per_year
 from tacoreservice.backtest.baselines import BASELINE_NAMES, BASELINES, baseline_positions
 from tacoreservice.backtest.compare import ENGINE_KEY, day_text, engine_label, run_rule
-from tacoreservice.backtest.decisions import daily_decisions, positions_from_ratings
+from tacoreservice.backtest.decisions import (
+    Decision,
+    daily_decisions,
+    positions_from_decisions,
+)
 from tacoreservice.backtest.engine import cost_per_side
+from tacoreservice.market_data.symbols import periods_per_year
 
 __all__ = ["UniverseResult", "cpu_count", "run_universe", "summarise", "symbol_windows"]
 
@@ -111,22 +115,59 @@ def symbol_windows(
     return out
 
 
-_provider: Any = None
+_providers: dict[tuple[str, ...], Any] = {}
+
+
+def _task_provider(settings: Any, universe: Sequence[str] | None) -> Any:
+    """The process's provider for a task: the settings' data, restricted to ``universe``."""
+    from tacoreservice.market_data.provider import load_provider
+    from tacoreservice.market_data.universe import SubsetProvider
+
+    key = tuple(universe or ())
+    found = _providers.get(key)
+    if found is None:
+        from tacoreservice.analysis.forecast import set_calibration_dir
+
+        set_calibration_dir(settings.analysis.calibration_dir)
+        found = load_provider(settings.market_data)
+        if universe:
+            found = SubsetProvider(found, universe)
+        _providers[key] = found
+    return found
+
+
+def _remote_decisions(task: dict[str, Any], symbol: str, days: list[str]) -> list[Decision]:
+    from tacoreservice.client import TACoreClient
+    from tacoreservice.evaluation.remote import wait_job
+
+    with TACoreClient(task["service"], timeout_ms=30_000, retries=3) as client:
+        job = client.call(
+            "job.submit",
+            {
+                "method": "backtest.decisions",
+                "params": {
+                    "symbol": symbol,
+                    "start": days[0],
+                    "end": days[-1],
+                    "engine": task["engine"],
+                    "research_depth": task["research_depth"],
+                },
+            },
+        )
+        data = wait_job(client, job["job_id"], f"decisions of {symbol}")
+    return [Decision(**d) for d in data["decisions"]]
 
 
 def _symbol_runs(task: dict[str, Any]) -> dict[str, Any]:
-    """Everything for one symbol; runs in a pool process."""
-    global _provider
+    """Everything for one symbol; runs in a pool process (or a thread, with a service)."""
     from tacoreservice.analysis.engines import load_engine
     from tacoreservice.config import Settings
-    from tacoreservice.market_data.provider import load_provider
 
     settings = Settings.model_validate_json(task["settings"])
-    if _provider is None:
-        _provider = load_provider(settings.market_data)
+    provider = _task_provider(settings, task.get("universe"))
     symbol = task["symbol"]
-    info = _provider.resolve(symbol)
-    bars = _provider.bars(info.symbol, "1d")
+    info = provider.resolve(symbol)
+    bars = provider.bars(info.symbol, "1d")
     windows = symbol_windows(
         bars.time, task["window_months"], task["step_months"], task["warmup_bars"]
     )
@@ -137,26 +178,27 @@ def _symbol_runs(task: dict[str, Any]) -> dict[str, Any]:
             "skipped": f"{len(bars)} daily bars: no complete window after "
             f"{task['warmup_bars']} bars of warm-up",
         }
-    engine = load_engine(task["engine"], settings)
     cost = cost_per_side(settings.trading.costs)
     ppy = periods_per_year(info.market, "1d")
     base = windows[0][1] - 1
     days = [day_text(t) for t in bars.time[base : windows[-1][2]]]
-    ratings = [
-        d.rating
-        for d in daily_decisions(
-            engine, _provider, info.symbol, days, research_depth=task["research_depth"]
+    if task.get("service"):
+        decisions = _remote_decisions(task, info.symbol, days)
+    else:
+        engine = load_engine(task["engine"], settings)
+        decisions = daily_decisions(
+            engine, provider, info.symbol, days, research_depth=task["research_depth"]
         )
-    ]
+    engine_name = task["engine"]
     rule_pos = {name: baseline_positions(name, bars) for name in BASELINE_NAMES}
-    labels = {ENGINE_KEY: engine_label(engine.name)} | {
+    labels = {ENGINE_KEY: engine_label(engine_name)} | {
         n: BASELINES[n].title for n in BASELINE_NAMES
     }
     runs = []
     for month, first, last in windows:
         engine_pos = np.zeros(len(bars))
-        engine_pos[first - 1 : last] = positions_from_ratings(
-            ratings[first - 1 - base : last - base]
+        engine_pos[first - 1 : last] = positions_from_decisions(
+            decisions[first - 1 - base : last - base]
         )
         for key, pos in ((ENGINE_KEY, engine_pos), *rule_pos.items()):
             run = run_rule(bars, info.symbol, key, labels[key], pos, first, last, ppy, cost)
@@ -182,13 +224,22 @@ def _median(values: Sequence[float | None]) -> float | None:
     return round(float(np.median(finite)), 6) if finite else None
 
 
+def _sharpe(run: dict[str, Any]) -> float:
+    """A run's Sharpe ratio, 0 for a run that never invested (it earned the risk-free rate,
+    which the ratio is measured against): dropping such runs would judge a strategy only on
+    the windows it chose to play."""
+    value = run.get("sharpe_ratio")
+    return float(value) if value is not None and np.isfinite(value) else 0.0
+
+
 def summarise(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per strategy: runs, medians, median excess over Buy & Hold, share beating it."""
-    bh = {
-        (r["symbol"], r["window"]): r["total_return"]
-        for r in runs
-        if r["strategy"] == "buy_and_hold"
-    }
+    """Per strategy: runs, medians (Sharpe of a never-invested run counted as 0), median
+    excess return over Buy & Hold, the share of runs whose return beats Buy & Hold's, and the
+    share whose Sharpe beats each other strategy's in the same (symbol, window)."""
+    by_key: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+    for r in runs:
+        by_key.setdefault(r["strategy"], {})[(r["symbol"], r["window"])] = r
+    bh = by_key.get("buy_and_hold", {})
     out = []
     for key in (ENGINE_KEY, *BASELINE_NAMES):
         mine = [r for r in runs if r["strategy"] == key]
@@ -196,24 +247,34 @@ def summarise(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         row: dict[str, Any] = {"strategy": key, "label": mine[0]["label"], "runs": len(mine)}
         for stat in STAT_KEYS:
-            row[f"median_{stat}"] = _median([r[stat] for r in mine])
+            if stat == "sharpe_ratio":
+                row["median_sharpe_ratio"] = _median([_sharpe(r) for r in mine])
+            else:
+                row[f"median_{stat}"] = _median([r[stat] for r in mine])
         row["median_exposure"] = _median([r["exposure"] for r in mine])
         row["never_invested"] = round(sum(1 for r in mine if not r["exposure"]) / len(mine), 4)
         if key == "buy_and_hold":
             row["median_excess_return"] = None
             row["beats_buy_and_hold"] = None
         else:
-            pairs = [
-                (r["total_return"], bh[(r["symbol"], r["window"])])
-                for r in mine
-                if (r["symbol"], r["window"]) in bh
-            ]
+            pairs = [(r["total_return"], bh[k]["total_return"]) for k, r in _keyed(mine) if k in bh]
             row["median_excess_return"] = _median([a - b for a, b in pairs])
             row["beats_buy_and_hold"] = (
                 round(sum(1 for a, b in pairs if a > b) / len(pairs), 4) if pairs else None
             )
+        row["sharpe_beats"] = {}
+        for other, theirs in by_key.items():
+            if other == key:
+                continue
+            both = [(_sharpe(r), _sharpe(theirs[k])) for k, r in _keyed(mine) if k in theirs]
+            if both:
+                row["sharpe_beats"][other] = round(sum(1 for a, b in both if a > b) / len(both), 4)
         out.append(row)
     return out
+
+
+def _keyed(runs: Sequence[dict[str, Any]]) -> list[tuple[tuple[str, str], dict[str, Any]]]:
+    return [((r["symbol"], r["window"]), r) for r in runs]
 
 
 def run_universe(
@@ -226,22 +287,31 @@ def run_universe(
     step_months: int = 1,
     warmup_bars: int = 252,
     workers: int | None = None,
+    universe: Sequence[str] | None = None,
+    service: str | Sequence[str] | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> UniverseResult:
-    """Backtest every bundled daily symbol (or ``symbols``) over rolling windows."""
+    """Backtest every bundled daily symbol (or ``symbols``) over rolling windows.
+
+    ``universe``: the symbols the engine's calibration and cross-section are made of (all of
+    the provider's by default). ``service``: endpoint(s) of a running service to send each
+    symbol's daily decisions to as a ``backtest.decisions`` job (its own data, which must be
+    this data); the windows are then scored here.
+    """
     from tacoreservice.analysis.engines import load_engine
-    from tacoreservice.market_data.provider import load_provider
 
     started = time.perf_counter()
-    provider = load_provider(settings.market_data)
-    engine = load_engine(engine_name or settings.analysis.default_engine, settings)
+    provider = _task_provider(settings, universe)
+    engine_name = engine_name or settings.analysis.default_engine
+    if service is None:
+        engine_name = load_engine(engine_name, settings).name  # fails early when unusable
     if symbols:
         names = [provider.resolve(s).symbol for s in symbols]
     else:
         names = [i.symbol for i in provider.symbols() if "1d" in i.timeframes]
     procs = max(1, min(workers or cpu_count(), len(names)))
     result = UniverseResult(
-        engine=engine.name,
+        engine=engine_name,
         window_months=window_months,
         step_months=step_months,
         warmup_bars=warmup_bars,
@@ -252,8 +322,10 @@ def run_universe(
         {
             "symbol": name,
             "settings": settings.model_dump_json(),
-            "engine": engine.name,
+            "engine": engine_name,
             "research_depth": research_depth or settings.analysis.default_research_depth,
+            "universe": list(universe) if universe else None,
+            "service": service,
             "window_months": window_months,
             "step_months": step_months,
             "warmup_bars": warmup_bars,
@@ -261,7 +333,16 @@ def run_universe(
         for name in names
     ]
     outputs: list[dict[str, Any]] = []
-    if procs == 1:
+    if service is not None:
+        # The work is the service's: threads only wait for its jobs.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(4, procs)) as threads:
+            for i, out in enumerate(threads.map(_symbol_runs, tasks), 1):
+                outputs.append(out)
+                if on_progress is not None:
+                    on_progress(i, len(tasks), out["symbol"])
+    elif procs == 1:
         for i, task in enumerate(tasks, 1):
             outputs.append(_symbol_runs(task))
             if on_progress is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import json
 import threading
 from dataclasses import dataclass
@@ -40,7 +41,13 @@ from tacoreservice.market_data.symbols import (
 )
 from tacoreservice.protocol.errors import DataUnavailable, ErrorCode, InvalidParams, ServiceError
 
-__all__ = ["BUNDLED_DIR", "BundledProvider", "clear_cache", "load_series"]
+__all__ = [
+    "BUNDLED_DIR",
+    "BundledProvider",
+    "clear_cache",
+    "discover_manifest",
+    "load_series",
+]
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 
@@ -213,10 +220,12 @@ def _load_manifest(data_dir: Path) -> dict[str, Any]:
     if found is not None:
         return found
     path = data_dir / "manifest.json"
-    if not path.is_file():
-        # A data_dir without its own manifest (e.g. the uncompressed source folder) is read
-        # with the package's manifest: same layout, same file names.
-        path = BUNDLED_DIR / "manifest.json"
+    if not path.is_file() and data_dir != BUNDLED_DIR:
+        # A data_dir without its own manifest (a user's CSVs, or the uncompressed source
+        # folder): its symbols are whatever files it holds.
+        found = discover_manifest(data_dir)
+        _manifests[key] = found
+        return found
     try:
         found = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -225,6 +234,87 @@ def _load_manifest(data_dir: Path) -> dict[str, Any]:
         ) from None
     _manifests[key] = found
     return found
+
+
+_MARKET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "us": {"kind": "stock", "exchange": "US", "currency": "USD"},
+    "cn": {"kind": "stock", "exchange": "SZ", "currency": "CNY"},
+    "crypto": {"kind": "crypto", "exchange": "BINANCE", "currency": ""},
+}
+
+
+def _sha256_of(path: Path) -> str:
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        data = gzip.decompress(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def discover_manifest(data_dir: Path) -> dict[str, Any]:
+    """A manifest for a folder of the bundled layout that has none.
+
+    ``us/SYMBOL.csv``, ``cn/CODE.csv`` and ``crypto/PAIR_1d.csv`` / ``PAIR_1h.csv`` (each
+    optionally ``.gz``) become symbols named by their files; columns are found by header, as
+    for the bundled files. A symbol the package knows (same market and name) takes its name,
+    sector and kind from the package's manifest; a file identical to a packaged source (the
+    uncompressed source folder) also takes its notes, such as a partial last bar. Anything
+    else gets the market's defaults and no name beyond its symbol: names and sectors are
+    optional. Files whose name is not a symbol are skipped.
+    """
+    package = _load_manifest(BUNDLED_DIR)
+    files: dict[str, dict[str, Any]] = {}
+    symbols: dict[str, dict[str, Any]] = {}
+    for market, defaults in _MARKET_DEFAULTS.items():
+        folder = data_dir / market
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            name = path.name
+            stem = name[:-7] if name.endswith(".csv.gz") else name[:-4]
+            if not (name.endswith(".csv.gz") or name.endswith(".csv")):
+                continue
+            timeframe = "1d"
+            if market == "crypto":
+                base, _, suffix = stem.rpartition("_")
+                if suffix.lower() in ("1d", "1h"):
+                    stem, timeframe = base, suffix.lower()
+            try:
+                symbol = normalize_symbol(stem)
+            except InvalidParams:
+                continue
+            rel = f"{market}/{name}"
+            known = package["files"].get(rel) or package["files"].get(rel + ".gz")
+            same = known is not None and known.get("sha256") == _sha256_of(path)
+            entry: dict[str, Any] = {"kind": "bars", "market": market, "symbol": symbol}
+            entry["timeframe"] = timeframe
+            if same and known is not None:
+                entry |= {k: known[k] for k in ("volume_unit", "adjustment", "notes") if k in known}
+                entry["partial_last_bar"] = bool(known.get("partial_last_bar"))
+            else:
+                entry["partial_last_bar"] = False
+            files[rel] = entry
+            meta = package["symbols"].get(symbol)
+            if meta is not None and meta.get("market") == market:
+                info = {k: v for k, v in meta.items() if k != "series"}
+            else:
+                info = {"market": market, "name": symbol, "sector": None, "industry": None}
+                info |= defaults
+                if market == "cn":
+                    info["exchange"] = "SH" if symbol.startswith(("6", "9")) else "SZ"
+                if market == "crypto":
+                    info["currency"] = next(
+                        (q for q in ("USDT", "USDC", "BUSD", "USD", "BTC") if symbol.endswith(q)),
+                        "",
+                    )
+            symbols.setdefault(symbol, info | {"series": {}})["series"][timeframe] = rel
+    return {
+        "format": package.get("format"),
+        "description": f"discovered from the files in {data_dir}",
+        "discovered": True,
+        "benchmarks": package.get("benchmarks"),
+        "files": files,
+        "symbols": symbols,
+    }
 
 
 def _num(value: str | None) -> float | None:

@@ -49,9 +49,11 @@ __all__ = [
     "PROVIDERS",
     "aggregate",
     "check_as_of_text",
+    "is_static",
     "load_provider",
     "parse_as_of",
     "point_in_time",
+    "provider_key",
 ]
 
 # Which stored series a requested timeframe is computed from.
@@ -349,6 +351,20 @@ class BaseProvider:
 
 
 # --- optional live providers -------------------------------------------------------------
+
+
+def provider_key(provider: Any) -> str:
+    """Identifies a provider's data source in cache keys (class, name and data folder)."""
+    cls = type(provider)
+    data_dir = getattr(provider, "data_dir", None)
+    return f"{cls.__module__}.{cls.__qualname__}:{getattr(provider, 'name', '')}:{data_dir or ''}"
+
+
+def is_static(provider: Any) -> bool:
+    """True when the provider's files never change while a process runs (the bundled data or
+    a folder of the same layout), so "now" (as_of=None) is a fixed point and anything computed
+    from its history may be kept; a live provider's "now" moves."""
+    return getattr(provider, "name", "") == "bundled"
 
 
 def _import_optional(package: str, provider: str) -> Any:

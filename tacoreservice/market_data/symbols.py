@@ -251,3 +251,18 @@ def suggest_symbols(query: str, known: Mapping[str, str], limit: int = 5) -> lis
             words.setdefault(name.split(" ")[0].strip(",."), sym)
         add(words[w] for w in difflib.get_close_matches(ql, list(words), n=limit, cutoff=0.75))
     return out[:limit]
+
+
+# Bars per year, to annualise and to size return horizons. Exchanges trade about 252 days a
+# year, crypto every day. Intraday stock bars are counted as the providers label them: Yahoo
+# gives 7 hourly bars per US session, which fall into 2 or 3 UTC 4-hour blocks depending on
+# daylight saving time (3 is used). Only live providers serve stock bars intraday; the bundled
+# intraday data is crypto only.
+_STOCK_PPY = {"1d": 252.0, "1w": 52.0, "1h": 252.0 * 7, "4h": 252.0 * 3}
+_CRYPTO_PPY = {"1d": 365.0, "1w": 52.0, "1h": 365.0 * 24, "4h": 365.0 * 6}
+
+
+def periods_per_year(market: str, timeframe: str) -> float:
+    """Bars per year of ``timeframe`` in ``market`` (one table for analysis and backtests)."""
+    table = _CRYPTO_PPY if market == "crypto" else _STOCK_PPY
+    return table[normalize_timeframe(timeframe)]

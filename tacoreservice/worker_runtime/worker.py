@@ -223,9 +223,11 @@ class Worker:
         return sock
 
     def run(self) -> int:
+        from tacoreservice.analysis.forecast import set_calibration_dir
         from tacoreservice.cache import make_cache
 
         load_plugins(self.settings.worker.plugins)
+        set_calibration_dir(self.settings.analysis.calibration_dir)
         self.method_ctx = MethodContext(
             settings=self.settings, cache=make_cache(self.settings.cache), worker_id=self.worker_id
         )

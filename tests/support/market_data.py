@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from pathlib import Path
 
@@ -18,12 +19,30 @@ def _write_truncated(src: Path, dst: Path, last_day: str) -> None:
     dst.write_bytes(gzip.compress(("\n".join(kept) + "\n").encode()))
 
 
+def daily_files() -> tuple[str, ...]:
+    """Every daily file of the bundle: the whole universe, benchmarks included."""
+    manifest = json.loads((BUNDLED_DIR / "manifest.json").read_text(encoding="utf-8"))
+    return tuple(
+        sorted(
+            rel
+            for meta in manifest["symbols"].values()
+            for tf, rel in meta["series"].items()
+            if tf == "1d"
+        )
+    )
+
+
 def truncated_provider(
-    root: Path, last_day: str, files: tuple[str, ...] = ("us/AAPL.csv.gz", "us/SPY.csv.gz")
+    root: Path, last_day: str, files: tuple[str, ...] | None = None
 ) -> BundledProvider:
-    """A provider over ``root`` whose ``files`` end on ``last_day`` (AAPL and its benchmark SPY
-    by default); the fundamentals are copied as they are."""
-    for rel in files:
+    """A provider over ``root`` whose ``files`` end on ``last_day``: by default every daily
+    file, so nothing after ``last_day`` exists for any symbol (the calibration's universe
+    included); the fundamentals are copied as they are."""
+    manifest = json.loads((BUNDLED_DIR / "manifest.json").read_text(encoding="utf-8"))
+    for rel in files if files is not None else daily_files():
         _write_truncated(BUNDLED_DIR / rel, root / rel, last_day)
+        # Its last bar is now a complete one: the source's partial bar was cut away.
+        manifest["files"][rel]["partial_last_bar"] = False
+    (root / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     shutil.copytree(BUNDLED_DIR / "fundamentals", root / "fundamentals")
     return BundledProvider(data_dir=root)

@@ -13,7 +13,9 @@ __all__ = ["QUANT_MODEL_VERSION", "QuantEngine"]
 # old model are not served as the new one's.
 # 2: fundamentals only when known at as_of (no snapshot discount); a market analyst without
 # any signal has no data; HOLD has no take-profit and targets follow the direction.
-QUANT_MODEL_VERSION = "2"
+# 3: the calibrated model: signal weights measured per market before the decision date,
+# Kelly sizing, ratings from the size.
+QUANT_MODEL_VERSION = "3"
 
 
 class QuantEngine:
@@ -28,12 +30,14 @@ class QuantEngine:
     def analyze(self, provider: Any, request: AnalysisRequest, hooks: Hooks) -> dict[str, Any]:
         ev = compute_evidence(provider, request.symbol, request.as_of, request.timeframe)
         decision = run_pipeline(ev, request, self._runner, hooks)
+        forecast = ev.get("forecast") or {}
         decision["model"] = {
             "engine": "quant",
             "version": QUANT_MODEL_VERSION,
-            "description": "rule-based roles over TA-Lib indicators, returns, risk and "
-            "fundamentals known at as_of; weights and thresholds in "
-            "tacoreservice/analysis/roles.py",
+            "description": "signals weighed by a per-market calibration fitted on the history "
+            "before the decision date (tacoreservice/analysis/calibration.py); sizes from "
+            "the Kelly rule on the forecast, ratings from the size",
             "deterministic": True,
+            "calibration": forecast.get("calibration"),
         }
         return decision

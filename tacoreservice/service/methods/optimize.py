@@ -21,7 +21,6 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import AliasChoices, ConfigDict, Field, field_validator, model_validator
 
-from tacoreservice.analysis.strategies import periods_per_year
 from tacoreservice.backtest.engine import cost_per_side
 from tacoreservice.backtest.optimizer import (
     MAX_EVALUATIONS_LIMIT,
@@ -32,7 +31,7 @@ from tacoreservice.backtest.optimizer import (
 )
 from tacoreservice.backtest.rules import RULE_NAMES
 from tacoreservice.market_data.provider import parse_as_of
-from tacoreservice.market_data.symbols import normalize_timeframe
+from tacoreservice.market_data.symbols import normalize_timeframe, periods_per_year
 from tacoreservice.protocol.errors import DataUnavailable, InvalidParams
 from tacoreservice.service.params import DateText, ParamsModel, Symbol
 from tacoreservice.service.registry import MethodContext, method

@@ -25,28 +25,14 @@ Signals (thresholds in :mod:`tacoreservice.analysis.evidence`)
     and ADX14 >= 20); comprehensive only: ``outperforming`` / ``underperforming`` 3-month
     return at least 5 points above / below the benchmark's.
 
-Score (0..1, higher = stronger bullish setup), a weighted mean of components in 0..1:
-
-    ==================  ======  ==========================================================
-    component           weight  value
-    ==================  ======  ==========================================================
-    momentum            0.25    clip(return_1m / 15%, 0, 1); x0.5 without MACD hist > 0
-                                (technical and comprehensive)
-    trend               0.20    up 1, sideways 0.5, down 0; +0.25 golden cross, -0.25
-                                death cross; clipped to 0..1
-    volume              0.20    clip(volume_ratio - 1, 0, 1) (1 at a 2x spike); x0.5 on a
-                                down day, since heavy selling is not a bullish setup
-    breakout            0.20    position of the close in the prior 20-bar range, clipped
-                                to 0..1 (1 = breakout, 0 = breakdown)
-    rsi                 0.15    clip((70 - RSI14) / 40, 0, 1): 1 when oversold, 0 when
-                                overbought (room to run vs stretched)
-    relative_strength   0.15    clip(0.5 + excess_return_3m / 20%, 0, 1)
-    ==================  ======  ==========================================================
-
-    ``basic`` uses momentum, volume and breakout; ``technical`` adds trend and rsi;
-    ``comprehensive`` adds relative_strength. The weights are renormalised over the
-    components a symbol actually has (a short history lacks some), so the score is always a
-    weighted mean in 0..1. Ties are broken by symbol, so the ranking is deterministic.
+Score (0..1): the calibrated chance that the symbol's return over the next 21 bars is
+    positive, ``probability_up`` of the analysis engine's forecast
+    (:mod:`tacoreservice.analysis.forecast`): the market's signals weighed by what they were
+    worth on its history before as_of. It is the same for every scan type (they differ in the
+    fields and signals they report). A symbol whose market has no calibration yet at as_of
+    (too little history) scores 0.5, no view, and its ``reason`` says so. Ties are broken by
+    symbol, so the ranking is deterministic. The signals below describe a setup; they are not
+    weighed into the score.
 
 Criteria (``criteria`` or ``filters``; both may be given, a key must not conflict)
     ``min_volume``, ``max_volume`` (last bar, in the data's unit: shares for US, lots of 100
@@ -99,32 +85,15 @@ from tacoreservice.service.params import MAX_PRICE, DateText, ParamsModel, Symbo
 from tacoreservice.service.registry import MethodContext, method
 
 __all__ = [
-    "COMPONENTS_BY_SCAN_TYPE",
     "CRITERIA_KEYS",
     "SCAN_TYPES",
-    "WEIGHTS",
     "ScanParams",
     "normalise_criteria",
     "scan_market",
-    "score_components",
     "score_table",
 ]
 
 SCAN_TYPES: tuple[str, ...] = ("basic", "technical", "comprehensive")
-
-WEIGHTS: dict[str, float] = {
-    "momentum": 0.25,
-    "trend": 0.20,
-    "volume": 0.20,
-    "breakout": 0.20,
-    "rsi": 0.15,
-    "relative_strength": 0.15,
-}
-COMPONENTS_BY_SCAN_TYPE: dict[str, tuple[str, ...]] = {
-    "basic": ("momentum", "volume", "breakout"),
-    "technical": ("momentum", "trend", "volume", "breakout", "rsi"),
-    "comprehensive": ("momentum", "trend", "volume", "breakout", "rsi", "relative_strength"),
-}
 
 CRITERIA_KEYS: tuple[str, ...] = (
     "min_volume",
@@ -446,43 +415,11 @@ def _resolve_symbols(provider: Any, raw: Sequence[str]) -> list[SymbolInfo]:
 # --- scoring -------------------------------------------------------------------------------
 
 
-def score_components(table: FeatureTable, scan_type: str) -> dict[str, np.ndarray]:
-    """Each component of ``scan_type`` in 0..1 per row (NaN where the data lacks it)."""
-    col = table.columns
-    technical = scan_type != "basic"
-    out: dict[str, np.ndarray] = {}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        momentum = np.clip(col["return_1m"] / 0.15, 0.0, 1.0)
-        if technical:
-            momentum = momentum * np.where(col["macd_hist"] > 0, 1.0, 0.5)
-        out["momentum"] = momentum
-        volume = np.clip(col["volume_ratio"] - 1.0, 0.0, 1.0)
-        out["volume"] = volume * np.where(col["change_pct"] < 0, 0.5, 1.0)
-        span = col["high_20_prior"] - col["low_20_prior"]
-        position = (col["price"] - col["low_20_prior"]) / np.where(span > 0, span, np.nan)
-        out["breakout"] = np.clip(position, 0.0, 1.0)
-        if technical:
-            trend = (col["trend"] + 1.0) / 2.0 + 0.25 * np.nan_to_num(col["ma_cross"])
-            out["trend"] = np.clip(trend, 0.0, 1.0)
-            out["rsi"] = np.clip((RSI_OVERBOUGHT - col["rsi_14"]) / 40.0, 0.0, 1.0)
-        if scan_type == "comprehensive":
-            out["relative_strength"] = np.clip(0.5 + col["excess_return_3m"] / 0.20, 0.0, 1.0)
-    return out
-
-
 def score_table(table: FeatureTable, scan_type: str) -> np.ndarray:
-    """Scores in 0..1, rounded to 4 decimals (the ranking uses the rounded value)."""
-    parts = score_components(table, scan_type)
-    num = np.zeros(len(table))
-    den = np.zeros(len(table))
-    for name in COMPONENTS_BY_SCAN_TYPE[scan_type]:
-        c = parts[name]
-        known = np.isfinite(c)
-        num += WEIGHTS[name] * np.where(known, c, 0.0)
-        den += WEIGHTS[name] * known
-    with np.errstate(invalid="ignore", divide="ignore"):
-        score = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
-    return np.round(np.clip(score, 0.0, 1.0), _SCORE_DECIMALS)
+    """Scores in 0..1 (the forecast's probability of a positive month; 0.5 without one),
+    rounded to 4 decimals (the ranking uses the rounded value)."""
+    p = table.columns["p_up"]
+    return np.round(np.where(np.isfinite(p), p, 0.5), _SCORE_DECIMALS)
 
 
 # --- filters -------------------------------------------------------------------------------
@@ -576,8 +513,14 @@ def _reason(table: FeatureTable, i: int, active: list[str], scan_type: str) -> s
         elif name in ("outperforming", "underperforming"):
             bench = table.details[i]["relative_strength"]["benchmark"]
             parts.append(f"3-month return {v('excess_return_3m'):+.1%} vs {bench}")
+    why = table.details[i].get("forecast_why")
+    outlook = (
+        f" No calibrated forecast ({why}): score 0.5, no view."
+        if why
+        else f" Chance of a positive month {v('p_up'):.0%} (calibrated forecast)."
+    )
     if parts:
-        return f"{symbol}: " + "; ".join(parts) + "."
+        return f"{symbol}: " + "; ".join(parts) + "." + outlook
     facts: list[str] = []
     if math.isfinite(v("change_pct")):
         facts.append(f"day change {v('change_pct'):+.2f}%")
@@ -588,8 +531,11 @@ def _reason(table: FeatureTable, i: int, active: list[str], scan_type: str) -> s
     if scan_type != "basic" and math.isfinite(v("rsi_14")):
         facts.append(f"RSI {v('rsi_14'):.1f}")
     if not facts:
-        return f"{symbol}: no signal; the history up to {table.as_of[i]} is too short to judge."
-    return f"{symbol}: no signal; " + ", ".join(facts) + "."
+        return (
+            f"{symbol}: no signal; the history up to {table.as_of[i]} is too short to judge."
+            + outlook
+        )
+    return f"{symbol}: no signal; " + ", ".join(facts) + "." + outlook
 
 
 def _result(
@@ -617,6 +563,8 @@ def _result(
         "change_pct": _f(col["change_pct"][i], 4),
         "volume_ratio": _f(col["volume_ratio"][i], 4),
         "return_1m": _f(col["return_1m"][i]),
+        "probability_up": _f(col["p_up"][i], 4),
+        "expected_return": _f(col["expected_return"][i]),
         "reason": _reason(table, i, active, scan_type),
         "as_of": table.as_of[i],
     }
