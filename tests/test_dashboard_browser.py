@@ -185,6 +185,11 @@ def test_live_dashboard_follows_traffic_failures_and_a_killed_worker(
     latency = chart_data(page, "latency")
     assert int(latency["points"]) >= 1 and float(latency["max"]) > 0
 
+    # The model's stored calibrations, one row per market with its weights.
+    page.wait_for_selector('[data-testid="model-table"] tr[data-market="us"]', timeout=WAIT_MS)
+    model_row = page.inner_text('[data-testid="model-table"] tr[data-market="us"]')
+    assert "US" in model_row and ".json" in model_row
+
     # Per-method table and the recent lists.
     page.wait_for_selector(
         '[data-testid="methods-table"] tr[data-method="get.market_data"]', timeout=WAIT_MS

@@ -10,8 +10,9 @@ in a final state, every approved order was filled exactly once, and every fill w
 exactly once.
 
 The day and symbols are chosen so the quant engine says BUY for several symbols and HOLD
-for others (2025-09-02: XOM, JPM, GE buy; KO, AAPL hold). The service's trading config
-blocks JPM, so one buy is refused by the risk check. The test does not trust those facts:
+for others (2025-06-02: XOM, KO, JPM buy; AAPL, GE, NVDA hold), and the scan's score (the
+chance of a positive month) leaves NVDA under the minimum score. The service's trading
+config blocks JPM, so one buy is refused by the risk check. The test does not trust those facts:
 it asks the service for each decision itself and checks that the chain did what each
 answer implies, and that the data still gives at least two fills, a refusal and a HOLD.
 """
@@ -43,9 +44,9 @@ from examples.scanpulse import Notifier, Pipeline, Scanner, ScanPulseConfig, Sto
 from examples.scanpulse.pipeline import start_thread
 from tests.support.service import REPO, ServiceProcesses, pid_alive
 
-AS_OF = "2025-09-02"
+AS_OF = "2025-06-02"
 SYMBOLS = ("XOM", "KO", "AAPL", "JPM", "GE", "NVDA")
-MIN_SCORE = 0.3
+MIN_SCORE = 0.5459
 QUANTITY = 100.0
 BLOCKED = "JPM"
 FINAL = {"filled", "skipped", "rejected", "failed", "ordered"}
@@ -505,7 +506,7 @@ def test_tacore_demo_pipeline(redis_server: str, tmp_path: Path) -> None:
     )
     text = proc.stdout
     assert proc.returncode == 0, text + proc.stderr
-    assert re.search(r"scan scan-\S+ as of 2025-09-02: 6 results, \d+ opportunities", text)
+    assert re.search(rf"scan scan-\S+ as of {AS_OF}: 6 results, \d+ opportunities", text)
     fills = re.findall(r"(\w+): order (ord-\w+) filled 100 @ [\d.]+", text)
     notified = re.findall(r"(\w+): notification recorded for order (ord-\w+)", text)
     assert len(fills) >= 2 and sorted(fills) == sorted(notified)

@@ -325,7 +325,12 @@ def test_data_dir_with_uncompressed_files(tmp_path: Path, provider: BundledProvi
     other = BundledProvider(tmp_path)
     a, b = other.bars("AAPL"), provider.bars("AAPL")
     assert np.array_equal(a.time, b.time) and np.array_equal(a.close, b.close)
-    assert error_of(other.bars, "MSFT").code is ErrorCode.DATA_UNAVAILABLE
+    # Without a manifest, the folder's files are its symbols (named as the package names
+    # them when it knows them); anything else is unknown there.
+    assert [i.symbol for i in other.symbols()] == ["AAPL"]
+    assert other.resolve("AAPL").name == provider.resolve("AAPL").name
+    err = error_of(other.bars, "MSFT")
+    assert err.code is ErrorCode.INVALID_PARAMS and str(tmp_path) in err.message
     with pytest.raises(ServiceError, match="not a directory"):
         BundledProvider(tmp_path / "nope")
 

@@ -335,6 +335,17 @@ def test_jobs_endpoints(service: ServiceProcesses) -> None:
     assert _get(service, "/api/jobs/job-nope").status_code == 404
 
 
+def test_model_endpoint_lists_the_stored_calibrations(service: ServiceProcesses) -> None:
+    data = _get(service, "/api/model").json()
+    cals = {c["market"]: c for c in data["calibrations"]}
+    assert set(cals) == {"us", "cn", "crypto"}  # the package's own, one per market
+    for cal in cals.values():
+        assert cal["status"] == "fitted" and cal["window"][1] < cal["fit_day"]
+        assert cal["weights"] and set(cal["weights"]) <= set(cal["ic"])
+        assert cal["source"].endswith(".json")
+    assert "walk-forward" in data["note"]
+
+
 def test_performance_log_has_one_line_per_request(
     service: ServiceProcesses, traffic: dict[str, Any]
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import statistics
 import time
@@ -448,6 +449,11 @@ def test_scan_no_look_ahead(tmp_path: Path, ctx: MethodContext) -> None:
     (tmp_path / "fundamentals").mkdir()
     for src in (BUNDLED_DIR / "fundamentals").iterdir():
         (tmp_path / "fundamentals" / src.name).write_bytes(src.read_bytes())
+    # The package's manifest (units, names), minus the partial last bars the cut removed.
+    manifest = json.loads((BUNDLED_DIR / "manifest.json").read_text(encoding="utf-8"))
+    for meta in manifest["files"].values():
+        meta["partial_last_bar"] = False
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     short = MethodContext(
         settings=Settings(), cache=DictCache(), _provider=BundledProvider(tmp_path)
     )

@@ -44,16 +44,20 @@ one fitted no later than that month-end; never one whose window reaches D.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import threading
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tacoreservice.analysis.calibration_store import (
+    CALIBRATION_VERSION,
+    SHIPPED_DIR,
+    Calibration,
+    CalibrationStore,
+    drift_shrink,
+)
 from tacoreservice.analysis.factors import HORIZON, SIGNALS, MarketPanel, market_panel
 from tacoreservice.market_data.provider import is_static, provider_key
 
@@ -73,106 +77,18 @@ __all__ = [
     "panel_identity",
 ]
 
-# Bumped when the fit's formula or its constants change: a stored calibration of another
-# version is not used.
-CALIBRATION_VERSION = "1"
+# The fit's constants (see the module docstring); changing one means bumping
+# calibration_store.CALIBRATION_VERSION, so that stored fits of the old model go unused.
 LOOKBACK_MONTHS = 36
 MIN_MONTHS = 12
 IC_MONTHS = 24
 TAU_TOTAL = 0.05
-TAU_DRIFT = 0.10
 DRIFT_PRIOR: dict[str, float] = {"us": 0.07, "cn": 0.07, "crypto": 0.0}
 Y_CLIP = 5.0
 # A signal must have a value in this share of the window's observations to be fitted at all.
 MIN_COVERAGE = 0.3
 # The IC of a month needs this many symbols with both the signal and the forward return.
 MIN_IC_SYMBOLS = 5
-
-SHIPPED_DIR = Path(__file__).resolve().parent / "calibrations"
-
-
-@dataclass
-class Calibration:
-    market: str
-    fit_day: str  # the month-end M (last panel day of its month) the fit is made at
-    status: str  # "fitted" | "prior" (too little history)
-    window: list[str]  # first and last observation day (each target known by fit_day)
-    months: int
-    observations: int
-    symbols: list[str]
-    signals: list[str]
-    mean: dict[str, float]
-    sd: dict[str, float]
-    weights: dict[str, float]
-    covariance: list[list[float]]  # posterior covariance of the weights (signal order)
-    drift: float
-    drift_raw: float
-    drift_se: float
-    residual_sd: float
-    icc: float
-    design_effect: float
-    ic: dict[str, dict[str, Any]]
-    data: dict[str, Any] = field(default_factory=dict)  # identity of the data fitted on
-    version: str = CALIBRATION_VERSION
-    horizon: int = HORIZON
-    created_at: str = ""
-    source: str = "walk-forward"  # or the stored file's name
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Calibration:
-        return cls(**data)
-
-    def summary(self) -> dict[str, Any]:
-        """What a decision's ``model`` section shows of it."""
-        return {
-            "market": self.market,
-            "version": self.version,
-            "status": self.status,
-            "fit_day": self.fit_day,
-            "window": self.window,
-            "months": self.months,
-            "observations": self.observations,
-            "symbols": len(self.symbols),
-            "horizon_bars": self.horizon,
-            "drift": round(self.drift, 4),
-            "residual_sd": round(self.residual_sd, 4),
-            "weights": {k: round(v, 4) for k, v in self.weights.items()},
-            "source": self.source,
-        }
-
-    def predict(self, values: dict[str, float]) -> dict[str, Any]:
-        """Forecast from a symbol's signal inputs (ranks or own-scale values; NaN = none)."""
-        z = np.zeros(len(self.signals))
-        contributions: dict[str, float] = {}
-        for i, name in enumerate(self.signals):
-            x = values.get(name, math.nan)
-            if x is None or not math.isfinite(x):
-                continue
-            z[i] = (x - self.mean[name]) / self.sd[name]
-            contributions[name] = self.weights[name] * z[i]
-        s = self.drift + sum(contributions.values())
-        var = float(z @ np.asarray(self.covariance) @ z) if self.signals else 0.0
-        drift_var = self.drift_se**2 * _shrink(self.drift_se) if self.drift_se else TAU_DRIFT**2
-        se = math.sqrt(max(var, 0.0) + drift_var)
-        p_up = _phi(s / self.residual_sd) if self.residual_sd > 0 else 0.5
-        return {
-            "s": s,
-            "se": se,
-            "p_up": p_up,
-            "z": {name: float(z[i]) for i, name in enumerate(self.signals)},
-            "contributions": contributions,
-        }
-
-
-def _shrink(se: float) -> float:
-    return TAU_DRIFT**2 / (TAU_DRIFT**2 + se**2)
-
-
-def _phi(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
 
 def panel_identity(panel: MarketPanel, upto: int) -> dict[str, Any]:
@@ -354,7 +270,7 @@ def fit_calibration(panel: MarketPanel, k_fit: int) -> Calibration:
     drift_raw = float(month_means.mean())
     drift_se = float(month_means.std(ddof=1) / math.sqrt(len(month_means)))
     prior = DRIFT_PRIOR.get(panel.market, 0.0)
-    drift = prior + (drift_raw - prior) * _shrink(drift_se)
+    drift = prior + (drift_raw - prior) * drift_shrink(drift_se)
 
     icc, n_bar = _icc(y, groups)
     deff = 1.0 + (n_bar - 1.0) * icc
@@ -402,64 +318,6 @@ def fit_calibration(panel: MarketPanel, k_fit: int) -> Calibration:
         design_effect=deff,
         **base,
     )
-
-
-# --- stored calibrations ----------------------------------------------------------------------
-
-
-class CalibrationStore:
-    """Versioned calibration files in folders (the package's shipped ones, then the user's).
-
-    A file is ``<market>-<fit_day>-v<version>.json``; writing never replaces an existing
-    file's content with another fit silently: the name says when it was fitted, and a refit
-    on other data gets the data digest in its name.
-    """
-
-    def __init__(self, folders: list[Path]) -> None:
-        self.folders = folders
-        self._items: list[Calibration] | None = None
-        self._lock = threading.Lock()
-
-    def items(self) -> list[Calibration]:
-        with self._lock:
-            if self._items is None:
-                found: list[Calibration] = []
-                for folder in self.folders:
-                    if not folder.is_dir():
-                        continue
-                    for path in sorted(folder.glob("*.json")):
-                        try:
-                            cal = Calibration.from_json(json.loads(path.read_text("utf-8")))
-                        except (OSError, ValueError, TypeError):
-                            continue  # not ours, or damaged: the walk-forward fit stands in
-                        if cal.version == CALIBRATION_VERSION:
-                            cal.source = str(path.name)
-                            found.append(cal)
-                self._items = found
-            return list(self._items)
-
-    def latest(
-        self, market: str, not_after: str, data: dict[str, Any] | None
-    ) -> Calibration | None:
-        """The newest stored calibration of ``market`` fitted on or before ``not_after`` (and
-        on the same data, when ``data`` is given)."""
-        best: Calibration | None = None
-        for cal in self.items():
-            if cal.market != market or cal.status != "fitted" or cal.fit_day > not_after:
-                continue
-            if data is not None and cal.data.get("symbols") != data.get("symbols"):
-                continue
-            if best is None or cal.fit_day > best.fit_day:
-                best = cal
-        return best
-
-    @staticmethod
-    def write(folder: Path, cal: Calibration) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        digest = cal.data.get("closes_sha256", "")[:8]
-        path = folder / f"{cal.market}-{cal.fit_day}-{digest}-v{cal.version}.json"
-        path.write_text(json.dumps(cal.to_json(), indent=1, sort_keys=True), "utf-8")
-        return path
 
 
 _fits: dict[tuple[str, str, int], Calibration] = {}

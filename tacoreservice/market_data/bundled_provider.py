@@ -331,6 +331,7 @@ class BundledProvider(BaseProvider):
     """Serves the bundled files (or a folder with the same layout given as ``data_dir``)."""
 
     name = "bundled"
+    static = True
 
     def __init__(self, data_dir: str | Path | None = None) -> None:
         self.data_dir = Path(data_dir).expanduser() if data_dir else BUNDLED_DIR
@@ -385,9 +386,15 @@ class BundledProvider(BaseProvider):
                 m: sum(1 for i in self._infos.values() if i.market == m)
                 for m in ("us", "cn", "crypto")
             }
+            if self.data_dir == BUNDLED_DIR:
+                where, examples = "the bundled data", "AAPL, 600519, BTCUSDT"
+            else:  # a user's folder: one of its own symbols per market
+                firsts = {i.market: i.symbol for i in reversed(list(self._infos.values()))}
+                where = str(self.data_dir)
+                examples = ", ".join(firsts[m] for m in ("us", "cn", "crypto") if m in firsts)
             hint = (
-                f"the bundled data has {counts['us']} US, {counts['cn']} CN and "
-                f"{counts['crypto']} crypto symbols (e.g. AAPL, 600519, BTCUSDT)"
+                f"{where} has {counts['us']} US, {counts['cn']} CN and "
+                f"{counts['crypto']} crypto symbols (e.g. {examples})"
             )
         raise InvalidParams(
             f"unknown symbol {symbol!r}; {hint}",

@@ -322,6 +322,8 @@ class BaseProvider:
     """Shared behaviour of all provider families (timeframe checks, benchmark lookup)."""
 
     name: ClassVar[str] = "base"
+    # Whether its data is fixed while the process runs (see is_static).
+    static: ClassVar[bool] = False
 
     def symbols(self, market: str | None = None) -> list[SymbolInfo]:
         raise NotImplementedError
@@ -363,8 +365,8 @@ def provider_key(provider: Any) -> str:
 def is_static(provider: Any) -> bool:
     """True when the provider's files never change while a process runs (the bundled data or
     a folder of the same layout), so "now" (as_of=None) is a fixed point and anything computed
-    from its history may be kept; a live provider's "now" moves."""
-    return getattr(provider, "name", "") == "bundled"
+    from its whole history may be kept; a live provider's "now" moves."""
+    return bool(getattr(provider, "static", False))
 
 
 def _import_optional(package: str, provider: str) -> Any:

@@ -322,6 +322,25 @@ def create_app(
         """Requests, errors, p50 and p95 per second over the window, for the charts."""
         return link.query("timeseries")
 
+    @app.get("/api/model", dependencies=guarded, tags=["model"])
+    def model() -> dict[str, Any]:
+        """The quant model's stored calibrations (shipped and ``tacore calibrate``'s): per
+        market, when and on what each was fitted, its drift, weights and measured ICs."""
+        from tacoreservice.analysis.calibration_store import SHIPPED_DIR, CalibrationStore
+
+        folders = [SHIPPED_DIR, Path(settings.analysis.calibration_dir)]
+        items = sorted(
+            CalibrationStore(folders).items(), key=lambda c: (c.market, c.fit_day), reverse=True
+        )
+        return {
+            "calibrations": [
+                c.summary() | {"ic": c.ic, "fitted_symbols": c.symbols} for c in items
+            ],
+            "note": "a decision uses the fit at the last month-end before its own month: "
+            "the newest of these when it is that fit, else the same fit made walk-forward "
+            "from the history (never one whose window reaches the decision's day)",
+        }
+
     @app.get("/api/jobs", dependencies=guarded, tags=["jobs"])
     def jobs(
         state: str | None = Query(None, pattern="^(queued|running|succeeded|failed|cancelled)$"),

@@ -155,9 +155,16 @@ def bear_turn(
 
 
 def research_score(ev: dict[str, Any], analysts: dict[str, RoleOutput]) -> float:
-    """The forecast from the analysts' scores: the drift plus each available analyst's."""
+    """The forecast from the analysts' evidence: the drift plus every signal's contribution.
+
+    Read from the signals, not from the analysts' own scores, so that an analyst whose view
+    an LLM rewrote still brings the measured figures (the debate's points) and nothing else.
+    """
     return _drift(ev) + sum(
-        float(out.get("score") or 0.0) for out in analysts.values() if out.get("available")
+        float(sig["score"])
+        for out in analysts.values()
+        if out.get("available")
+        for sig in out.get("signals") or []
     )
 
 

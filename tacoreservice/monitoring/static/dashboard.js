@@ -339,6 +339,42 @@
     );
   }
 
+  // --- model calibration ---------------------------------------------------------------------
+
+  function renderModel(data) {
+    const items = data.calibrations || [];
+    $("#model-note").textContent = `${items.length} stored calibration${items.length === 1 ? "" : "s"}`;
+    renderRows(
+      $("#model-table"),
+      items,
+      (c) => `${c.market}/${c.fit_day}/${c.source}`,
+      (c) => {
+        const ic = c.ic || {};
+        const top = Object.entries(c.weights || {})
+          .sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]))
+          .slice(0, 3)
+          .map(([name, w]) => {
+            const rec = ic[name] || {};
+            const icText = isNum(rec.mean) ? ` (${rec.mean >= 0 ? "+" : ""}${fmtNum(rec.mean, 3)})` : "";
+            return `${name} ${w >= 0 ? "+" : ""}${fmtNum(w, 3)}${icText}`;
+          })
+          .join(", ");
+        return [
+          cell(String(c.market).toUpperCase()),
+          cell(c.fit_day, "mono"),
+          cell((c.window || []).join(" .. "), "mono"),
+          cell(fmtInt(c.months), "num"),
+          cell(isNum(c.drift) ? fmtNum(c.drift, 3) : "–", "num"),
+          cell(top || c.status),
+          cell(c.source, "mono"),
+        ];
+      },
+      (c) => ({ market: c.market }),
+      "no stored calibration: decisions use walk-forward fits",
+      7,
+    );
+  }
+
   // --- recent requests and failures ---------------------------------------------------------
 
   const logUrl = (requestId) => `api/logs/${encodeURIComponent(requestId)}`;
@@ -943,6 +979,8 @@
       });
       redrawCharts();
       connect();
+      // Calibrations change only when someone runs `tacore calibrate`: read once.
+      api("api/model").then(renderModel).catch(() => {});
     } catch (err) {
       if (err instanceof Unauthorized) {
         const hadToken = Boolean(token);
