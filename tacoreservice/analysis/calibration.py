@@ -87,8 +87,10 @@ DRIFT_PRIOR: dict[str, float] = {"us": 0.07, "cn": 0.07, "crypto": 0.0}
 Y_CLIP = 5.0
 # A signal must have a value in this share of the window's observations to be fitted at all.
 MIN_COVERAGE = 0.3
-# The IC of a month needs this many symbols with both the signal and the forward return.
+# The IC of a month needs this many symbols with both the signal and the forward return; a
+# timing record (a signal the same for every symbol) needs this many months.
 MIN_IC_SYMBOLS = 5
+MIN_TIMING_MONTHS = 6
 
 
 def panel_identity(panel: MarketPanel, upto: int) -> dict[str, Any]:
@@ -138,34 +140,16 @@ def _ic_table(panel: MarketPanel, months: list[int]) -> dict[str, dict[str, Any]
             if math.isfinite(ic):
                 ics.append(ic)
         if len(timing) > len(ics):
-            if len(timing) < 6:
-                out[spec.name] = {
-                    "kind": "timing",
-                    "months": len(timing),
-                    "mean": None,
-                    "t": None,
-                    "positive": None,
-                }
-                continue
-            tx = np.array([t[0] for t in timing])
-            ty = np.array([t[1] for t in timing])
-            rho = _spearman(tx, ty) if np.ptp(tx) > 0 and np.ptp(ty) > 0 else math.nan
-            out[spec.name] = {
-                "kind": "timing",
-                "months": len(timing),
-                "mean": round(rho, 4) if math.isfinite(rho) else None,
-                "t": None,
-                "positive": None,
-            }
+            record = _record("timing", len(timing))
+            if len(timing) >= MIN_TIMING_MONTHS:
+                tx = np.array([t[0] for t in timing])
+                ty = np.array([t[1] for t in timing])
+                rho = _spearman(tx, ty) if np.ptp(tx) > 0 and np.ptp(ty) > 0 else math.nan
+                record["mean"] = round(rho, 4) if math.isfinite(rho) else None
+            out[spec.name] = record
             continue
         if len(ics) < 3:
-            out[spec.name] = {
-                "kind": "rank",
-                "months": len(ics),
-                "mean": None,
-                "t": None,
-                "positive": None,
-            }
+            out[spec.name] = _record("rank", len(ics))
             continue
         arr = np.asarray(ics)
         sd = float(arr.std(ddof=1))
@@ -177,6 +161,10 @@ def _ic_table(panel: MarketPanel, months: list[int]) -> dict[str, dict[str, Any]
             "positive": round(float((arr > 0).mean()), 3),
         }
     return out
+
+
+def _record(kind: str, months: int) -> dict[str, Any]:
+    return {"kind": kind, "months": months, "mean": None, "t": None, "positive": None}
 
 
 def _icc(y: np.ndarray, groups: np.ndarray) -> tuple[float, float]:

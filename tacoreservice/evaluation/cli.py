@@ -138,7 +138,7 @@ def evaluate(
                 rolling=rolling,
                 portfolio=portfolio,
                 workers=workers,
-                service=client if client is not None else None,
+                service=client,
                 png=png or "evaluation_reliability.png",
                 on_progress=step,
             )

@@ -34,6 +34,7 @@ __all__ = [
     "POINTS_PER_TURN",
     "bear_turn",
     "bull_turn",
+    "call_confidence",
     "debate_points",
     "half_kelly",
     "p_up",
@@ -175,6 +176,16 @@ def p_up(ev: dict[str, Any], s: float) -> float:
     return 0.5 * (1.0 + math.erf(s / sd / math.sqrt(2.0)))
 
 
+def call_confidence(action: str, prob_up: float) -> float:
+    """The calibrated chance that the return's sign agrees with ``action``: up for BUY, down
+    for SELL, and for HOLD whichever side the forecast leans to."""
+    if action == "BUY":
+        return prob_up
+    if action == "SELL":
+        return 1.0 - prob_up
+    return max(prob_up, 1.0 - prob_up)
+
+
 def half_kelly(ev: dict[str, Any], s: float, fraction: float = 0.5) -> float | None:
     """``fraction`` of the Kelly exposure for a forecast ``s``, in [0, 1] (long only).
 
@@ -203,14 +214,7 @@ def research_manager(
     prob = p_up(ev, s) if f.get("available") and have else 0.5
     size = half_kelly(ev, s) if f.get("available") and have else None
     rec = action_for_rating(rating_for_exposure(size)) if size is not None else "HOLD"
-    if size is None:
-        confidence = 0.0
-    elif rec == "BUY":
-        confidence = prob
-    elif rec == "SELL":
-        confidence = 1.0 - prob
-    else:
-        confidence = max(prob, 1.0 - prob)
+    confidence = 0.0 if size is None else call_confidence(rec, prob)
     bull_total = sum(t["strength"] for t in transcript if t.get("side") == "bull")
     bear_total = sum(t["strength"] for t in transcript if t.get("side") == "bear")
     rounds = max((t.get("round", 0) for t in transcript), default=0)

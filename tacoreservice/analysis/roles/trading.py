@@ -24,6 +24,7 @@ Levels: the target is ``price x (1 + expected return)`` over the horizon; the st
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 from tacoreservice.analysis.roles.common import (
@@ -42,17 +43,15 @@ from tacoreservice.analysis.roles.common import (
     rnd,
     section,
 )
-from tacoreservice.analysis.roles.debate import half_kelly, p_up
+from tacoreservice.analysis.roles.debate import call_confidence, half_kelly, p_up
 
 __all__ = [
     "REWARD_TO_RISK",
     "RISK_TURNS",
     "STOP_ATR_MULTIPLE",
-    "aggressive_turn",
-    "conservative_turn",
-    "neutral_turn",
     "portfolio_manager",
     "risk_score",
+    "risk_turn",
     "trade_levels",
     "trader",
 ]
@@ -227,13 +226,17 @@ def _stance_view(ev: dict[str, Any], trade: RoleOutput, stance: str) -> tuple[fl
     return (cautious / base if base > 0 else 1.0), text
 
 
-def _risk_turn(
+def risk_turn(
     stance: str,
     ev: dict[str, Any],
     trade: RoleOutput,
+    rm: RoleOutput,
     transcript: list[RoleOutput],
     round_no: int,
 ) -> RoleOutput:
+    """One risk analyst's turn: aggressive (full Kelly, the forecast at face value), neutral
+    (half Kelly, the trader's size) or conservative (half Kelly of the forecast one standard
+    error lower); from round 2 on it answers the others' last proposals."""
     multiplier, argument = _stance_view(ev, trade, stance)
     lines = [
         f"### {stance.capitalize()} risk analyst, round {round_no}: size x{multiplier:.2f}",
@@ -260,43 +263,8 @@ def _risk_turn(
     }
 
 
-def aggressive_turn(
-    ev: dict[str, Any],
-    trade: RoleOutput,
-    rm: RoleOutput,
-    transcript: list[RoleOutput],
-    round_no: int,
-) -> RoleOutput:
-    """Full Kelly: the forecast taken at face value."""
-    return _risk_turn("aggressive", ev, trade, transcript, round_no)
-
-
-def neutral_turn(
-    ev: dict[str, Any],
-    trade: RoleOutput,
-    rm: RoleOutput,
-    transcript: list[RoleOutput],
-    round_no: int,
-) -> RoleOutput:
-    """Half Kelly: the trader's size."""
-    return _risk_turn("neutral", ev, trade, transcript, round_no)
-
-
-def conservative_turn(
-    ev: dict[str, Any],
-    trade: RoleOutput,
-    rm: RoleOutput,
-    transcript: list[RoleOutput],
-    round_no: int,
-) -> RoleOutput:
-    """Half Kelly of the forecast one standard error lower."""
-    return _risk_turn("conservative", ev, trade, transcript, round_no)
-
-
 RISK_TURNS = {
-    "aggressive": aggressive_turn,
-    "neutral": neutral_turn,
-    "conservative": conservative_turn,
+    stance: partial(risk_turn, stance) for stance in ("aggressive", "neutral", "conservative")
 }
 
 
@@ -323,14 +291,7 @@ def portfolio_manager(
     action = action_for_rating(rating)
     levels = trade_levels(ev, action, s)
     prob = p_up(ev, s)
-    if exposure is None:
-        confidence = 0.0
-    elif action == "BUY":
-        confidence = prob
-    elif action == "SELL":
-        confidence = 1.0 - prob
-    else:
-        confidence = prob if s >= 0 else 1.0 - prob
+    confidence = 0.0 if exposure is None else call_confidence(action, prob)
     f = section(ev, "forecast")
     mu = num(f.get("expected_return"))
     reasons = []
