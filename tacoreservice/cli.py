@@ -27,7 +27,8 @@ EndpointOpt = Annotated[
     typer.Option(
         "--endpoint",
         "-e",
-        help="Broker frontend (default: TACORE_ENDPOINT or tcp://127.0.0.1:ZMQ_FRONTEND_PORT).",
+        help="Broker frontend (default: TACORE_ENDPOINT, TACORE_SERVICE_URL or "
+        "tcp://127.0.0.1:ZMQ_FRONTEND_PORT).",
     ),
 ]
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="Config file.")]
@@ -43,13 +44,12 @@ def _settings(config: str | None, overrides: dict[str, Any] | None = None) -> An
         raise typer.Exit(2) from None
 
 
-def _endpoint(endpoint: str | None) -> str:
+def _endpoint(endpoint: str | None) -> list[str]:
+    from tacoreservice.client.endpoint import default_endpoints
+
     if endpoint:
-        return endpoint
-    if os.environ.get("TACORE_ENDPOINT"):
-        return os.environ["TACORE_ENDPOINT"]
-    port = os.environ.get("ZMQ_FRONTEND_PORT", "5555")
-    return f"tcp://127.0.0.1:{port}"
+        return [e.strip() for e in endpoint.split(",") if e.strip()]
+    return default_endpoints()
 
 
 def _client(endpoint: str | None, **kwargs: Any) -> Any:
