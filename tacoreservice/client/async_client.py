@@ -12,10 +12,9 @@ import orjson
 import zmq
 import zmq.asyncio
 
-from tacoreservice.client.errors import TACoreError, TACoreTimeout
 from tacoreservice.client.endpoint import default_endpoints
+from tacoreservice.client.errors import TACoreError, TACoreTimeout
 from tacoreservice.client.helpers import MethodHelpers, data_or_raise, encode_request
-from tacoreservice.client.sync_client import DEFAULT_ENDPOINT
 from tacoreservice.security.keys import apply_curve, load_curve_keys
 
 __all__ = ["AsyncTACoreClient"]

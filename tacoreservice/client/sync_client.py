@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 import zmq
 
-from tacoreservice.client.errors import TACoreTimeout
 from tacoreservice.client.endpoint import default_endpoints
+from tacoreservice.client.errors import TACoreTimeout
 from tacoreservice.client.helpers import MethodHelpers, data_or_raise, encode_request
 from tacoreservice.security.keys import apply_curve, load_curve_keys
 
