@@ -180,6 +180,7 @@ _BUILTIN_METHOD_MODULES = (
     "tacoreservice.service.methods.risk",
     "tacoreservice.service.methods.trading",
     "tacoreservice.service.methods.optimize",
+    "tacoreservice.service.methods.strategy_request",
 )
 
 
