@@ -48,7 +48,7 @@ call :prepare
 if errorlevel 1 exit /b 1
 docker compose up -d --build --wait --wait-timeout %WAIT_TIMEOUT%
 if errorlevel 1 goto :up_failed
-docker compose exec -T tacore_service tacore health
+docker compose exec -T tacoreservice tacore health
 echo.
 echo TACoreService is up.
 echo   Dashboard and API  http://localhost:8080/   bearer token: TACORE_API_TOKEN in .env
@@ -61,7 +61,7 @@ exit /b 0
 
 :up_failed
 docker compose ps
-docker compose logs --tail 40 tacore_service
+docker compose logs --tail 40 tacoreservice
 echo deploy.bat: the services were not healthy within %WAIT_TIMEOUT% s (logs above; deploy.bat status)
 exit /b 1
 
@@ -134,7 +134,7 @@ exit /b 1
 
 :status
 docker compose ps
-docker compose exec -T tacore_service tacore health --detailed
+docker compose exec -T tacoreservice tacore health --detailed
 exit /b %errorlevel%
 
 :down

@@ -145,10 +145,10 @@ cmd_up() {
     local timeout="${TACORE_WAIT_TIMEOUT:-300}"
     if ! compose up -d --build --wait --wait-timeout "$timeout"; then
         compose ps
-        compose logs --tail 40 tacore_service
+        compose logs --tail 40 tacoreservice
         die "the services were not healthy within ${timeout}s (logs above; ./deploy.sh status)"
     fi
-    compose exec -T tacore_service tacore health || true
+    compose exec -T tacoreservice tacore health || true
     cat <<EOF
 
 TACoreService is up.
@@ -172,7 +172,7 @@ cmd_scale() {
 
 cmd_status() {
     compose ps
-    compose exec -T tacore_service tacore health --detailed
+    compose exec -T tacoreservice tacore health --detailed
 }
 
 main() {
