@@ -91,7 +91,7 @@ class Watchdog:
         )
         try:
             # The operator's own URL (scheme checked at start): not user input.
-            with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310  # nosec B310
+            with urllib.request.urlopen(request, timeout=10) as reply:  # nosec B310
                 reply.read()
         except OSError as exc:
             self.say(f"webhook {self.o.webhook} failed: {exc}")
@@ -99,7 +99,7 @@ class Watchdog:
     def _restart(self, reason: str, failures: int) -> None:
         self.say(f"unhealthy {failures} times ({reason}); running: {self.o.restart_command}")
         try:
-            done = subprocess.run(  # noqa: S603  # nosec B603 - the operator's own command
+            done = subprocess.run(  # nosec B603 - the operator's own command
                 shlex.split(self.o.restart_command),
                 timeout=self.o.restart_timeout_s,
                 capture_output=True,
