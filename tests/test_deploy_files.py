@@ -640,8 +640,7 @@ def test_compose_commands_exist(config: dict[str, Any]) -> None:
 
 def test_compose_env_vars_are_read(config: dict[str, Any]) -> None:
     package = [REPO / "tacoreservice"]
-    # ScanPulse reads its endpoint through the public client (client/endpoint.py).
-    scanpulse = [REPO / "examples" / "scanpulse", REPO / "tacoreservice" / "client"]
+    scanpulse = [REPO / "examples" / "scanpulse"]
     assert not env_var_is_read("TACORE_NO_SUCH_SETTING", package + scanpulse)
     for name in TACORE_SERVICES | {"keygen"}:
         roots = scanpulse if name == "scanpulse" else package
