@@ -306,7 +306,10 @@ def test_ops_recipes(service: ServiceProcesses) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_bandit_finds_no_high_severity_issue() -> None:
+def test_bandit_runs_in_ci_and_finds_no_high_severity_issue() -> None:
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "-m bandit -q -r tacoreservice --severity-level high" in ci
+    assert "./scripts/test.sh --cov=tacoreservice" in ci  # and CI reports coverage
     pytest.importorskip("bandit", reason="bandit is a dev dependency: pip install -e .[dev]")
     done = subprocess.run(
         [sys.executable, "-m", "bandit", "-q", "-r", "tacoreservice", "-lll", "-f", "json"],
