@@ -8,7 +8,7 @@ rem   deploy.bat status    the containers and the service's own health
 rem   deploy.bat down      stop and remove the containers (the data, logs and Redis volumes stay)
 rem
 rem The keys are made by the keygen service of docker-compose.yml (clients scanner, trader,
-rem risk_guard, optimizer, console, healthcheck: the CLIENTS of deploy.sh). This file keeps CRLF
+rem risk_guard, optimizer, console, healthcheck, api: the CLIENTS of deploy.sh). This file keeps CRLF
 rem line endings (.gitattributes): cmd.exe misreads labels in a batch file with LF only.
 setlocal EnableExtensions
 cd /d "%~dp0"

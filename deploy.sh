@@ -18,8 +18,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 readonly KEYS_DIR=keys
 readonly ENV_FILE=.env
 # Client keys written to keys/: must match the keygen service in docker-compose.yml and
-# deploy.bat. healthcheck is the key the container health check uses.
-readonly CLIENTS=(scanner trader risk_guard optimizer console healthcheck)
+# deploy.bat. healthcheck is the key the container health check uses, api the key the
+# monitoring API's POST /analyze sends through the broker with.
+readonly CLIENTS=(scanner trader risk_guard optimizer console healthcheck api)
 # The image's user when deploying as root (the service itself never runs as root).
 readonly DEFAULT_ID=10001
 

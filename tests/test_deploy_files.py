@@ -596,6 +596,7 @@ def test_compose_is_secure_by_default(
             "workers",
             "server.key",
             "private/healthcheck.key_secret",
+            "private/api.key_secret",
         },
         "tacore_worker": {"server.key", "private/worker.key_secret"},
         "scanpulse": {"server.key", "private/scanner.key_secret", "private/trader.key_secret"},
@@ -845,6 +846,15 @@ def test_compose_processes_run_and_pass_their_healthchecks(
     summary = status.json()["config"]
     assert summary["env"] == "production" and summary["security"]["mode"] == "curve"
     assert summary["cache"]["redis_url"] == f"redis://127.0.0.1:{running.ports[6379]}"
+    # POST /analyze goes through the broker with the API's own client key (CURVE on).
+    analyze = httpx.post(
+        f"{api}/analyze",
+        json={"strategy_id": "trend", "parameters": {"symbol": "AAPL"}},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+    )
+    assert analyze.status_code == 200, analyze.text
+    assert analyze.json()["signals"][0]["symbol"] == "AAPL"
     # Broker and workers share the data volume: one SQLite file.
     assert (running.tmp / "volumes" / "tacore_data" / "tacoreservice.db").is_file()
     assert (running.tmp / "volumes" / "tacore_logs" / "worker.log").is_file()
@@ -864,6 +874,7 @@ def test_compose_processes_run_and_pass_their_healthchecks(
     database = running.tmp / "volumes" / "tacore_data" / "tacoreservice.db"
     calls = _logged_calls(database, until={("trader", "analyze.stock")})
     assert {("healthcheck", "health.check"), ("console", "health.check")} <= set(calls)
+    assert ("api", "strategy.signals") in calls
     assert ("scanner", "scan.market") in calls
     # AAPL..XOM as of the last bar give at least one opportunity, so the trader called too.
     assert ("trader", "analyze.stock") in calls, calls
