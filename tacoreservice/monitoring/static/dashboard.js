@@ -263,9 +263,11 @@
     // Each process measures itself (monitoring/process_stats.py); alerts at 80 % / 85 %.
     const proc = st.process || {};
     setCard("card-broker-process", {
-      value: `${fmtProcPct(proc.cpu_percent)} / ${fmtProcPct(proc.memory_percent)}`,
+      value: fmtProcPct(proc.cpu_percent),
       raw: proc.cpu_percent,
-      sub: isNum(proc.rss_bytes) ? `${fmtMiB(proc.rss_bytes)} resident` : "not measured here",
+      sub: isNum(proc.memory_percent)
+        ? `memory ${fmtProcPct(proc.memory_percent)} · ${fmtMiB(proc.rss_bytes)}`
+        : "memory not measured here",
       level: procLevel(proc),
     });
   }
