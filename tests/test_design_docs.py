@@ -452,7 +452,7 @@ def test_watchdog_restarts_an_unhealthy_service_and_calls_the_webhook(tmp_path: 
             [
                 sys.executable, "-m", "tacoreservice", "watchdog", "--restart-cmd", str(restart),
                 "--webhook", url, "--interval", "0.2", "--failures", "2", "--grace", "60",
-                "--probe-timeout-ms", "500", "--max-restarts", "1",
+                "--probe-timeout-ms", "2000", "--max-restarts", "1",
                 "--endpoint", svc.endpoint,
             ],
             env=svc.env,
