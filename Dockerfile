@@ -30,9 +30,14 @@ FROM ${PYTHON_IMAGE} AS runtime
 # keys (mode 0600 on the host) are readable through the read-only bind mounts.
 ARG TACORE_UID=10001
 ARG TACORE_GID=10001
+# TACORE_FRONTEND_HOST: a container's published port (`docker run -p 5555:5555`) reaches its
+# eth0, never its loopback, so the image listens on every interface. The broker then refuses to
+# start without CURVE and says what to set (TACORE_SECURITY=curve with keys, or
+# TACORE_ALLOW_INSECURE_REMOTE=1 on a trusted network) instead of serving nothing.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    TACORE_FRONTEND_HOST=0.0.0.0
 RUN if [ "$TACORE_UID" = "0" ] || [ "$TACORE_GID" = "0" ]; then \
         echo "TACORE_UID/TACORE_GID must not be 0: the service runs as a non-root user" >&2; \
         exit 1; \

@@ -8,7 +8,7 @@ rem   deploy.bat status    the containers and the service's own health
 rem   deploy.bat down      stop and remove the containers (the data, logs and Redis volumes stay)
 rem
 rem The keys are made by the keygen service of docker-compose.yml (clients scanner, trader,
-rem risk_guard, optimizer, console, healthcheck: the CLIENTS of deploy.sh). This file keeps CRLF
+rem risk_guard, optimizer, console, healthcheck, api: the CLIENTS of deploy.sh). This file keeps CRLF
 rem line endings (.gitattributes): cmd.exe misreads labels in a batch file with LF only.
 setlocal EnableExtensions
 cd /d "%~dp0"
@@ -48,7 +48,7 @@ call :prepare
 if errorlevel 1 exit /b 1
 docker compose up -d --build --wait --wait-timeout %WAIT_TIMEOUT%
 if errorlevel 1 goto :up_failed
-docker compose exec -T tacore_service tacore health
+docker compose exec -T tacoreservice tacore health
 echo.
 echo TACoreService is up.
 echo   Dashboard and API  http://localhost:8080/   bearer token: TACORE_API_TOKEN in .env
@@ -61,7 +61,7 @@ exit /b 0
 
 :up_failed
 docker compose ps
-docker compose logs --tail 40 tacore_service
+docker compose logs --tail 40 tacoreservice
 echo deploy.bat: the services were not healthy within %WAIT_TIMEOUT% s (logs above; deploy.bat status)
 exit /b 1
 
@@ -134,7 +134,7 @@ exit /b 1
 
 :status
 docker compose ps
-docker compose exec -T tacore_service tacore health --detailed
+docker compose exec -T tacoreservice tacore health --detailed
 exit /b %errorlevel%
 
 :down

@@ -18,8 +18,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 readonly KEYS_DIR=keys
 readonly ENV_FILE=.env
 # Client keys written to keys/: must match the keygen service in docker-compose.yml and
-# deploy.bat. healthcheck is the key the container health check uses.
-readonly CLIENTS=(scanner trader risk_guard optimizer console healthcheck)
+# deploy.bat. healthcheck is the key the container health check uses, api the key the
+# monitoring API's POST /analyze sends through the broker with.
+readonly CLIENTS=(scanner trader risk_guard optimizer console healthcheck api)
 # The image's user when deploying as root (the service itself never runs as root).
 readonly DEFAULT_ID=10001
 
@@ -145,10 +146,10 @@ cmd_up() {
     local timeout="${TACORE_WAIT_TIMEOUT:-300}"
     if ! compose up -d --build --wait --wait-timeout "$timeout"; then
         compose ps
-        compose logs --tail 40 tacore_service
+        compose logs --tail 40 tacoreservice
         die "the services were not healthy within ${timeout}s (logs above; ./deploy.sh status)"
     fi
-    compose exec -T tacore_service tacore health || true
+    compose exec -T tacoreservice tacore health || true
     cat <<EOF
 
 TACoreService is up.
@@ -172,7 +173,7 @@ cmd_scale() {
 
 cmd_status() {
     compose ps
-    compose exec -T tacore_service tacore health --detailed
+    compose exec -T tacoreservice tacore health --detailed
 }
 
 main() {

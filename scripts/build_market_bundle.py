@@ -56,6 +56,14 @@ SOURCES = {
         "vendor": "Binance spot via ccxt.binance().fetch_ohlcv",
         "license": None,
     },
+    "yanniedog": {
+        "repo": "yanniedog/binance-historical-OHLCV-data",
+        "commit": "1a00f0748cc41ff0e476285ad927ce3bbc133893",
+        "data_commit": "1a00f0748cc41ff0e476285ad927ce3bbc133893",
+        "vendor": "Binance spot klines (download method undocumented; checked against Binance "
+        "/api/v3/klines daily bars and its own hourly aggregation, see SOURCES.md section 7)",
+        "license": None,
+    },
     "sp500_financials": {
         "repo": "datasets/s-and-p-500-companies-financials",
         "commit": "44d0ca307550c1615663da85fae5e79efbc7b3a1",
@@ -84,6 +92,15 @@ ETF_NAMES = {
 CRYPTO_NAMES = {
     "BTCUSDT": "Bitcoin / TetherUS (BTC/USDT)",
     "ETHUSDT": "Ethereum / TetherUS (ETH/USDT)",
+    "ADAUSDT": "Cardano / TetherUS (ADA/USDT)",
+    "DOTUSDT": "Polkadot / TetherUS (DOT/USDT)",
+}
+# SOURCES.md section 7: Binance outages (missing hours) and flat zero-volume bars in the files.
+BINANCE_NOTES = {
+    ("ADAUSDT", "1h"): "25 gaps (88 missing hours, Binance outages), all but 2023-03-24 13:00 "
+    "before 2022; flat zero-volume bars 2019-06-07 21:00, 2021-02-11 03:00 and 2023-03-24 12:00",
+    ("DOTUSDT", "1h"): "10 gaps (20 missing hours, Binance outages), the last 2023-03-24 13:00; "
+    "flat zero-volume bars 2021-02-11 03:00 and 2023-03-24 12:00",
 }
 
 
@@ -206,7 +223,7 @@ def main():
             if symbol == "600900":
                 notes.append("no rows 2021-11-29..12-10 and 2022-10-26 (suspension)")
         else:
-            src = "hopeffy"
+            src = "yanniedog" if symbol in ("ADAUSDT", "DOTUSDT") else "hopeffy"
             entry.update(
                 currency="USDT",
                 volume_unit="base asset units",
@@ -215,11 +232,14 @@ def main():
                 partial_last_bar=True,
             )
             notes.append(f"last bar ({last}) is partial; volume far below normal")
-            if timeframe == "1h":
+            if (symbol, timeframe) in BINANCE_NOTES:
+                notes.append(BINANCE_NOTES[symbol, timeframe])
+            elif timeframe == "1h":
                 notes.append(
                     "one hourly bar missing in the source: 2023-03-24 13:00 (Binance spot halt)"
                 )
-        entry["source"] = {**SOURCES[src], "path": entry.pop("source_path", f"data/{path.name}")}
+        default_path = path.name if src == "yanniedog" else f"data/{path.name}"
+        entry["source"] = {**SOURCES[src], "path": entry.pop("source_path", default_path)}
         if notes:
             entry["notes"] = "; ".join(notes)
         files[rel + ".gz"] = entry

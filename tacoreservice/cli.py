@@ -28,7 +28,8 @@ EndpointOpt = Annotated[
     typer.Option(
         "--endpoint",
         "-e",
-        help="Broker frontend (default: TACORE_ENDPOINT or tcp://127.0.0.1:ZMQ_FRONTEND_PORT).",
+        help="Broker frontend (default: TACORE_ENDPOINT, TACORE_SERVICE_URL or "
+        "tcp://127.0.0.1:ZMQ_FRONTEND_PORT).",
     ),
 ]
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="Config file.")]
@@ -44,13 +45,12 @@ def _settings(config: str | None, overrides: dict[str, Any] | None = None) -> An
         raise typer.Exit(2) from None
 
 
-def _endpoint(endpoint: str | None) -> str:
+def _endpoint(endpoint: str | None) -> list[str]:
+    from tacoreservice.client.endpoint import default_endpoints
+
     if endpoint:
-        return endpoint
-    if os.environ.get("TACORE_ENDPOINT"):
-        return os.environ["TACORE_ENDPOINT"]
-    port = os.environ.get("ZMQ_FRONTEND_PORT", "5555")
-    return f"tcp://127.0.0.1:{port}"
+        return [e.strip() for e in endpoint.split(",") if e.strip()]
+    return default_endpoints()
 
 
 def _client(endpoint: str | None, **kwargs: Any) -> Any:
@@ -738,76 +738,6 @@ def _backtest_universe(
     return result.to_json(), rows, report.universe_table(result), extra
 
 
-SkipRedisOpt = Annotated[
-    bool, typer.Option("--skip-redis", help="Leave Redis out (it holds only caches).")
-]
-
-
-def _backup_table(title: str, manifest: Any) -> Table:
-    table = Table(title=title)
-    table.add_column("part")
-    table.add_column("content")
-    for name, meta in manifest.files.items():
-        table.add_row(name, f"{meta['bytes']:,} bytes, sha256 {meta['sha256'][:16]}...")
-    table.add_row("schema version", str(manifest.schema_version))
-    for name, rows in manifest.tables.items():
-        table.add_row(f"table {name}", f"{rows:,} rows")
-    if manifest.redis:
-        table.add_row("redis keys", f"{manifest.redis_keys:,} ({manifest.redis['key_prefix']}*)")
-    return table
-
-
-@app.command()
-def backup(
-    path: Annotated[str, typer.Argument(help="New directory to write the backup into.")],
-    skip_redis: SkipRedisOpt = False,
-    config: ConfigOpt = None,
-) -> None:
-    """Back up the database (online, the service may run) and our Redis keys; exit 2 if refused."""
-    from rich.markup import escape
-
-    from tacoreservice.storage.backup import BackupError, create_backup
-
-    try:
-        manifest = create_backup(_settings(config), path, skip_redis=skip_redis)
-    except BackupError as exc:
-        err_console.print(f"[red]backup refused:[/] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    console.print(_backup_table(f"backup written to {manifest.path}", manifest))
-
-
-@app.command()
-def restore(
-    path: Annotated[str, typer.Argument(help="A directory written by `tacore backup`.")],
-    force: Annotated[
-        bool, typer.Option("--force", help="Restore although something answers on the endpoint.")
-    ] = False,
-    skip_redis: SkipRedisOpt = False,
-    config: ConfigOpt = None,
-) -> None:
-    """Restore a backup over the configured database (service stopped); exit 2 if refused."""
-    from rich.markup import escape
-
-    from tacoreservice.storage.backup import BackupError, restore_backup
-
-    try:
-        manifest = restore_backup(_settings(config), path, force, skip_redis=skip_redis)
-    except BackupError as exc:
-        err_console.print(f"[red]restore refused:[/] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    done = manifest.restore
-    assert done is not None  # restore_backup always sets it
-    console.print(_backup_table(f"restored {manifest.path} to {done.target}", manifest))
-    if done.migrated_from is not None:
-        console.print(f"schema migrated from version {done.migrated_from}")
-    if manifest.redis:
-        console.print(f"redis: {done.redis_restored} keys restored, {done.redis_expired} expired")
-    for note in done.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
-    if done.previous_moved_to:
-        sys.stdout.write(f"previous database kept as {done.previous_moved_to}\n")
-
-
 demo_app = typer.Typer(help="Demonstrations on this machine (need a repository checkout).")
 app.add_typer(demo_app, name="demo")
 
@@ -865,6 +795,8 @@ def demo_pipeline(
 
 
 evaluation_cli.register(app)
+# backup, restore and watchdog: tacoreservice/cli_ops.py adds them to `app` on import.
+import tacoreservice.cli_ops  # noqa: E402,F401
 
 
 def main() -> None:

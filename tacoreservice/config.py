@@ -20,7 +20,14 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-__all__ = ["ConfigError", "Settings", "load_settings", "ENV_VARS", "SecuritySettings"]
+__all__ = [
+    "ConfigError",
+    "ENV_ALIASES",
+    "ENV_VARS",
+    "SecuritySettings",
+    "Settings",
+    "load_settings",
+]
 
 
 class ConfigError(Exception):
@@ -419,6 +426,15 @@ ENV_VARS: dict[str, str] = {
     "TACORE_ALLOW_INSECURE_REMOTE": "security.allow_insecure_remote",
 }
 
+# The design documents' shorter names, read only when ours is unset (ours win: a deployment
+# that sets both meant ours, the more specific name). TACORE_SERVICE_URL, the client endpoint,
+# is read by the clients: tacoreservice/client/endpoint.py.
+ENV_ALIASES: dict[str, str] = {
+    "SERVICE_ENV": "TACORESERVICE_ENV",
+    "LOG_LEVEL": "TACORESERVICE_LOG_LEVEL",
+}
+_ALIAS_OF = {ours: alias for alias, ours in ENV_ALIASES.items()}
+
 _LIST_SETTINGS = {"worker.plugins", "security.redact_fields"}
 
 
@@ -515,6 +531,9 @@ def load_settings(
 
     for var, dotted in ENV_VARS.items():
         raw = environ.get(var)
+        if (raw is None or raw == "") and var in _ALIAS_OF:
+            var = _ALIAS_OF[var]
+            raw = environ.get(var)
         if raw is None or raw == "":
             continue
         env_value: Any = raw

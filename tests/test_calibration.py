@@ -98,10 +98,10 @@ def test_before_the_minimum_history_the_model_is_its_prior(provider: BundledProv
         assert cal.status == "prior" and cal.months < MIN_MONTHS
         assert cal.weights == {} and cal.drift == DRIFT_PRIOR[market]
     # Crypto's prior is no drift: no edge, no position (and the report says it is the prior).
-    ev = compute_evidence(provider, "BTCUSDT", "2022-08-01")
+    ev = compute_evidence(provider, "ADAUSDT", "2019-01-15")
     assert ev["forecast"]["available"] and ev["forecast"]["s"] == 0.0
     assert "prior drift alone" in ev["forecast"]["note"]
-    d = quant(provider, "BTCUSDT", "2022-08-01")
+    d = quant(provider, "ADAUSDT", "2019-01-15")
     assert d["target_exposure"] == 0.0 and d["rating"] == "SELL"
 
 

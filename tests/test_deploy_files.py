@@ -54,7 +54,7 @@ from tacoreservice.config import (
 )
 from tacoreservice.monitoring.server import check_api_exposure
 from tacoreservice.security.exposure import check_broker_exposure
-from tests.support.service import REPO, free_port, terminate_all
+from tests.support.service import REPO, free_port, raw_request, terminate_all
 
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
@@ -62,8 +62,15 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 DEPLOY_SH = REPO / "deploy.sh"
 DEPLOY_BAT = REPO / "deploy.bat"
 # The files a deployment needs beside each other (what deploy.sh and compose read).
-DEPLOY_FILES = ["docker-compose.yml", "deploy.sh", "deploy.bat", "Dockerfile", ".dockerignore"]
-TACORE_SERVICES = {"tacore_service", "tacore_worker", "scanpulse"}
+DEPLOY_FILES = [
+    "docker-compose.yml",
+    "docker-compose.private.yml",
+    "deploy.sh",
+    "deploy.bat",
+    "Dockerfile",
+    ".dockerignore",
+]
+TACORE_SERVICES = {"tacoreservice", "tacore_worker", "scanpulse"}
 BIN = Path(sys.executable).parent
 
 
@@ -368,7 +375,7 @@ def test_deploy_bat_has_crlf_and_the_same_steps() -> None:
         "docker compose run --rm keygen",
         "docker compose up -d --build --wait",
         "--scale tacore_worker=%WORKERS%",
-        "docker compose exec -T tacore_service tacore health",
+        "docker compose exec -T tacoreservice tacore health",
         "docker compose down",
         "TACORE_API_TOKEN",
         "REDIS_PASSWORD",
@@ -519,7 +526,7 @@ def test_compose_services_replicas_ports_and_healthchecks(
     assert set(services) == TACORE_SERVICES | {"redis", "keygen"}
     assert services["keygen"]["profiles"] == ["tools"]
     assert all("profiles" not in s for n, s in services.items() if n != "keygen")
-    assert services["tacore_service"]["command"] == ["python", "-m", "tacoreservice.load_balancer"]
+    assert services["tacoreservice"]["command"] == ["python", "-m", "tacoreservice.load_balancer"]
     assert services["tacore_worker"]["command"] == ["python", "-m", "tacoreservice.worker"]
     assert services["tacore_worker"]["deploy"]["replicas"] == 4
     # One image for every TACoreService role, built from this Dockerfile as the deploying user.
@@ -531,13 +538,13 @@ def test_compose_services_replicas_ports_and_healthchecks(
         assert build.get("dockerfile", "Dockerfile") == "Dockerfile", name
         assert set(build["args"]) == {"TACORE_UID", "TACORE_GID"}, name
 
-    published = {(p["target"], int(p["published"])) for p in services["tacore_service"]["ports"]}
+    published = {(p["target"], int(p["published"])) for p in services["tacoreservice"]["ports"]}
     settings = Settings()
     assert published == {(5555, 5555), (8080, 8080)}
     assert published == {(settings.broker.frontend_port,) * 2, (settings.api.port,) * 2}
-    assert all("ports" not in s for n, s in services.items() if n != "tacore_service")
+    assert all("ports" not in s for n, s in services.items() if n != "tacoreservice")
 
-    service_check = services["tacore_service"]["healthcheck"]
+    service_check = services["tacoreservice"]["healthcheck"]
     dockerfile_check = next(a for k, a in dockerfile_stages()[1] if k == "HEALTHCHECK")
     assert service_check["test"] == ["CMD", *exec_form(dockerfile_check.split(" CMD ", 1)[1])]
     for name in ("tacore_worker", "scanpulse", "keygen"):
@@ -552,17 +559,17 @@ def test_compose_services_replicas_ports_and_healthchecks(
     ]
     assert {"tacore_data", "tacore_logs", "redis_data"} <= set(config["volumes"])
     # Workers and ScanPulse wait for a healthy Redis; ScanPulse also for a healthy service.
-    for name in ("tacore_service", "tacore_worker", "scanpulse"):
+    for name in ("tacoreservice", "tacore_worker", "scanpulse"):
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert services["scanpulse"]["depends_on"]["tacore_service"]["condition"] == "service_healthy"
+    assert services["scanpulse"]["depends_on"]["tacoreservice"]["condition"] == "service_healthy"
 
 
 def test_compose_is_secure_by_default(
     config: dict[str, Any], deployment: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     services = config["services"]
-    broker_env = services["tacore_service"]["environment"]
-    for name in ("tacore_service", "tacore_worker"):
+    broker_env = services["tacoreservice"]["environment"]
+    for name in ("tacoreservice", "tacore_worker"):
         assert services[name]["environment"]["TACORE_SECURITY"] == "curve", name
     # The broker listens beyond loopback, which it accepts only because CURVE is on ...
     settings = load_settings(REPO / "config" / "config.yaml", env=broker_env)
@@ -583,12 +590,13 @@ def test_compose_is_secure_by_default(
     # Keys: read-only, and each container sees only the key files it needs.
     keys = (deployment / "keys").resolve()
     expected = {
-        "tacore_service": {
+        "tacoreservice": {
             "server.key_secret",
             "clients",
             "workers",
             "server.key",
             "private/healthcheck.key_secret",
+            "private/api.key_secret",
         },
         "tacore_worker": {"server.key", "private/worker.key_secret"},
         "scanpulse": {"server.key", "private/scanner.key_secret", "private/trader.key_secret"},
@@ -610,7 +618,7 @@ def test_compose_is_secure_by_default(
     password = read_env_file(deployment / ".env")["REDIS_PASSWORD"]
     assert services["redis"]["environment"]["REDISCLI_AUTH"] == password
     assert services["redis"]["command"][-2:] == ["--requirepass", password]
-    for name in ("tacore_service", "tacore_worker", "scanpulse"):
+    for name in ("tacoreservice", "tacore_worker", "scanpulse"):
         url = services[name]["environment"]["REDIS_URL"]
         assert url == f"redis://:{password}@redis:6379/0", name
 
@@ -622,10 +630,10 @@ def test_compose_commands_exist(config: dict[str, Any]) -> None:
             assert importlib.util.find_spec(argv[2]) is not None, f"{name}: no module {argv[2]}"
         else:
             assert_tacore_verb(argv)
-    assert_tacore_verb(config["services"]["tacore_service"]["healthcheck"]["test"][1:])
+    assert_tacore_verb(config["services"]["tacoreservice"]["healthcheck"]["test"][1:])
     # The worker's broker endpoint is the broker's backend port on the compose network.
     endpoint = config["services"]["tacore_worker"]["environment"]["TACORE_BROKER_ENDPOINT"]
-    assert endpoint == f"tcp://tacore_service:{Settings().broker.backend_port}"
+    assert endpoint == f"tcp://tacoreservice:{Settings().broker.backend_port}"
     keygen = config["services"]["keygen"]["command"]
     assert flag_values(keygen, "--client") == deploy_sh_clients()
     assert flag_values(keygen, "--dir") == ["/keys"]
@@ -802,14 +810,14 @@ def test_compose_processes_run_and_pass_their_healthchecks(
     wrong_password = {"REDISCLI_AUTH": "not-the-password"}
     assert running.healthcheck("redis", env=wrong_password).returncode != 0
 
-    broker = running.start("tacore_service")
+    broker = running.start("tacoreservice")
     # No worker yet: the broker answers, but the service is not healthy.
     time.sleep(1.0)
     assert broker.poll() is None, running.output()
-    assert running.healthcheck("tacore_service").returncode == 1
+    assert running.healthcheck("tacoreservice").returncode == 1
     for _ in range(2):
         running.start("tacore_worker")
-    running.wait_healthy("tacore_service")
+    running.wait_healthy("tacoreservice")
 
     # CURVE is on: a client without keys completes no handshake, so it gets no reply.
     endpoint = f"tcp://127.0.0.1:{running.ports[5555]}"
@@ -838,6 +846,15 @@ def test_compose_processes_run_and_pass_their_healthchecks(
     summary = status.json()["config"]
     assert summary["env"] == "production" and summary["security"]["mode"] == "curve"
     assert summary["cache"]["redis_url"] == f"redis://127.0.0.1:{running.ports[6379]}"
+    # POST /analyze goes through the broker with the API's own client key (CURVE on).
+    analyze = httpx.post(
+        f"{api}/analyze",
+        json={"strategy_id": "trend", "parameters": {"symbol": "AAPL"}},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+    )
+    assert analyze.status_code == 200, analyze.text
+    assert analyze.json()["signals"][0]["symbol"] == "AAPL"
     # Broker and workers share the data volume: one SQLite file.
     assert (running.tmp / "volumes" / "tacore_data" / "tacoreservice.db").is_file()
     assert (running.tmp / "volumes" / "tacore_logs" / "worker.log").is_file()
@@ -857,6 +874,7 @@ def test_compose_processes_run_and_pass_their_healthchecks(
     database = running.tmp / "volumes" / "tacore_data" / "tacoreservice.db"
     calls = _logged_calls(database, until={("trader", "analyze.stock")})
     assert {("healthcheck", "health.check"), ("console", "health.check")} <= set(calls)
+    assert ("api", "strategy.signals") in calls
     assert ("scanner", "scan.market") in calls
     # AAPL..XOM as of the last bar give at least one opportunity, so the trader called too.
     assert ("trader", "analyze.stock") in calls, calls
@@ -885,3 +903,91 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         return None
+
+
+# --- the design documents' samples against the documented deployment (issue 15) -------------
+
+
+@pytest.fixture(scope="module")
+def private_config(compose: tuple[list[str], dict[str, str]], deployment: Path) -> dict[str, Any]:
+    """`docker compose -f docker-compose.yml -f docker-compose.private.yml config`."""
+    done = compose_run(
+        compose, deployment, "-f", str(deployment / "docker-compose.private.yml"), "config",
+        "--format", "json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_ops_guide_service_name_exists(config: dict[str, Any]) -> None:
+    # `docker-compose logs -f tacoreservice`, and the old host name still resolves.
+    service = config["services"]["tacoreservice"]
+    assert service["command"] == ["python", "-m", "tacoreservice.load_balancer"]
+    assert "tacore_service" in service["networks"]["default"]["aliases"]
+
+
+def test_private_override_serves_plain_req_samples_on_loopback_only(
+    private_config: dict[str, Any], tmp_path: Path
+) -> None:
+    services = private_config["services"]
+    published = {
+        (p["target"], p.get("host_ip"), int(p["published"]))
+        for p in services["tacoreservice"]["ports"]
+    }
+    # The unauthenticated port is the host's loopback only; the API keeps its token.
+    assert published == {(5555, "127.0.0.1", 5555), (8080, None, 8080)}
+    assert services["tacoreservice"]["environment"]["TACORE_API_TOKEN"]
+    for name in ("tacoreservice", "tacore_worker"):
+        assert services[name]["environment"]["TACORE_SECURITY"] == "none"
+
+    running = ComposeProcesses(private_config, tmp_path)
+    try:
+        running.start_redis()
+        running.wait_healthy("redis", timeout=20)
+        running.start("tacoreservice")
+        running.start("tacore_worker")
+        running.wait_healthy("tacoreservice")
+        # The documents' sample: a plain REQ socket and one JSON frame, no keys.
+        endpoint = f"tcp://127.0.0.1:{running.ports[5555]}"
+        reply = raw_request(endpoint, b'{"method": "health.check", "params": {}}')
+        assert reply["status"] == "success", reply
+        assert reply["result"]["worker_count"] == 1
+        quote = raw_request(
+            endpoint,
+            b'{"method": "get.market_data", "params": {"symbol": "BTCUSDT", "timeframe": "1h"}}',
+        )
+        assert quote["status"] == "success" and quote["result"]["change_24h"] is not None
+    finally:
+        running.stop()
+
+
+def test_image_run_alone_refuses_and_says_what_to_set(tmp_path: Path) -> None:
+    """`docker run -p 5555:5555 IMAGE`: the image's own ENV and CMD, run here without Docker."""
+    runtime = dockerfile_stages()[1]
+    image_env: dict[str, str] = {}
+    for key, args in runtime:
+        if key == "ENV":
+            for item in shlex.split(args):
+                name, _, value = item.partition("=")
+                image_env[name] = value
+    assert image_env["TACORE_FRONTEND_HOST"] == "0.0.0.0"
+    cmd = json.loads(next(a for k, a in runtime if k == "CMD"))
+    assert cmd == ["python", "-m", "tacoreservice.main"]
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(REPO),
+        "TACORE_FRONTEND_HOST": image_env["TACORE_FRONTEND_HOST"],
+        "ZMQ_FRONTEND_PORT": str(free_port()),
+        "ZMQ_BACKEND_PORT": str(free_port()),
+        "API_PORT": str(free_port()),
+        "DATABASE_PATH": str(tmp_path / "tacore.db"),
+        "TACORE_LOG_DIR": str(tmp_path / "logs"),
+    }
+    done = subprocess.run(
+        [sys.executable, *cmd[1:]], env=env, cwd=tmp_path, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    said = done.stdout + done.stderr
+    assert "without CURVE" in said and "TACORE_ALLOW_INSECURE_REMOTE=1" in said
+    assert "TACORE_SECURITY=curve" in said

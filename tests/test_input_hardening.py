@@ -310,7 +310,7 @@ def _snapshot(svc: ServiceProcesses) -> dict[str, Any]:
             "fills": dict(conn.execute("SELECT fill_id, order_id FROM fills").fetchall()),
             "positions": {r[0] for r in conn.execute("SELECT symbol FROM positions")},
             "jobs": {r[0] for r in conn.execute("SELECT job_id FROM jobs")},
-            "log_ids": {r[0] for r in conn.execute("SELECT id FROM request_logs")},
+            "log_ids": {r[0] for r in conn.execute("SELECT rowid FROM request_logs")},
         }
     finally:
         conn.close()

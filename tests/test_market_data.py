@@ -174,8 +174,8 @@ def test_symbols_listing(provider: BundledProvider) -> None:
     by_market = {m: provider.symbols(m) for m in ("us", "cn", "crypto")}
     assert len(by_market["us"]) == 38
     assert len(by_market["cn"]) == 27
-    assert {i.symbol for i in by_market["crypto"]} == {"BTCUSDT", "ETHUSDT"}
-    assert len(provider.symbols()) == 38 + 27 + 2
+    assert {i.symbol for i in by_market["crypto"]} == {"ADAUSDT", "BTCUSDT", "DOTUSDT", "ETHUSDT"}
+    assert len(provider.symbols()) == 38 + 27 + 4
     assert {i.symbol for i in by_market["us"] if i.kind == "etf"} == {
         "SPY", "QQQ", "XLK", "XLF", "XLV", "XLE", "XLI",
     }  # fmt: skip
@@ -301,7 +301,7 @@ def test_bundle_matches_manifest_and_sources() -> None:
     manifest = json.loads((BUNDLED_DIR / "manifest.json").read_text(encoding="utf-8"))
     assert (BUNDLED_DIR / "SOURCES.md").is_file()
     files = manifest["files"]
-    assert len(files) == 72
+    assert len(files) == 76
     for rel, meta in files.items():
         raw = gzip.decompress((BUNDLED_DIR / rel).read_bytes())
         assert hashlib.sha256(raw).hexdigest() == meta["sha256"], rel
@@ -309,7 +309,9 @@ def test_bundle_matches_manifest_and_sources() -> None:
         assert meta["source"]["repo"] and len(meta["source"]["commit"]) == 40
     partial = sorted(rel for rel, meta in files.items() if meta.get("partial_last_bar"))
     assert partial == [
+        "crypto/ADAUSDT_1d.csv.gz", "crypto/ADAUSDT_1h.csv.gz",
         "crypto/BTCUSDT_1d.csv.gz", "crypto/BTCUSDT_1h.csv.gz",
+        "crypto/DOTUSDT_1d.csv.gz", "crypto/DOTUSDT_1h.csv.gz",
         "crypto/ETHUSDT_1d.csv.gz", "crypto/ETHUSDT_1h.csv.gz", "us/TSLA.csv.gz",
     ]  # fmt: skip
     assert files["cn/600519.csv.gz"]["volume_unit"] == "lots of 100 shares"
@@ -589,16 +591,18 @@ def test_symbols_list_names_every_bad_symbol(ctx: MethodContext) -> None:
     assert "'GOGL' (did you mean GOOGL?)" in err.message
     assert "A$B" in err.message
     assert err.details["bad_symbols"] == ["A$B", "APPL", "GOGL"]  # type: ignore[index]
-    err = error_of(call, ctx, symbols=["AAPL", "BTCUSDT"], timeframe="1h")
-    assert err.code is ErrorCode.INVALID_PARAMS and "AAPL (available: 1d, 1w)" in err.message
+    # An hourly request of a daily-only stock is answered from daily bars, and says so.
+    out = call(ctx, symbols=["AAPL", "BTCUSDT"], timeframe="1h")["market_data"]
+    assert out["BTCUSDT"]["timeframe"] == "1h" and "timeframe_requested" not in out["BTCUSDT"]
+    assert out["AAPL"]["timeframe"] == "1d" and out["AAPL"]["timeframe_requested"] == "1h"
 
 
 def test_single_unknown_symbol_via_method(ctx: MethodContext) -> None:
     err = error_of(call, ctx, symbol="APPL")
     assert err.code is ErrorCode.INVALID_PARAMS
     assert err.message == "unknown symbol 'APPL'; did you mean AAPL?"
-    err = error_of(call, ctx, symbol="AAPL", timeframe="1h")
-    assert err.code is ErrorCode.INVALID_PARAMS and "1d, 1w" in err.message
+    err = error_of(call, ctx, symbol="AAPL", timeframe="1h", strict_timeframe=True)
+    assert err.code is ErrorCode.DATA_UNAVAILABLE and "1d, 1w" in err.message
 
 
 @pytest.mark.parametrize(

@@ -355,7 +355,7 @@ def test_performance_log_has_one_line_per_request(
     )
     line = next(ln for ln in text.splitlines() if traffic["ok_ids"][-1] in ln)
     assert "method=get.market_data" in line and "worker=local-" in line
-    assert "queue_wait_ms=" in line and "processing_ms=" in line
+    assert "queue_wait_ms=" in line and "processing_time_ms: " in line
     # Only the broker writes it: the worker log stays free of these lines.
     assert "queue_wait_ms=" not in (service.tmp / "logs" / "worker.log").read_text()
 

@@ -57,6 +57,8 @@ REQUIRED_ALERTS = {
     "TACoreHighLatencyP95",
     "TACoreNoAliveWorkers",
     "TACoreQueueNearFull",
+    "TACoreProcessHighCPU",
+    "TACoreProcessHighMemory",
     "TACoreWorkerRestarting",
 }
 _METRIC_NAME = re.compile(r"\btacore_[a-z_]+")
@@ -136,6 +138,9 @@ def test_alert_thresholds_are_the_agreed_ones() -> None:
     assert "tacore_queue_depth / tacore_queue_capacity > 0.8" in exprs["TACoreQueueNearFull"]
     assert fors["TACoreQueueNearFull"] == "1m"
     assert "increase(tacore_worker_restarts_total[10m]) > 3" in exprs["TACoreWorkerRestarting"]
+    # The documented process thresholds (issue 15): CPU above 80 %, memory above 85 %.
+    assert exprs["TACoreProcessHighCPU"].endswith("(tacore_process_cpu_percent) > 80")
+    assert exprs["TACoreProcessHighMemory"].endswith("(tacore_process_memory_percent) > 85")
 
 
 def test_prometheus_config_scrapes_the_service_and_loads_the_rules() -> None:

@@ -93,14 +93,14 @@ def test_extra_top_level_keys_are_ignored(ctx: MethodContext) -> None:
         ({"market": "US"}, {"us"}, 31),
         ({"market": "us"}, {"us"}, 31),
         ({"market": "CN"}, {"cn"}, 26),
-        ({"market": "crypto"}, {"crypto"}, 2),
-        ({"market": "Crypto"}, {"crypto"}, 2),
-        ({"market": "all"}, {"us", "cn", "crypto"}, 59),
-        ({"market": "ALL"}, {"us", "cn", "crypto"}, 59),
-        ({}, {"us", "cn", "crypto"}, 59),
+        ({"market": "crypto"}, {"crypto"}, 4),
+        ({"market": "Crypto"}, {"crypto"}, 4),
+        ({"market": "all"}, {"us", "cn", "crypto"}, 61),
+        ({"market": "ALL"}, {"us", "cn", "crypto"}, 61),
+        ({}, {"us", "cn", "crypto"}, 61),
         ({"market_type": "stock"}, {"us", "cn"}, 57),
         ({"market_type": "equity"}, {"us", "cn"}, 57),
-        ({"market_type": "crypto"}, {"crypto"}, 2),
+        ({"market_type": "crypto"}, {"crypto"}, 4),
         ({"market_type": "US"}, {"us"}, 31),
         ({"market": "US", "market_type": "stock"}, {"us"}, 31),
         ({"market": "china"}, {"cn"}, 26),
@@ -122,7 +122,8 @@ def test_market_selection(
 def test_default_universe_is_every_stock_and_pair(ctx: MethodContext) -> None:
     out = scan(ctx, market="all", limit=500)
     assert sorted(r["symbol"] for r in out["scan_results"]) == bundled_universe()
-    assert out["as_of"] == {"cn": "2025-09-30", "crypto": "2025-12-01", "us": "2026-03-25"}
+    # ADAUSDT and DOTUSDT run to 2026-01-06 (partial, dropped); BTC and ETH end 2025-12-01.
+    assert out["as_of"] == {"cn": "2025-09-30", "crypto": "2026-01-05", "us": "2026-03-25"}
 
 
 def test_indices_and_etfs_only_when_named(ctx: MethodContext) -> None:
@@ -145,12 +146,12 @@ def test_symbol_spellings_and_duplicates(ctx: MethodContext) -> None:
 
 def test_as_of_is_point_in_time_and_reports_skips(ctx: MethodContext) -> None:
     out = scan(ctx, market="all", as_of="2021-06-01", limit=500)
-    # The crypto pairs and two A-shares (000858, 300750) start in 2022.
+    # BTC, ETH and two A-shares (000858, 300750) start in 2022; ADA (2018) and DOT (2020) don't.
     assert {s["symbol"] for s in out["skipped"]} == {"BTCUSDT", "ETHUSDT", "000858", "300750"}
     assert all("2021-06-01" in s["reason"] for s in out["skipped"])
-    assert out["total_scanned"] == 55
+    assert out["total_scanned"] == 57
     assert all(r["as_of"] <= "2021-06-01" for r in out["scan_results"])
-    assert out["as_of"] == {"cn": "2021-06-01", "us": "2021-06-01"}
+    assert out["as_of"] == {"cn": "2021-06-01", "crypto": "2021-06-01", "us": "2021-06-01"}
 
 
 # --- criteria --------------------------------------------------------------------------------
@@ -163,7 +164,7 @@ def numbers(out: dict[str, Any], key: str) -> list[float]:
 def test_each_filter_filters(ctx: MethodContext) -> None:
     base = scan(ctx, market="all", limit=500)
     total = base["matched"]
-    assert total == 59
+    assert total == 61
 
     def check(criteria: dict[str, Any], ok: Any, scan_type: str = "technical") -> None:
         out = scan(ctx, market="all", limit=500, criteria=criteria, scan_type=scan_type)
@@ -235,11 +236,11 @@ def test_criteria_and_filters_merge(ctx: MethodContext) -> None:
 def test_min_score_and_limit(ctx: MethodContext) -> None:
     every = scan(ctx, market="all", limit=500)
     top = scan(ctx, market="all", limit=5)
-    assert len(top["scan_results"]) == 5 and top["matched"] == every["matched"] == 59
+    assert len(top["scan_results"]) == 5 and top["matched"] == every["matched"] == 61
     assert top["scan_results"] == every["scan_results"][:5]
     cut = float(statistics.median(r["score"] for r in every["scan_results"]))
     strong = scan(ctx, market="all", min_score=cut, limit=500)
-    assert 0 < strong["matched"] < 59
+    assert 0 < strong["matched"] < 61
     assert all(r["score"] >= cut for r in strong["scan_results"])
     assert strong["matched"] == sum(r["score"] >= cut for r in every["scan_results"])
 
@@ -325,7 +326,14 @@ def test_bad_params(ctx: MethodContext, params: dict[str, Any], needle: str) -> 
 
 
 def test_unknown_symbols_get_suggestions(ctx: MethodContext) -> None:
-    err = scan_error(ctx, symbols=["APPL", "MSFT", "BTCUSD"])
+    # Some known: they are scanned, the rest listed with close matches.
+    out = scan(ctx, symbols=["APPL", "MSFT", "BTCUSD"])
+    assert [r["symbol"] for r in out["scan_results"]] == ["MSFT"]
+    unknown = {u["symbol"]: u["suggestions"] for u in out["unknown_symbols"]}
+    assert unknown == {"APPL": ["AAPL"], "BTCUSD": unknown["BTCUSD"]}
+    assert "BTCUSDT" in unknown["BTCUSD"]
+    # None known: the request itself is wrong.
+    err = scan_error(ctx, symbols=["APPL", "BTCUSD"])
     assert err.code == ErrorCode.INVALID_PARAMS
     assert "did you mean AAPL" in err.message and "BTCUSDT" in err.message
     assert (err.details or {})["bad_symbols"] == ["APPL", "BTCUSD"]

@@ -32,21 +32,23 @@ from tacoreservice.storage.request_log import TRUNCATION_MARKER, to_iso_utc
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The design documents' DDL, type for type.
 SPEC_COLUMNS = {
-    "request_id": "TEXT",
-    "method": "TEXT",
-    "worker_id": "TEXT",
+    "request_id": "VARCHAR(100)",
+    "method": "VARCHAR(50)",
+    "worker_id": "VARCHAR(50)",
     "request_data": "TEXT",
     "response_data": "TEXT",
-    "processing_time_ms": "REAL",
-    "status": "TEXT",
-    "created_at": "TEXT",
+    "processing_time_ms": "INTEGER",
+    "status": "VARCHAR(20)",
+    "created_at": "TIMESTAMP",
 }
 EXTRA_COLUMNS = {
-    "id": "INTEGER",
     "error_code": "TEXT",
     "client_id": "TEXT",
     "queue_wait_ms": "REAL",
+    "attempts": "INTEGER",
+    "updated_at": "TEXT",
 }
 
 NEXT = SCHEMA_VERSION + 1  # the version a newly appended migration would take
@@ -118,7 +120,7 @@ def test_fresh_file_gets_schema_and_pragmas(tmp_path: Path) -> None:
 def test_reopen_is_idempotent_and_keeps_rows(db: Path) -> None:
     conn = open_database(db)
     with conn:
-        conn.execute("INSERT INTO request_logs (request_id) VALUES ('keep-me')")
+        conn.execute("INSERT INTO request_logs (request_id, method) VALUES ('keep-me', 'x')")
     conn.close()
     for _ in range(3):
         conn = open_database(db)
@@ -206,7 +208,9 @@ _CHILD = textwrap.dedent(
         time.sleep(0.001)
     conn = open_database(path)
     with conn:
-        conn.execute("INSERT INTO request_logs (request_id) VALUES (?)", (str(os.getpid()),))
+        conn.execute(
+            "INSERT INTO request_logs (request_id, method) VALUES (?, 'x')", (str(os.getpid()),)
+        )
     print(schema_version(conn), conn.execute("PRAGMA journal_mode").fetchone()[0])
     """
 )
@@ -398,7 +402,7 @@ def _insert_aged(db: Path, days_old: float, n: int, tag: str) -> None:
     stamp = to_iso_utc(datetime.now(UTC) - timedelta(days=days_old))
     with conn:
         conn.executemany(
-            "INSERT INTO request_logs (request_id, created_at) VALUES (?, ?)",
+            "INSERT INTO request_logs (request_id, method, created_at) VALUES (?, 'x', ?)",
             [(f"{tag}-{i}", stamp) for i in range(n)],
         )
     conn.close()
@@ -465,7 +469,8 @@ def test_dropped_table_is_counted_not_raised_and_writer_recovers(db: Path) -> No
         assert "no such table" in stats["last_error"]
         assert stats["running"]
 
-        other.executescript(MIGRATIONS[0][1])
+        # The table as a fresh file has it: the first version, then the documented DDL.
+        other.executescript(MIGRATIONS[0][1] + MIGRATIONS[3][1])
         other.close()
         for i in range(15, 18):
             writer.record(entry(i))
@@ -587,7 +592,7 @@ def test_query_without_filters_newest_first(filled: sqlite3.Connection) -> None:
     got = query_request_logs(filled, limit=1000)
     assert [r["request_id"] for r in got] == [f"req-{i}" for i in range(59, -1, -1)]
     first = got[0]
-    assert set(first) == set(SPEC_COLUMNS) | set(EXTRA_COLUMNS)
+    assert set(first) == set(SPEC_COLUMNS) | set(EXTRA_COLUMNS) | {"id"}  # id: the rowid
     assert first["created_at"] == "2026-11-21T10:00:59.000000Z"
     assert first["processing_time_ms"] == 1.5 and first["queue_wait_ms"] == 0.25
     assert first["client_id"] == "scanner"

@@ -114,7 +114,10 @@ class ScanPulseConfig:
         fills_pub = _endpoint(env, "SCANPULSE_FILLS_PUB", cls.fills_pub)
         position_pct = _float(env, "SCANPULSE_POSITION_PCT", 0.0, 0.0, 100.0)
         return cls(
-            endpoints=_list(env, "TACORE_ENDPOINT", cls.endpoints),
+            # TACORE_SERVICE_URL: the design documents' name for it; TACORE_ENDPOINT first, as
+            # in the clients (tacoreservice/client/endpoint.py).
+            endpoints=_list(env, "TACORE_ENDPOINT", ())
+            or _list(env, "TACORE_SERVICE_URL", cls.endpoints),
             redis_url=env.get("REDIS_URL", "").strip() or cls.redis_url,
             key_prefix=env.get("SCANPULSE_KEY_PREFIX", "").strip() or cls.key_prefix,
             pub=pub,

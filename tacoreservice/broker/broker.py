@@ -34,6 +34,7 @@ from tacoreservice.broker.worker_pool import WorkerPool, WorkerRecord
 from tacoreservice.config import Settings
 from tacoreservice.monitoring.bridge import MONITOR_ENDPOINT, QUERIES
 from tacoreservice.monitoring.metrics import BrokerMetrics
+from tacoreservice.monitoring.process_stats import ProcessSampler
 from tacoreservice.monitoring.window import RequestWindow
 from tacoreservice.protocol import worker_protocol as wp
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
@@ -61,6 +62,7 @@ from tacoreservice.security.guard import RequestGuard
 from tacoreservice.security.keys import KeyRing
 from tacoreservice.security.redaction import BodyRedactor
 from tacoreservice.security.secrets import secret_values
+from tacoreservice.service.compat import health_fields
 from tacoreservice.service.methods.jobs import (
     JOB_READ_METHODS,
     JobRef,
@@ -213,6 +215,7 @@ class Broker:
         self.reply_cache = _ReplyCache(self.cfg.reply_cache_ttl_s, self.cfg.reply_cache_max_entries)
         self.started_at = time.time()
         self.started_mono = time.monotonic()
+        self.process_sampler = ProcessSampler()
         self._started_text = utc_timestamp(self.started_at)
         self.hostname = socket.gethostname()
         self._key_seq = 0
@@ -1197,6 +1200,8 @@ class Broker:
         started = time.perf_counter()
         detailed = bool(req.params.get("detailed")) if isinstance(req.params, dict) else False
         data = self.health(detailed)
+        if self.cfg.compat:
+            data = health_fields(data)
         elapsed = (time.perf_counter() - started) * 1000.0
         reply = build_reply(
             req.request_id, req.dialect, self.cfg.compat, data, None, elapsed, BROKER_ID
@@ -1249,6 +1254,8 @@ class Broker:
                 "restarts": stats["worker_restarts"],
                 "broker_stalls": stats["stalls"],
             },
+            # The broker process's own CPU and memory; each worker's are in worker_list.
+            "process": self.process_sampler.sample(),
         }
         if detailed:
             data["worker_list"] = [w.describe(now) for w in self.pool.workers.values()]

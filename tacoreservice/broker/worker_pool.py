@@ -46,6 +46,8 @@ class WorkerRecord:
             ),
             "started_at": self.started_at,
             "cache": self.stats.get("cache"),
+            # CPU and memory the worker measured of itself (monitoring/process_stats.py).
+            "process": self.stats.get("process"),
         }
 
 

@@ -12,9 +12,9 @@ import orjson
 import zmq
 import zmq.asyncio
 
+from tacoreservice.client.endpoint import default_endpoints
 from tacoreservice.client.errors import TACoreError, TACoreTimeout
 from tacoreservice.client.helpers import MethodHelpers, data_or_raise, encode_request
-from tacoreservice.client.sync_client import DEFAULT_ENDPOINT
 from tacoreservice.security.keys import apply_curve, load_curve_keys
 
 __all__ = ["AsyncTACoreClient"]
@@ -23,7 +23,7 @@ __all__ = ["AsyncTACoreClient"]
 class AsyncTACoreClient(MethodHelpers):
     def __init__(
         self,
-        endpoints: str | Sequence[str] = DEFAULT_ENDPOINT,
+        endpoints: str | Sequence[str] | None = None,
         *,
         timeout_ms: int = 5000,
         retries: int = 3,
@@ -35,7 +35,11 @@ class AsyncTACoreClient(MethodHelpers):
         """``server_key`` / ``client_key``: paths of the broker's ``server.key`` and this
         module's ``NAME.key_secret``, for a broker with CURVE on (both or neither).
         ``client_name``: the name sent with each request when security is off (with CURVE the
-        key's name counts), for permissions, rate limits and the request log."""
+        key's name counts), for permissions, rate limits and the request log.
+        ``endpoints`` omitted: TACORE_ENDPOINT, else TACORE_SERVICE_URL, else
+        ``DEFAULT_ENDPOINT`` (see :mod:`tacoreservice.client.endpoint`)."""
+        if endpoints is None:
+            endpoints = default_endpoints()
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         self.curve_keys = load_curve_keys(server_key, client_key)
         self.client_name = client_name

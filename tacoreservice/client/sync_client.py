@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import zmq
 
+from tacoreservice.client.endpoint import default_endpoints
 from tacoreservice.client.errors import TACoreTimeout
 from tacoreservice.client.helpers import MethodHelpers, data_or_raise, encode_request
 from tacoreservice.security.keys import apply_curve, load_curve_keys
@@ -28,7 +29,7 @@ DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 class TACoreClient(MethodHelpers):
     def __init__(
         self,
-        endpoints: str | Sequence[str] = DEFAULT_ENDPOINT,
+        endpoints: str | Sequence[str] | None = None,
         *,
         timeout_ms: int = 5000,
         retries: int = 3,
@@ -40,7 +41,11 @@ class TACoreClient(MethodHelpers):
         """``server_key`` / ``client_key``: paths of the broker's ``server.key`` and this
         module's ``NAME.key_secret``, for a broker with CURVE on (both or neither).
         ``client_name``: the name sent with each request when security is off (with CURVE the
-        key's name counts), for permissions, rate limits and the request log."""
+        key's name counts), for permissions, rate limits and the request log.
+        ``endpoints`` omitted: TACORE_ENDPOINT, else TACORE_SERVICE_URL, else
+        ``DEFAULT_ENDPOINT`` (see :mod:`tacoreservice.client.endpoint`)."""
+        if endpoints is None:
+            endpoints = default_endpoints()
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         self.curve_keys = load_curve_keys(server_key, client_key)
         self.client_name = client_name

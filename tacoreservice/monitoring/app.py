@@ -1,6 +1,7 @@
 """The monitoring API and dashboard (FastAPI), served by the broker process on API_PORT.
 
-Read-only. Live state comes from the broker loop through :class:`BrokerLink` (a snapshot per
+Read-only, but for ``POST /analyze`` (the blueprint's StrategyRequest), which the API sends to
+the broker as any client would (:mod:`tacoreservice.monitoring.gateway`). Live state comes from the broker loop through :class:`BrokerLink` (a snapshot per
 call); the request log and jobs are read from SQLite with a connection per call, so nothing here
 shares a handle with the broker thread. Both route generations are served: ``/workers`` and
 ``/api/workers``, ``/logs`` and ``/api/logs``, ``/methods`` and ``/api/methods``.
@@ -29,6 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from tacoreservice import __version__
 from tacoreservice.config import Settings
 from tacoreservice.monitoring.bridge import BrokerLink, BrokerNotResponding
+from tacoreservice.monitoring.gateway import BrokerGateway, GatewayError, StrategyRequest
 from tacoreservice.monitoring.metrics import CONTENT_TYPE, BrokerMetrics
 from tacoreservice.storage.job_store import get_job, list_jobs
 from tacoreservice.storage.request_log import count_request_logs, query_request_logs
@@ -185,6 +187,10 @@ def create_app(
             {"error": {"code": "INVALID_PARAMS", "message": message}, "detail": details},
             status_code=422,
         )
+
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message)
 
     @app.exception_handler(BrokerNotResponding)
     async def _not_responding(_request: Request, exc: BrokerNotResponding) -> JSONResponse:
@@ -396,6 +402,15 @@ def create_app(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+    gateway = BrokerGateway(settings)
+
+    @app.post("/analyze", dependencies=guarded, tags=["analysis"])
+    def analyze(body: StrategyRequest) -> dict[str, Any]:
+        """The blueprint's StrategyRequest -> ``{signals, confidence, timestamp}``, run by a
+        worker through the broker (method ``strategy.signals``). ``market_data``: your own
+        bars, used instead of the bundled history after validation."""
+        return gateway.call(body.model_dump(exclude_none=True))
 
     # The page and its scripts are public: they hold no data, and the page must load to ask
     # for the token that every data route needs.

@@ -128,6 +128,7 @@ class SnapshotCollector(Collector):
         jobs.add_metric(["queued"], float(status["jobs"]["queued"]))
         jobs.add_metric(["running"], float(status["jobs"]["running"]))
         yield jobs
+        yield from _process_metrics(status.get("process"), snap["workers"]["workers"])
         refused = CounterMetricFamily(
             "tacore_security_refusals",
             "Connections and requests the security layer turned away, by socket and reason "
@@ -138,6 +139,42 @@ class SnapshotCollector(Collector):
             socket_name, _, reason = key.partition(":")
             refused.add_metric([socket_name, reason], float(count))
         yield refused
+
+
+def _process_metrics(
+    broker: dict[str, Any] | None, workers: list[dict[str, Any]]
+) -> Iterator[Metric]:
+    """CPU and memory of the broker and each live worker, as each measured itself."""
+    families = {
+        "cpu_percent": GaugeMetricFamily(
+            "tacore_process_cpu_percent",
+            "CPU used since the previous sample, percent of one core (alert above 80)",
+            labels=["role", "process"],
+        ),
+        "memory_percent": GaugeMetricFamily(
+            "tacore_process_memory_percent",
+            "Resident memory, percent of the cgroup limit or physical memory (alert above 85)",
+            labels=["role", "process"],
+        ),
+        "rss_bytes": GaugeMetricFamily(
+            "tacore_process_resident_memory_bytes",
+            "Resident memory of the process",
+            labels=["role", "process"],
+        ),
+    }
+    rows = [("broker", "broker", broker)] + [
+        ("worker", str(w["worker_id"]), w.get("process"))
+        for w in workers
+        if w.get("state") != "dead"
+    ]
+    for role, name, proc in rows:
+        if not isinstance(proc, dict):
+            continue
+        for key, family in families.items():
+            value = proc.get(key)
+            if isinstance(value, int | float):
+                family.add_metric([role, name], float(value))
+    yield from families.values()
 
 
 class _MethodTotals:

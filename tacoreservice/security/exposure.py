@@ -47,6 +47,8 @@ def check_broker_exposure(settings: Settings) -> None:
                 f"the broker's {what} would listen on {endpoint}, beyond this host, without "
                 "CURVE: anyone reaching that port could call every method, execute.order "
                 "included. Turn CURVE on (`tacore keys generate`, then TACORE_SECURITY=curve; "
-                "see SECURITY.md), keep it on 127.0.0.1, or, on a network you trust, set "
-                "TACORE_ALLOW_INSECURE_REMOTE=1"
+                "see SECURITY.md), keep it on 127.0.0.1 (TACORE_FRONTEND_HOST / "
+                "TACORE_BACKEND_HOST), or, on a network you trust, set "
+                "TACORE_ALLOW_INSECURE_REMOTE=1 (with Docker: docker run -e "
+                "TACORE_ALLOW_INSECURE_REMOTE=1 -p 5555:5555 ..., or the compose files)"
             )

@@ -181,6 +181,7 @@ _BUILTIN_METHOD_MODULES = (
     "tacoreservice.service.methods.trading",
     "tacoreservice.service.methods.optimize",
     "tacoreservice.service.methods.backtest",
+    "tacoreservice.service.methods.strategy_request",
 )
 
 

@@ -143,10 +143,61 @@ CREATE TABLE IF NOT EXISTS positions (
 );
 """
 
+# request_logs as the design documents' DDL has it: request_id VARCHAR(100) PRIMARY KEY,
+# method NOT NULL, processing_time_ms INTEGER, status DEFAULT 'pending', created_at TIMESTAMP
+# DEFAULT CURRENT_TIMESTAMP, then our columns. A request_id is one row: a retry that ran again
+# (its cached reply had expired) updates it and counts in `attempts` (see request_log.py).
+# SQLite does not enforce VARCHAR lengths; the protocol allows request ids of 128 characters,
+# and INTEGER affinity keeps a fractional processing time as REAL (sub-millisecond figures).
+# Version-3 rows move over in id order: an empty or NULL request_id becomes 'legacy-<id>',
+# and rows sharing a request_id merge into one with their count in `attempts`.
+_REQUEST_LOGS_DDL_V4 = """
+CREATE TABLE request_logs_v4 (
+    request_id         VARCHAR(100) PRIMARY KEY,
+    method             VARCHAR(50) NOT NULL,
+    worker_id          VARCHAR(50),
+    request_data       TEXT,
+    response_data      TEXT,
+    processing_time_ms INTEGER,
+    status             VARCHAR(20) DEFAULT 'pending',
+    created_at         TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    error_code         TEXT,
+    client_id          TEXT,
+    queue_wait_ms      REAL,
+    attempts           INTEGER NOT NULL DEFAULT 1,
+    updated_at         TEXT
+);
+INSERT INTO request_logs_v4 (
+    request_id, method, worker_id, request_data, response_data, processing_time_ms, status,
+    created_at, error_code, client_id, queue_wait_ms, attempts, updated_at
+)
+SELECT
+    CASE WHEN request_id IS NULL OR request_id = '' THEN 'legacy-' || id ELSE request_id END,
+    COALESCE(method, ''), worker_id, request_data, response_data, processing_time_ms,
+    COALESCE(status, 'pending'), COALESCE(created_at, CURRENT_TIMESTAMP), error_code,
+    client_id, queue_wait_ms, 1, created_at
+FROM request_logs WHERE true ORDER BY id
+ON CONFLICT (request_id) DO UPDATE SET
+    attempts = request_logs_v4.attempts + 1,
+    updated_at = excluded.created_at,
+    worker_id = excluded.worker_id,
+    response_data = excluded.response_data,
+    processing_time_ms = excluded.processing_time_ms,
+    status = excluded.status,
+    error_code = excluded.error_code,
+    queue_wait_ms = excluded.queue_wait_ms;
+DROP TABLE request_logs;
+ALTER TABLE request_logs_v4 RENAME TO request_logs;
+CREATE INDEX IF NOT EXISTS idx_request_logs_created_at ON request_logs(created_at);
+CREATE INDEX IF NOT EXISTS idx_request_logs_method ON request_logs(method);
+CREATE INDEX IF NOT EXISTS idx_request_logs_status ON request_logs(status);
+"""
+
 MIGRATIONS: list[tuple[int, str]] = [
     (1, _REQUEST_LOGS_V1),
     (2, _JOBS_V2),
     (3, _TRADING_V3),
+    (4, _REQUEST_LOGS_DDL_V4),
 ]
 
 

@@ -21,6 +21,7 @@ import logging
 import sqlite3
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -66,10 +67,19 @@ _COLUMNS = (
     "client_id",
     "queue_wait_ms",
 )
+# One row per request_id (the documented PRIMARY KEY): a request that ran again under the same
+# id (a client retry after its cached reply expired, or a reused id the broker refused) keeps
+# its first arrival (created_at, request_data, client) and shows the latest attempt's outcome,
+# with the count in `attempts`.
 _INSERT_SQL = (
-    f"INSERT INTO request_logs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+    f"INSERT INTO request_logs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
+    "ON CONFLICT (request_id) DO UPDATE SET attempts = request_logs.attempts + 1, "
+    "updated_at = excluded.created_at, worker_id = excluded.worker_id, "
+    "response_data = excluded.response_data, processing_time_ms = excluded.processing_time_ms, "
+    "status = excluded.status, error_code = excluded.error_code, "
+    "queue_wait_ms = excluded.queue_wait_ms"
 )
-_SELECT_COLUMNS = "id, " + ", ".join(_COLUMNS)
+_SELECT_COLUMNS = "rowid AS id, " + ", ".join(_COLUMNS) + ", attempts, updated_at"
 
 
 def utc_now_iso() -> str:
@@ -165,8 +175,9 @@ def _entry_row(
 ) -> tuple[Any, ...]:
     # Coerce every field to a type SQLite takes, so one odd entry cannot fail a whole batch.
     return (
-        _text(entry.request_id),
-        _text(entry.method),
+        # The primary key: a request refused before its id could be read gets one of its own.
+        _text(entry.request_id) or f"unidentified-{uuid.uuid4().hex}",
+        _text(entry.method) or "",
         _text(entry.worker_id),
         _body_text(entry.request_data, max_bytes, redactor),
         _body_text(entry.response_data, max_bytes, redactor),
@@ -192,8 +203,8 @@ def purge_request_logs(conn: sqlite3.Connection, retention_days: float, chunk: i
     while True:
         with conn:
             cur = conn.execute(
-                "DELETE FROM request_logs WHERE id IN "
-                "(SELECT id FROM request_logs WHERE created_at < ? LIMIT ?)",
+                "DELETE FROM request_logs WHERE rowid IN "
+                "(SELECT rowid FROM request_logs WHERE created_at < ? LIMIT ?)",
                 (cutoff, chunk),
             )
         total += max(cur.rowcount, 0)
@@ -416,10 +427,13 @@ class RequestLogWriter:
     def _write_performance(self, entries: list[RequestLogEntry]) -> None:
         if not performance_log.isEnabledFor(logging.INFO):
             return
+        # The processing time is the last field, alone, so the ops guide's
+        # grep "processing_time" logs/performance.log | awk '{print $NF}' | sort -n
+        # prints the times.
         lines = [
             f"{e.created_at} method={e.method or '-'} worker={e.worker_id or '-'} "
             f"status={e.status} queue_wait_ms={e.queue_wait_ms or 0.0:.3f} "
-            f"processing_ms={e.processing_time_ms:.3f} request_id={e.request_id or '-'}"
+            f"request_id={e.request_id or '-'} processing_time_ms: {e.processing_time_ms:.3f}"
             for e in entries
         ]
         performance_log.info("\n".join(lines))
@@ -575,7 +589,7 @@ def query_request_logs(
     where, params = _filters(method, status, worker_id, request_id, since, until)
     cur = conn.execute(
         f"SELECT {_SELECT_COLUMNS} FROM request_logs{where} "
-        "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+        "ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
         [*params, int(limit), int(offset)],
     )
     names = [d[0] for d in cur.description]

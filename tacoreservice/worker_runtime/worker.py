@@ -20,6 +20,7 @@ import zmq
 
 from tacoreservice import __version__
 from tacoreservice.config import Settings
+from tacoreservice.monitoring.process_stats import ProcessSampler
 from tacoreservice.protocol import worker_protocol as wp
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
 from tacoreservice.protocol.messages import (
@@ -30,6 +31,7 @@ from tacoreservice.protocol.messages import (
 from tacoreservice.security.keys import CurveKeys, apply_curve, load_curve_keys
 from tacoreservice.security.redaction import mask_values
 from tacoreservice.security.secrets import secret_values
+from tacoreservice.service.compat import add_compat_fields
 from tacoreservice.service.registry import (
     Cancelled,
     MethodContext,
@@ -164,6 +166,7 @@ class Worker:
         self.started_at = utc_timestamp()
         self.served = 0
         self.failed = 0
+        self.process_sampler = ProcessSampler()
         self.current_method: str | None = None
         self._stopping = False
         self._sock: zmq.Socket | None = None
@@ -201,6 +204,7 @@ class Worker:
             "busy": self.current_method is not None,
             "current_method": self.current_method,
             "cache": cache,
+            "process": self.process_sampler.sample(),
         }
 
     def _connect(self) -> zmq.Socket:
@@ -401,6 +405,8 @@ class Worker:
                 if job_id
                 else call_method(method, params, ctx)
             )
+            if compat and not job_id:
+                data = add_compat_fields(method, data)
             elapsed = (time.perf_counter() - started) * 1000.0
             body = build_reply(request_id, dialect, compat, data, None, elapsed, self.worker_id)
             self.served += 1

@@ -259,6 +259,32 @@
         ? `${fmtInt(cache.hits)} hits · ${fmtInt(cache.misses)} misses`
         : "no cache lookups yet",
     });
+
+    // Each process measures itself (monitoring/process_stats.py); alerts at 80 % / 85 %.
+    const proc = st.process || {};
+    setCard("card-broker-process", {
+      value: fmtProcPct(proc.cpu_percent),
+      raw: proc.cpu_percent,
+      sub: isNum(proc.memory_percent)
+        ? `memory ${fmtProcPct(proc.memory_percent)} · ${fmtMiB(proc.rss_bytes)}`
+        : "memory not measured here",
+      level: procLevel(proc),
+    });
+  }
+
+  // cpu_percent and memory_percent are already percentages (of one core, of the memory limit).
+  function fmtProcPct(v) {
+    return isNum(v) ? `${v < 10 ? v.toFixed(1) : Math.round(v)}%` : "–";
+  }
+
+  function fmtMiB(bytes) {
+    return `${fmtNum(bytes / 1048576, 0)} MiB`;
+  }
+
+  function procLevel(proc) {
+    if (!proc) return "";
+    if (proc.memory_percent > 85 || proc.cpu_percent > 80) return "bad";
+    return "";
   }
 
   // --- workers ------------------------------------------------------------------------------
@@ -298,6 +324,8 @@
           cell(w.state === "dead" ? "–" : fmtAge(w.heartbeat_age_s), "num"),
           cell(fmtInt(w.served), "num"),
           cell(fmtInt(w.failed), "num"),
+          cell(w.state === "dead" ? "–" : fmtProcPct((w.process || {}).cpu_percent), "num"),
+          cell(w.state === "dead" ? "–" : fmtProcPct((w.process || {}).memory_percent), "num"),
           cell(current, "mono"),
           cell(fmtDateTime(w.started_at || w.registered_at)),
         ];
@@ -309,7 +337,7 @@
         workerId: w.worker_id,
       }),
       "no workers registered",
-      9,
+      11,
     );
   }
 

@@ -3,6 +3,17 @@
 "Now" is the last bar in the data unless ``as_of`` is given, so the same request always gives
 the same answer; that is also what makes the answer safe to cache for
 ``cache.market_data_ttl_s`` under a key built from the canonical params.
+
+Timeframe fallback: the V3.5 scanner module calls ``get_market_data(symbol, timeframe="1h")``
+for every symbol, but stocks only have daily bars. An intraday timeframe asked of a symbol that
+has none is answered from its daily bars, and the answer says so: ``timeframe`` is what was
+served, ``timeframe_requested`` what was asked, ``timeframe_note`` why. A caller that would
+rather fail sends ``strict_timeframe: true`` and gets DATA_UNAVAILABLE naming the timeframes
+the symbol has.
+
+``change_24h`` (percent), ``high_24h`` and ``low_24h`` are the documents' ticker fields: over
+the last 24 hours of bars for hourly and 4-hour data (close against the close 24 hours
+earlier), and the last bar itself for daily and weekly data.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ _PRICE_DECIMALS = 6
 _PCT_DECIMALS = 4
 _INTRADAY = ("1h", "4h")
 _YEAR = np.timedelta64(365, "D")
+_DAY24 = np.timedelta64(24 * 3600, "s")
 
 
 class MarketDataParams(ParamsModel):
@@ -40,6 +52,7 @@ class MarketDataParams(ParamsModel):
     )
     as_of: DateText | None = None
     history: int = Field(0, ge=0, le=5000)
+    strict_timeframe: bool = False
 
     @model_validator(mode="after")
     def _exactly_one(self) -> MarketDataParams:
@@ -70,6 +83,22 @@ def _column(a: np.ndarray) -> list[float | None]:
     return values
 
 
+def _last_24h(bars: Bars) -> tuple[float, float, float]:
+    """(change %, high, low) over the last 24 hours of intraday bars, or of the last bar."""
+    last = len(bars) - 1
+    if bars.timeframe not in _INTRADAY:
+        prev = float(bars.close[last - 1]) if last > 0 else math.nan
+        change = (float(bars.close[last]) / prev - 1.0) * 100.0 if prev else math.nan
+        return change, float(bars.high[last]), float(bars.low[last])
+    # Bar-open times: the window holds the bars that opened within 24 h of the last bar's
+    # close, and the reference is the close of the bar just before it.
+    step = bars.time[last] - bars.time[last - 1] if last > 0 else np.timedelta64(3600, "s")
+    start = int(np.searchsorted(bars.time, bars.time[last] + step - _DAY24, side="left"))
+    ref = float(bars.close[start - 1]) if start > 0 else float(bars.open[start])
+    change = (float(bars.close[last]) / ref - 1.0) * 100.0 if ref else math.nan
+    return change, float(np.max(bars.high[start:])), float(np.min(bars.low[start:]))
+
+
 def summarize(info: SymbolInfo, bars: Bars, history: int, source: str) -> dict[str, Any]:
     """The answer for one symbol from its point-in-time bars."""
     n = len(bars)
@@ -82,6 +111,7 @@ def summarize(info: SymbolInfo, bars: Bars, history: int, source: str) -> dict[s
     start = int(np.searchsorted(bars.time, t_last - _YEAR, side="right"))
     recent_vol = bars.volume[max(n - 20, 0) :]
     finite_vol = recent_vol[np.isfinite(recent_vol)]
+    change_24h, high_24h, low_24h = _last_24h(bars)
     out: dict[str, Any] = {
         "symbol": info.symbol,
         "market": info.market,
@@ -102,6 +132,9 @@ def summarize(info: SymbolInfo, bars: Bars, history: int, source: str) -> dict[s
         "high_52w": _f(np.max(bars.high[start:])),
         "low_52w": _f(np.min(bars.low[start:])),
         "avg_volume_20": _f(finite_vol.mean(), 2) if finite_vol.size else None,
+        "change_24h": _f(change_24h, _PCT_DECIMALS),
+        "high_24h": _f(high_24h),
+        "low_24h": _f(low_24h),
         "bars_available": n,
         "partial_bar_dropped": bool(bars.partial_bar_dropped),
         "source": source,
@@ -187,6 +220,20 @@ def _resolve_all(
     return infos
 
 
+def _served_timeframe(info: SymbolInfo, timeframe: str, strict: bool) -> str:
+    """The timeframe to answer ``timeframe`` with: itself, or daily for a daily-only symbol."""
+    if timeframe in info.timeframes or not info.timeframes:
+        return timeframe
+    if strict or timeframe not in _INTRADAY or "1d" not in info.timeframes:
+        raise DataUnavailable(
+            f"{info.symbol} has no {timeframe} bars; its timeframes are "
+            f"{', '.join(info.timeframes)} (without strict_timeframe an intraday request is "
+            "answered from daily bars)",
+            {"symbol": info.symbol, "timeframe": timeframe, "available": list(info.timeframes)},
+        )
+    return "1d"
+
+
 @method("get.market_data", MarketDataParams)
 def get_market_data(params: MarketDataParams, ctx: MethodContext) -> dict[str, Any]:
     """Latest bar, change, 52-week range and optional history of one or many symbols."""
@@ -200,6 +247,7 @@ def get_market_data(params: MarketDataParams, ctx: MethodContext) -> dict[str, A
         symbols, bad = _canonical_symbols(params.symbols or [])
 
     key_params: dict[str, Any] = {
+        "strict": params.strict_timeframe,
         "provider": ctx.settings.market_data.provider,
         "symbol" if single else "symbols": symbols[0] if single else symbols,
         "timeframe": timeframe,
@@ -220,8 +268,9 @@ def get_market_data(params: MarketDataParams, ctx: MethodContext) -> dict[str, A
     results: dict[str, dict[str, Any]] = {}
     unavailable: list[ServiceError] = []
     for info in infos:
+        served = _served_timeframe(info, timeframe, params.strict_timeframe)
         try:
-            bars = provider.bars(info.symbol, timeframe, as_of)
+            bars = provider.bars(info.symbol, served, as_of)
         except DataUnavailable as exc:
             if single:
                 raise
@@ -237,6 +286,12 @@ def get_market_data(params: MarketDataParams, ctx: MethodContext) -> dict[str, A
                 {"timeframe": timeframe, "symbols": [i.symbol for i in bad_tf]},
             ) from None
         results[info.symbol] = summarize(info, bars, params.history, provider.name)
+        if served != timeframe:
+            results[info.symbol].update(
+                timeframe_requested=timeframe,
+                timeframe_note=f"{info.symbol} has no {timeframe} bars (available: "
+                f"{', '.join(info.timeframes)}); served {served} bars",
+            )
     if unavailable:
         raise DataUnavailable(
             "; ".join(e.message for e in unavailable),

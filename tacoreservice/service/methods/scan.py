@@ -5,7 +5,9 @@ Universe
     or ``all``; ``stock``/``equity`` means US and CN stocks. Without ``symbols`` the universe
     is every stock and crypto pair of the selected markets. Indices and ETFs (SPY, QQQ, XL*,
     CSI300) are benchmarks, not picks: they are scanned only when named in ``symbols``. Named
-    symbols must belong to an explicitly requested market. Each symbol is scanned on daily bars
+    symbols must belong to an explicitly requested market; named symbols the data lacks are
+    listed in ``unknown_symbols`` with close matches while the others are scanned (only a list
+    with none known is INVALID_PARAMS). Each symbol is scanned on daily bars
     at its own last bar at or before ``as_of`` (markets end on different dates: the reply's
     ``as_of`` gives the latest bar per market and every result carries its own).
 
@@ -51,8 +53,8 @@ Reply
     ``as_of`` (+ ``rsi_14``, ``macd_hist``, ``adx_14``, ``trend``, ``ma_cross`` from technical
     on; + ``relative_strength`` and ``fundamentals`` for comprehensive); ``total_scanned``,
     ``matched`` (before ``limit``), ``scan_type``, ``market``, ``as_of`` (latest bar per market,
-    a plain date when one market), ``criteria`` (normalised) and ``skipped`` (symbols with no
-    bar at or before ``as_of``).
+    a plain date when one market), ``criteria`` (normalised), ``skipped`` (symbols with no
+    bar at or before ``as_of``) and ``unknown_symbols`` (``{symbol, suggestions, message}``).
 
 Speed: features are computed once per symbol and as_of and cached for the process
 (:func:`tacoreservice.analysis.evidence.universe_features`); a repeated scan only runs the
@@ -334,7 +336,9 @@ def _selection(value: str, field: str) -> tuple[frozenset[str], frozenset[str] |
     return frozenset({market}), None, market
 
 
-def _universe(provider: Any, params: ScanParams) -> tuple[str, list[SymbolInfo]]:
+def _universe(
+    provider: Any, params: ScanParams
+) -> tuple[str, list[SymbolInfo], list[dict[str, Any]]]:
     markets: frozenset[str] = frozenset(MARKETS)
     kinds: frozenset[str] | None = None
     labels: list[str] = []
@@ -359,7 +363,7 @@ def _universe(provider: Any, params: ScanParams) -> tuple[str, list[SymbolInfo]]
     narrow = {"all": 0, "stock": 1}
     label = max(labels, key=lambda lab: narrow.get(lab, 2)) if labels else None
     if params.symbols:
-        infos = _resolve_symbols(provider, params.symbols)
+        infos, unknown = _resolve_symbols(provider, params.symbols)
         if explicit:
             outside = [i for i in infos if i.market not in markets]
             if outside:
@@ -372,7 +376,7 @@ def _universe(provider: Any, params: ScanParams) -> tuple[str, list[SymbolInfo]]
         if label is None:
             found = {i.market for i in infos}
             label = next(iter(found)) if len(found) == 1 else "all"
-        return label, infos
+        return label, infos, unknown
 
     allowed = _SCANNED_KINDS if kinds is None else _SCANNED_KINDS & kinds
     infos = [
@@ -382,34 +386,44 @@ def _universe(provider: Any, params: ScanParams) -> tuple[str, list[SymbolInfo]]
         if i.kind in allowed and i.market in markets
     ]
     infos.sort(key=lambda i: (i.market, i.symbol))
-    return label or "all", infos
+    return label or "all", infos, []
 
 
-def _resolve_symbols(provider: Any, raw: Sequence[str]) -> list[SymbolInfo]:
-    """Resolve every symbol, or fail once naming all bad ones with suggestions."""
+def _resolve_symbols(
+    provider: Any, raw: Sequence[str]
+) -> tuple[list[SymbolInfo], list[dict[str, Any]]]:
+    """The known symbols (in request order, once each) and the unknown ones with close matches.
+
+    A scanner names the symbols it watches; one it cannot have (a pair not bundled) must not
+    cost it the answer for the others, so only a list with nothing known fails.
+    """
     infos: list[SymbolInfo] = []
-    bad: list[dict[str, Any]] = []
+    unknown: list[dict[str, Any]] = []
     for item in raw:
         try:
             info = provider.resolve(item)
         except InvalidParams as exc:
             suggestions = list((exc.details or {}).get("suggestions", []))
-            bad.append({"symbol": item, "error": exc.message, "suggestions": suggestions})
+            unknown.append({"symbol": item, "suggestions": suggestions, "message": exc.message})
             continue
         if all(i.symbol != info.symbol for i in infos):
             infos.append(info)
-    if bad:
+    if unknown and not infos:
         parts = [
             f"{b['symbol']!r} (did you mean {' or '.join(b['suggestions'])}?)"
             if b["suggestions"]
-            else f"{b['symbol']!r} ({b['error']})"
-            for b in bad
+            else f"{b['symbol']!r} ({b['message']})"
+            for b in unknown
         ]
         raise InvalidParams(
-            f"scan.market: unknown or invalid symbols: {', '.join(parts)}",
-            {"field": "symbols", "symbols": bad, "bad_symbols": [b["symbol"] for b in bad]},
+            f"scan.market: no known symbol in symbols: {', '.join(parts)}",
+            {
+                "field": "symbols",
+                "symbols": unknown,
+                "bad_symbols": [b["symbol"] for b in unknown],
+            },
         )
-    return infos
+    return infos, unknown
 
 
 # --- scoring -------------------------------------------------------------------------------
@@ -600,7 +614,7 @@ def scan_market(params: ScanParams, ctx: MethodContext) -> dict[str, Any]:
     crit = normalise_criteria(params.criteria, params.filters, scan_type)
     as_of = parse_as_of(params.as_of)
     provider = ctx.market_data
-    label, infos = _universe(provider, params)
+    label, infos, unknown = _universe(provider, params)
     # RSI filtering needs the indicator rows even when a basic scan scores without them.
     kind = "basic" if scan_type == "basic" and "rsi_range" not in crit else "full"
     table = universe_features(provider, [i.symbol for i in infos], as_of, kind)
@@ -631,4 +645,5 @@ def scan_market(params: ScanParams, ctx: MethodContext) -> dict[str, Any]:
         "as_of": as_of_out,
         "criteria": crit,
         "skipped": [dict(s) for s in table.skipped],
+        "unknown_symbols": unknown,
     }
