@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlunparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -27,11 +27,87 @@ __all__ = [
     "SecuritySettings",
     "Settings",
     "load_settings",
+    "public_url",
+    "read_secret",
 ]
 
 
 class ConfigError(Exception):
     """A setting is invalid; the message names it and its source."""
+
+
+# ---------------------------------------------------------------- credentials and URLs
+# A credential is a setting that never lives in config.yaml: it comes from the environment
+# or from a file the environment names (see tacoreservice.security.secrets for what
+# every output masks).
+
+
+def _git_work_tree(path: Path) -> Path | None:
+    """The folder holding ``.git`` (a folder, or a file for worktrees and submodules) above
+    ``path`` as given or after following symlinks; None when there is none."""
+    candidates = [path.absolute()]
+    try:
+        candidates.append(path.resolve())
+    except OSError:  # a symlink loop: the read below reports the problem
+        pass
+    for candidate in candidates:
+        for folder in candidate.parents:
+            if (folder / ".git").exists():
+                return folder
+    return None
+
+
+def read_secret(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The value of ``name`` in the environment, else the stripped content of the file named
+    by ``name_FILE``; None when neither is set.
+
+    Raises :class:`ConfigError` (naming the variable, never the value) when ``name_FILE`` lies
+    inside a git work tree, does not exist, cannot be read or is empty.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get(name)
+    if value:
+        return value
+    file_var = f"{name}_FILE"
+    where = env.get(file_var)
+    if not where:
+        return None
+    path = Path(where).expanduser()
+    repo = _git_work_tree(path)
+    if repo is not None:
+        raise ConfigError(
+            f"{file_var} points at {path}, inside the git work tree {repo}: a secret there is "
+            "one 'git add' away from being committed. Move the file outside the repository "
+            f"(e.g. /run/secrets/) and set {file_var} to its new path, or set {name} itself"
+        )
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ConfigError(f"{file_var} points at {path}, which does not exist") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{file_var} points at {path}, which is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{file_var} points at {path}, which cannot be read: {exc.strerror}"
+        ) from None
+    if not secret:
+        raise ConfigError(f"{file_var} points at {path}, which is empty")
+    return secret
+
+
+def public_url(base_url: str) -> str:
+    """The URL without credentials, for replies, messages and cache keys: user info, query
+    string (``?api-key=...``) and fragment are dropped; scheme, host, port and path are kept."""
+    try:
+        u = urlparse(str(base_url))
+        host = u.hostname or ""
+        port = u.port
+    except ValueError:  # e.g. a port that is not a number: show nothing rather than guess
+        return "<unparseable url>"
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = host + (f":{port}" if port else "")
+    return urlunparse((u.scheme, netloc, u.path, "", "", ""))
 
 
 class _Section(BaseModel):
@@ -154,8 +230,6 @@ class LLMSettings(_Section):
     @property
     def api_key(self) -> str | None:
         """Raises ConfigError when a ``*_FILE`` is refused (inside a git work tree, unreadable)."""
-        from tacoreservice.security.secrets import read_secret  # imports this module
-
         return read_secret("TACORE_LLM_API_KEY") or read_secret("OPENAI_API_KEY")
 
 
@@ -172,8 +246,6 @@ class ApiSettings(_Section):
     def token(self) -> str | None:
         """Bearer token for every endpoint but /health: TACORE_API_TOKEN, or the file named by
         TACORE_API_TOKEN_FILE; never from config.yaml."""
-        from tacoreservice.security.secrets import read_secret  # imports this module
-
         return read_secret("TACORE_API_TOKEN")
 
 
@@ -368,8 +440,6 @@ class Settings(_Section):
     def public_summary(self) -> dict[str, Any]:
         """The settings without anything secret (the Redis URL may carry a password, the LLM
         base URL user info or an ``?api_key=``)."""
-        from tacoreservice.security.redaction import public_url
-
         data = self.model_dump()
         if data["cache"]["redis_url"]:
             u = urlparse(data["cache"]["redis_url"])

@@ -18,9 +18,13 @@ import json
 import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlparse, urlunparse
+from urllib.parse import parse_qsl, unquote, urlparse
 
 import orjson
+
+# public_url is defined beside the settings whose URLs it cleans (config imports nothing of
+# this package); it belongs to this module's public surface all the same.
+from tacoreservice.config import public_url
 
 __all__ = [
     "MASK",
@@ -74,21 +78,6 @@ def url_credentials(url: str) -> set[str]:
             # As printed (encoded) and as a server or client library sees it (decoded).
             found.update((raw, unquote(raw.replace("+", " "))))
     return {v for v in found if v}
-
-
-def public_url(base_url: str) -> str:
-    """The URL without credentials, for replies, messages and cache keys: user info, query
-    string (``?api-key=...``) and fragment are dropped; scheme, host, port and path are kept."""
-    try:
-        u = urlparse(str(base_url))
-        host = u.hostname or ""
-        port = u.port
-    except ValueError:  # e.g. a port that is not a number: show nothing rather than guess
-        return "<unparseable url>"
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = host + (f":{port}" if port else "")
-    return urlunparse((u.scheme, netloc, u.path, "", "", ""))
 
 
 _USERINFO = re.compile(r"(?<=//)[^/@\s]+@")
