@@ -18,17 +18,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from tacoreservice.analysis import roles
 from tacoreservice.analysis.roles import ANALYST_ROLE, ANALYSTS, RoleOutput
 from tacoreservice.protocol.errors import InvalidParams
 
-if TYPE_CHECKING:
-    from tacoreservice.analysis.engines import AnalysisEngine
-
 __all__ = [
     "ANALYSIS_TYPES",
+    "AnalysisEngine",
     "DEPTH_ROUNDS",
     "RISK_STANCES",
     "ROLE_NAMES",
@@ -406,6 +404,20 @@ def _turn_summary(t: RoleOutput) -> dict[str, Any]:
         if key in t:
             out[key] = t[key]
     return out
+
+
+@runtime_checkable
+class AnalysisEngine(Protocol):
+    name: str
+
+    def identity(self) -> dict[str, Any]:
+        """What makes this engine's answers differ (models, endpoint, version): part of the
+        result cache key and of the decision's ``model`` field. Never holds secrets."""
+        ...
+
+    def analyze(self, provider: Any, request: AnalysisRequest, hooks: Hooks) -> dict[str, Any]:
+        """The decision for ``request`` (engine name and timing are stamped by the caller)."""
+        ...
 
 
 def run_analysis(

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import importlib
 import threading
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 import orjson
 
+# The engine interface is defined beside the pipeline that drives it (graph.py imports nothing
+# of this package); it is re-exported here, where engines are chosen.
+from tacoreservice.analysis.graph import AnalysisEngine
 from tacoreservice.protocol.errors import ErrorCode, InvalidParams, ServiceError
 
 if TYPE_CHECKING:
-    from tacoreservice.analysis.graph import AnalysisRequest, Hooks
     from tacoreservice.config import Settings
 
 __all__ = ["ENGINES", "AnalysisEngine", "clear_engines", "load_engine"]
@@ -33,20 +35,6 @@ ENGINES: dict[str, tuple[str, str, str | None]] = {
         None,
     ),
 }
-
-
-@runtime_checkable
-class AnalysisEngine(Protocol):
-    name: str
-
-    def identity(self) -> dict[str, Any]:
-        """What makes this engine's answers differ (models, endpoint, version): part of the
-        result cache key and of the decision's ``model`` field. Never holds secrets."""
-        ...
-
-    def analyze(self, provider: Any, request: AnalysisRequest, hooks: Hooks) -> dict[str, Any]:
-        """The decision for ``request`` (engine name and timing are stamped by the caller)."""
-        ...
 
 
 _engines: dict[tuple[str, bytes], AnalysisEngine] = {}
