@@ -21,7 +21,7 @@ from tacoreservice.analysis.graph import (
     Hooks,
     run_analysis,
 )
-from tacoreservice.analysis.strategies import (
+from tacoreservice.backtest.strategies import (
     COST_PER_SIDE,
     STRATEGY_TYPES,
     backtest,

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tacoreservice.analysis.engines import load_engine
-from tacoreservice.analysis.strategies import STRATEGY_TYPES, strategy_positions
+from tacoreservice.backtest.strategies import STRATEGY_TYPES, strategy_positions
 from tacoreservice.backtest.baselines import BASELINE_NAMES, BASELINES, baseline_positions
 from tacoreservice.backtest.compare import compare, window_bounds
 from tacoreservice.backtest.decisions import (

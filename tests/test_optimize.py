@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 import pytest
 
-from tacoreservice.analysis.strategies import STRATEGIES
+from tacoreservice.backtest.strategies import STRATEGIES
 from tacoreservice.backtest.engine import simulate, statistics, trade_summary
 from tacoreservice.backtest.rules import RULES, rule_positions
 from tacoreservice.client import TACoreError

@@ -1,7 +1,8 @@
-"""Backtests: the vectorised long/flat engine, the rule baselines, the analysis engine's daily
-decisions, side-by-side comparisons, the universe run and the parameter optimiser.
+"""Backtests: the vectorised long/flat engine, the rule strategies of ``analyze.strategy``
+and the baselines, the analysis engine's daily decisions, side-by-side comparisons, the
+universe run and the parameter optimiser.
 
 Modules are imported where they are used (``from tacoreservice.backtest.engine import ...``):
-this package imports nothing on its own, because ``analysis.strategies`` builds on the engine
-and the catalogue of rules builds on ``analysis.strategies``.
+this package imports nothing on its own. The rule strategies live here, beside the engine they
+run on, so ``analysis`` never imports ``backtest`` (``backtest`` runs the analysis engine).
 """

@@ -1,7 +1,7 @@
 """Rule specifications: a rule's default parameters, which of them may be searched, within
 which bounds, and the documented default search grid.
 
-A :class:`RuleSpec` describes both the analysis strategies (``analysis.strategies``) and the
+A :class:`RuleSpec` describes both the analysis strategies (``backtest.strategies``) and the
 baselines (``backtest.baselines``), so the optimiser and the backtest treat them alike.
 """
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from tacoreservice.analysis.strategies import STRATEGIES, strategy_positions
 from tacoreservice.backtest.baselines import BASELINES, baseline_positions
 from tacoreservice.backtest.params import RuleSpec
+from tacoreservice.backtest.strategies import STRATEGIES, strategy_positions
 from tacoreservice.market_data.provider import Bars
 
 __all__ = ["RULES", "RULE_NAMES", "rule_positions"]

@@ -138,7 +138,7 @@ def _task_provider(settings: Any, universe: Sequence[str] | None) -> Any:
 
 def _remote_decisions(task: dict[str, Any], symbol: str, days: list[str]) -> list[Decision]:
     from tacoreservice.client import TACoreClient
-    from tacoreservice.evaluation.remote import wait_job
+    from tacoreservice.client.jobs import wait_job
 
     with TACoreClient(task["service"], timeout_ms=30_000, retries=3) as client:
         job = client.call(

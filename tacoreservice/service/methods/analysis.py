@@ -37,8 +37,8 @@ from tacoreservice.analysis.graph import (
     normalize_analysts,
     run_analysis,
 )
-from tacoreservice.analysis.strategies import STRATEGY_TYPES, evaluate_strategy
 from tacoreservice.backtest.engine import cost_per_side
+from tacoreservice.backtest.strategies import STRATEGY_TYPES, evaluate_strategy
 from tacoreservice.market_data.provider import Bars
 from tacoreservice.market_data.symbols import normalize_timeframe
 from tacoreservice.service.params import DateText, ParamsModel, Symbol

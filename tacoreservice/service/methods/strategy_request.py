@@ -2,7 +2,7 @@
 
 The blueprint's HTTP contract is ``StrategyRequest {strategy_id, parameters, market_data?}`` ->
 ``{signals, confidence, timestamp}``. ``strategy_id`` is one of the rule strategies of
-:mod:`tacoreservice.analysis.strategies` (trend, mean_reversion, momentum, breakout);
+:mod:`tacoreservice.backtest.strategies` (trend, mean_reversion, momentum, breakout);
 ``parameters`` holds ``symbol`` (or ``symbols``), ``timeframe``, ``as_of`` and the strategy's
 own parameters (its ``parameters`` block: ``fast``, ``slow``, ``window``, ...). The answer has
 one signal per symbol, each with its confidence, readings and backtest; the top-level
@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
-from tacoreservice.analysis.strategies import STRATEGY_TYPES, evaluate_strategy
 from tacoreservice.backtest.engine import cost_per_side
+from tacoreservice.backtest.strategies import STRATEGY_TYPES, evaluate_strategy
 from tacoreservice.market_data.provider import Bars
 from tacoreservice.market_data.symbols import normalize_market, normalize_timeframe
 from tacoreservice.protocol.errors import InvalidParams
