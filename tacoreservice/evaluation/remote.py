@@ -8,15 +8,13 @@ point it at the same data the evaluation reads, or the two will disagree.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from tacoreservice.client import TACoreError
+# wait_job is the client's (backtests wait for jobs too); re-exported for this module's users.
+from tacoreservice.client.jobs import POLL_S, wait_job
 
 __all__ = ["POLL_S", "analyse_remotely", "wait_job"]
-
-POLL_S = 0.05
 
 
 def analyse_remotely(
@@ -40,22 +38,3 @@ def analyse_remotely(
         sym: wait_job(client, job_id, f"analysis of {sym} as of {day}", timeout_s)
         for sym, job_id in jobs.items()
     }
-
-
-def wait_job(client: Any, job_id: str, what: str, timeout_s: float = 3600.0) -> Any:
-    """The result of a job once it succeeded; TACoreError when it failed or took too long."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = client.call("job.result", {"job_id": job_id})
-        state = result["state"]
-        if state == "succeeded":
-            return result["result"]
-        if state in ("failed", "cancelled"):
-            error = result.get("error") or {}
-            raise TACoreError(
-                str(error.get("code") or state.upper()),
-                f"the service's job for the {what} {state}: {error.get('message') or state}",
-            )
-        if time.monotonic() > deadline:
-            raise TACoreError("TIMEOUT", f"the {what} took longer than {timeout_s:.0f} s")
-        time.sleep(POLL_S)
