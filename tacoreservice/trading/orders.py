@@ -16,7 +16,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
-from tacoreservice.service.params import (
+from tacoreservice.fields import (
     ClientOrderId,
     DateText,
     ParamsModel,
