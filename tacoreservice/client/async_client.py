@@ -4,47 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import zmq
 import zmq.asyncio
+from typing_extensions import Unpack
 
-from tacoreservice.client.endpoint import default_endpoints
+from tacoreservice.client.base import ClientBase, ClientOptions
 from tacoreservice.client.errors import TACoreError, TACoreTimeout
-from tacoreservice.client.helpers import MethodHelpers, data_or_raise, encode_request
-from tacoreservice.security.keys import apply_curve, load_curve_keys
+from tacoreservice.client.helpers import data_or_raise
+from tacoreservice.security.keys import apply_curve
 
 __all__ = ["AsyncTACoreClient"]
 
 
-class AsyncTACoreClient(MethodHelpers):
+class AsyncTACoreClient(ClientBase):
     def __init__(
         self,
         endpoints: str | Sequence[str] | None = None,
         *,
-        timeout_ms: int = 5000,
-        retries: int = 3,
         context: zmq.asyncio.Context | None = None,
-        server_key: str | os.PathLike[str] | None = None,
-        client_key: str | os.PathLike[str] | None = None,
-        client_name: str | None = None,
+        **options: Unpack[ClientOptions],
     ):
-        """``server_key`` / ``client_key``: paths of the broker's ``server.key`` and this
-        module's ``NAME.key_secret``, for a broker with CURVE on (both or neither).
-        ``client_name``: the name sent with each request when security is off (with CURVE the
-        key's name counts), for permissions, rate limits and the request log.
-        ``endpoints`` omitted: TACORE_ENDPOINT, else TACORE_SERVICE_URL, else
-        ``DEFAULT_ENDPOINT`` (see :mod:`tacoreservice.client.endpoint`)."""
-        if endpoints is None:
-            endpoints = default_endpoints()
-        self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
-        self.curve_keys = load_curve_keys(server_key, client_key)
-        self.client_name = client_name
-        self.timeout_ms = timeout_ms
-        self.retries = retries
+        """``options``: see :class:`~tacoreservice.client.base.ClientBase`; ``context``: the
+        ZeroMQ context to use (default: the process's shared one)."""
+        super().__init__(endpoints, **options)
         self._ctx = context or zmq.asyncio.Context.instance()
         self._sock: zmq.asyncio.Socket | None = None
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -108,7 +94,7 @@ class AsyncTACoreClient(MethodHelpers):
     ) -> dict[str, Any]:
         await self.connect()
         assert self._sock is not None
-        rid, body = encode_request(method, params, request_id, deadline_ms, self.client_name)
+        rid, body = self._encode(method, params, request_id, deadline_ms)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         timeout = (timeout_ms or self.timeout_ms) / 1000.0

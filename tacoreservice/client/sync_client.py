@@ -8,51 +8,35 @@ to the next one on each retry.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import zmq
+from typing_extensions import Unpack
 
-from tacoreservice.client.endpoint import default_endpoints
+from tacoreservice.client.base import ClientBase, ClientOptions
 from tacoreservice.client.errors import TACoreTimeout
-from tacoreservice.client.helpers import MethodHelpers, data_or_raise, encode_request
-from tacoreservice.security.keys import apply_curve, load_curve_keys
+from tacoreservice.client.helpers import data_or_raise
+from tacoreservice.security.keys import apply_curve
 
 __all__ = ["TACoreClient", "DEFAULT_ENDPOINT"]
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 
 
-class TACoreClient(MethodHelpers):
+class TACoreClient(ClientBase):
     def __init__(
         self,
         endpoints: str | Sequence[str] | None = None,
         *,
-        timeout_ms: int = 5000,
-        retries: int = 3,
         context: zmq.Context | None = None,
-        server_key: str | os.PathLike[str] | None = None,
-        client_key: str | os.PathLike[str] | None = None,
-        client_name: str | None = None,
+        **options: Unpack[ClientOptions],
     ):
-        """``server_key`` / ``client_key``: paths of the broker's ``server.key`` and this
-        module's ``NAME.key_secret``, for a broker with CURVE on (both or neither).
-        ``client_name``: the name sent with each request when security is off (with CURVE the
-        key's name counts), for permissions, rate limits and the request log.
-        ``endpoints`` omitted: TACORE_ENDPOINT, else TACORE_SERVICE_URL, else
-        ``DEFAULT_ENDPOINT`` (see :mod:`tacoreservice.client.endpoint`)."""
-        if endpoints is None:
-            endpoints = default_endpoints()
-        self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
-        self.curve_keys = load_curve_keys(server_key, client_key)
-        self.client_name = client_name
-        if not self.endpoints:
-            raise ValueError("at least one endpoint is needed, e.g. tcp://127.0.0.1:5555")
-        self.timeout_ms = timeout_ms
-        self.retries = retries
+        """``options``: see :class:`~tacoreservice.client.base.ClientBase`; ``context``: the
+        ZeroMQ context to use (default: the process's shared one)."""
+        super().__init__(endpoints, **options)
         self._ctx = context or zmq.Context.instance()
         self._index = 0
         self._sock: zmq.Socket | None = None
@@ -107,7 +91,7 @@ class TACoreClient(MethodHelpers):
         deadline_ms: int | None = None,
     ) -> dict[str, Any]:
         """Send one request and return the whole reply (success or error)."""
-        rid, body = encode_request(method, params, request_id, deadline_ms, self.client_name)
+        rid, body = self._encode(method, params, request_id, deadline_ms)
         timeout = timeout_ms or self.timeout_ms
         attempts = 1 + (self.retries if retries is None else retries)
         with self._lock:
