@@ -1,9 +1,17 @@
-"""The broker's view of its workers: who is alive, who is idle, least recently used first."""
+"""The broker's view of its workers: who is alive, what each holds, who is next.
+
+A worker holds the dispatch keys of the requests the broker gave it, oldest first: the first
+is running, any after it wait in the worker's socket (the credit, see
+:mod:`tacoreservice.protocol.worker_protocol`). Dispatch prefers an idle worker, least
+recently used first (spreads load and keeps every worker's caches warm); only when none is
+idle may a worker that holds one request take a second.
+"""
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,13 +31,22 @@ class WorkerRecord:
     expiry: float = 0.0
     last_heartbeat: float = field(default_factory=time.time)
     state: str = "idle"  # idle | busy | draining
-    current_key: bytes | None = None
-    current_method: str | None = None
-    current_since: float | None = None
+    # Dispatch keys held, oldest (running) first, and the method of each.
+    assigned: list[bytes] = field(default_factory=list)
+    assigned_methods: list[str] = field(default_factory=list)
+    current_since: float | None = None  # when the running request started (broker's view)
     served: int = 0
     failed: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
     key: str | None = None  # its CURVE public key (Z85) when security is on
+
+    @property
+    def current_key(self) -> bytes | None:
+        return self.assigned[0] if self.assigned else None
+
+    @property
+    def current_method(self) -> str | None:
+        return self.assigned_methods[0] if self.assigned_methods else None
 
     def describe(self, now: float) -> dict[str, Any]:
         return {
@@ -44,6 +61,7 @@ class WorkerRecord:
             "current_age_s": (
                 round(now - self.current_since, 3) if self.current_since is not None else None
             ),
+            "prefetched": max(0, len(self.assigned) - 1),
             "started_at": self.started_at,
             "cache": self.stats.get("cache"),
             # CPU and memory the worker measured of itself (monitoring/process_stats.py).
@@ -52,17 +70,19 @@ class WorkerRecord:
 
 
 class WorkerPool:
-    """Workers by identity, with an LRU queue of the idle ones.
+    """Workers by identity; the idle ones in LRU order, and those holding exactly one request
+    (candidates for a second) in the order they got it.
 
-    ``idle`` is insertion-ordered: a worker goes to the back when it becomes idle, and
-    dispatch takes from the front, so the worker that has waited longest gets the next
-    request (spreads load and keeps every worker's caches warm).
+    ``credit`` is how many requests a worker may hold at once (1: only idle workers get work).
     """
 
-    def __init__(self, expiry_s: float):
+    def __init__(self, expiry_s: float, credit: int = 1):
         self.expiry_s = expiry_s
+        self.credit = max(1, credit)
         self.workers: dict[bytes, WorkerRecord] = {}
         self.idle: OrderedDict[bytes, WorkerRecord] = OrderedDict()
+        self.one_deep: OrderedDict[bytes, WorkerRecord] = OrderedDict()
+        self.resting: set[bytes] = set()  # idle, but given nothing until they next heartbeat
         self._methods: frozenset[str] | None = frozenset()
 
     def __len__(self) -> int:
@@ -91,6 +111,8 @@ class WorkerPool:
     def remove(self, identity: bytes) -> WorkerRecord | None:
         record = self.workers.pop(identity, None)
         self.idle.pop(identity, None)
+        self.one_deep.pop(identity, None)
+        self.resting.discard(identity)
         if record is not None:
             self._methods = None
         return record
@@ -99,22 +121,76 @@ class WorkerPool:
         record.expiry = now + self.expiry_s
         record.last_heartbeat = now
 
+    # ------------------------------------------------------------------ dispatch
+
     def take_idle(self) -> WorkerRecord | None:
+        """The idle worker that has waited longest."""
         if not self.idle:
             return None
-        _, record = self.idle.popitem(last=False)
-        return record
+        return self.idle.popitem(last=False)[1]
 
-    def mark_idle(self, record: WorkerRecord) -> None:
-        record.state = "idle"
-        record.current_key = None
-        record.current_method = None
-        record.current_since = None
-        self.idle[record.identity] = record
+    def take_second(self, may_queue_behind: Callable[[str], bool]) -> WorkerRecord | None:
+        """A worker holding one request whose method ``may_queue_behind`` accepts (a request
+        known to be quick), the one holding it longest first; None when there is none."""
+        if self.credit < 2:
+            return None
+        for identity, record in self.one_deep.items():
+            if may_queue_behind(record.assigned_methods[0]):
+                del self.one_deep[identity]
+                return record
+        return None
 
-    def mark_draining(self, record: WorkerRecord) -> None:
-        record.state = "draining"
+    def assign(self, record: WorkerRecord, key: bytes, method: str, now: float) -> None:
+        """``record`` (taken with take_idle or take_second) now holds ``key``."""
+        if not record.assigned:
+            record.current_since = now
+        record.assigned.append(key)
+        record.assigned_methods.append(method)
+        record.state = "busy"
+        if len(record.assigned) < self.credit:
+            self.one_deep[record.identity] = record
+
+    def release(self, record: WorkerRecord, key: bytes, now: float) -> bool:
+        """``record`` no longer holds ``key`` (answered or declined); False if it did not."""
+        try:
+            i = record.assigned.index(key)
+        except ValueError:
+            return False
+        del record.assigned[i]
+        del record.assigned_methods[i]
+        if i == 0:
+            record.current_since = now if record.assigned else None
+        if (
+            record.identity not in self.workers
+            or record.identity in self.resting
+            or record.state == "draining"
+        ):
+            if not record.assigned:
+                record.state = "idle"
+            return True
+        if not record.assigned:
+            record.state = "idle"
+            self.one_deep.pop(record.identity, None)
+            self.idle[record.identity] = record
+        elif len(record.assigned) < self.credit and record.identity not in self.one_deep:
+            self.one_deep[record.identity] = record
+        return True
+
+    def rest(self, record: WorkerRecord) -> None:
+        """Give ``record`` nothing new until :meth:`wake` (it declined a request: it doubts
+        its session, and would decline the next one too)."""
         self.idle.pop(record.identity, None)
+        self.one_deep.pop(record.identity, None)
+        self.resting.add(record.identity)
+
+    def wake(self, record: WorkerRecord) -> None:
+        """``record`` heartbeated: a resting worker takes requests again."""
+        if record.identity in self.resting:
+            self.resting.discard(record.identity)
+            if not record.assigned and record.identity in self.workers:
+                self.idle[record.identity] = record
+
+    # ------------------------------------------------------------------ liveness
 
     def postpone_expiry(self, seconds: float) -> None:
         """Give every worker ``seconds`` more: the broker was not listening for that long."""

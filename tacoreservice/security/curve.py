@@ -28,6 +28,7 @@ from tacoreservice.config import SecuritySettings
 from tacoreservice.security.keys import KeyRing, load_key_pair
 
 __all__ = [
+    "BrokerCurve",
     "CLIENTS_DOMAIN",
     "WORKERS_DOMAIN",
     "CurveAuthenticator",
@@ -160,3 +161,60 @@ def make_rings(security: SecuritySettings) -> dict[str, KeyRing]:
         CLIENTS_DOMAIN: KeyRing(security.client_keys_path, "client keys"),
         WORKERS_DOMAIN: KeyRing(security.worker_keys_path, "worker keys"),
     }
+
+
+class BrokerCurve:
+    """CURVE on a broker's frontend and backend: the ZAP handler, the two key rings and the
+    handshake monitors whose failures are counted as refusals.
+
+    The broker calls :meth:`secure` before binding, :meth:`read_handshake_events` when a
+    monitor socket is readable, :meth:`reload` every ``reload_interval_s`` and
+    :meth:`close` at exit; :meth:`worker_name` tells whether a worker's key is still allowed.
+    """
+
+    def __init__(self, security: SecuritySettings, refusals: RefusalLog):
+        self.security = security
+        self.refusals = refusals
+        self.rings = make_rings(security)
+        self.authenticator: CurveAuthenticator | None = None
+        self.monitors: dict[zmq.Socket, str] = {}
+
+    def secure(self, context: zmq.Context, frontend: zmq.Socket, backend: zmq.Socket) -> None:
+        # The ZAP handler must be listening before the first peer can handshake.
+        self.authenticator = CurveAuthenticator(context, self.rings, self.refusals)
+        self.authenticator.start()
+        secret = self.security.server_secret_key_path
+        apply_server_curve(frontend, secret, CLIENTS_DOMAIN)
+        apply_server_curve(backend, secret, WORKERS_DOMAIN)
+        for sock, name in ((frontend, "frontend"), (backend, "backend")):
+            self.monitors[sock.get_monitor_socket(HANDSHAKE_EVENTS)] = name
+
+    def worker_name(self, user_id: str | None) -> str | None:
+        """The name of the worker key ``user_id`` (Z85), None when it is not (or no longer)
+        among the allowed worker keys."""
+        ring = self.rings.get(WORKERS_DOMAIN)
+        if ring is None or not user_id:
+            return None
+        return ring.name_for(user_id.encode())
+
+    def reload(self) -> None:
+        """Pick up added or removed public keys."""
+        for ring in self.rings.values():
+            ring.reload_if_changed()
+
+    def read_handshake_events(self, readable: dict[Any, int], batch: int = 256) -> None:
+        for monitor_socket, name in self.monitors.items():
+            if monitor_socket in readable:
+                for _ in range(batch):
+                    try:
+                        failure = handshake_failure(monitor_socket)
+                    except zmq.Again:
+                        break
+                    if failure is not None:
+                        self.refusals.refused(name, failure[0], failure[1])
+
+    def close(self) -> None:
+        for monitor_socket in self.monitors:
+            monitor_socket.close(linger=0)
+        if self.authenticator is not None:
+            self.authenticator.stop()

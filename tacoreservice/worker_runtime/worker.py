@@ -13,9 +13,9 @@ import socket
 import threading
 import time
 import traceback
+from collections import deque
 from typing import Any
 
-import orjson
 import zmq
 
 from tacoreservice import __version__
@@ -79,12 +79,33 @@ class _Heartbeater(threading.Thread):
         self._generation = 0
         self._halt = threading.Event()  # not _stop: Thread uses that name
         self.last_seen = time.monotonic()
+        # For fresh(): when this thread last sent a heartbeat and last heard the broker's,
+        # as they happened (never shifted for stalls, unlike last_seen). A session starts
+        # with READY, which starts the broker's clock for this worker as a heartbeat does.
+        self.beat_at = self.heard_at = time.monotonic()
+        cfg = worker.settings.broker
+        interval = cfg.heartbeat_interval_ms / 1000.0
+        # The broker evicts a worker silent for `expiry`; a request is started only well
+        # within that, whatever the liveness (with a margin for the beats' own cadence).
+        self.fresh_for = max(cfg.heartbeat_expiry_s - interval, 1.5 * interval)
 
     def reconnect(self) -> None:
         """Called by the main thread after it reconnected: start a fresh session."""
-        self.last_seen = time.monotonic()
+        self.last_seen = self.beat_at = self.heard_at = time.monotonic()
         self.broker_lost.clear()
         self._generation += 1
+
+    def fresh(self) -> bool:
+        """Whether the broker surely still counts this worker as its own: a heartbeat went out
+        and one came in within ``fresh_for``. Past that the broker may have evicted it (it was
+        frozen, or cut off) and handed what it holds to another worker; a request received
+        before then must not be started (see worker_protocol.py, "Credit")."""
+        now = time.monotonic()
+        return (
+            not self.broker_lost.is_set()
+            and now - self.beat_at < self.fresh_for
+            and now - self.heard_at < self.fresh_for
+        )
 
     def stop(self) -> None:
         self._halt.set()
@@ -114,10 +135,8 @@ class _Heartbeater(threading.Thread):
                 now = time.monotonic()
                 if now >= next_beat:
                     try:
-                        sock.send_multipart(
-                            [b"", wp.PROTOCOL, wp.HEARTBEAT, orjson.dumps(w.heartbeat_stats())],
-                            zmq.NOBLOCK,
-                        )
+                        sock.send_multipart(wp.heartbeat(w.heartbeat_stats()), zmq.NOBLOCK)
+                        self.beat_at = now
                     except zmq.ZMQError:
                         pass
                     next_beat = now + interval
@@ -136,7 +155,7 @@ class _Heartbeater(threading.Thread):
                             sock.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                        self.last_seen = time.monotonic()
+                        self.last_seen = self.heard_at = time.monotonic()
                 if time.monotonic() - self.last_seen > expiry and not self.broker_lost.is_set():
                     self.broker_lost.set()
         finally:
@@ -223,7 +242,7 @@ class Worker:
             "version": __version__,
             "started_at": self.started_at,
         }
-        sock.send_multipart([b"", wp.PROTOCOL, wp.READY, orjson.dumps(info)])
+        sock.send_multipart(wp.ready(info))
         return sock
 
     def run(self) -> int:
@@ -279,13 +298,20 @@ class Worker:
             time.sleep(min(0.05, left))
 
     def _serve(self, sock: zmq.Socket, heart: _Heartbeater) -> str:
-        """Serve one broker session; returns 'stop', 'lost' or 'reregister'."""
+        """Serve one broker session; returns 'stop', 'lost' or 'reregister'.
+
+        Messages are read into ``inbox`` as they arrive. Before a request is started, every
+        message that arrived meanwhile is read too, so a DISCONNECT queued behind requests
+        this worker holds (the broker gave them to others) is seen before any of them runs.
+        """
         poller = zmq.Poller()  # Socket.poll would build a new Poller on every call
         poller.register(sock, zmq.POLLIN)
+        inbox: deque[list[bytes]] = deque()
         while True:
             if self._stopping:
+                self._decline_all(sock, inbox)
                 try:
-                    sock.send_multipart([b"", wp.PROTOCOL, wp.DISCONNECT], zmq.NOBLOCK)
+                    sock.send_multipart(wp.command(wp.DISCONNECT), zmq.NOBLOCK)
                 except zmq.ZMQError:
                     pass
                 # Give the DISCONNECT a moment to leave before the socket closes (linger 0).
@@ -293,26 +319,56 @@ class Worker:
                 return "stop"
             if heart.broker_lost.is_set():
                 return "lost"
-            if not poller.poll(100):
+            if not inbox and not poller.poll(100):
                 continue
-            while int(sock.getsockopt(_EVENTS)) & _POLLIN:
-                frames = sock.recv_multipart()
-                heart.last_seen = time.monotonic()
-                if len(frames) < 3 or frames[1] != wp.PROTOCOL:
-                    log.warning("malformed message from broker ignored")
-                    continue
-                command = frames[2]
-                if command == wp.REQUEST and len(frames) >= 5:
-                    meta, body = self.handle(frames[4])
-                    try:
-                        sock.send_multipart([b"", wp.PROTOCOL, wp.REPLY, frames[3], meta, body])
-                    except zmq.ZMQError as exc:
-                        log.error("could not send reply: %s", exc)
-                elif command == wp.DISCONNECT:
-                    log.info("broker asked %s to register again", self.worker_id)
-                    return "reregister"
-                if self._stopping:
-                    break
+            if self._read_waiting(sock, inbox, heart):
+                # The broker gave up this session; what this worker held went to others.
+                log.info("broker asked %s to register again", self.worker_id)
+                self._decline_all(sock, inbox)
+                return "reregister"
+            frames = inbox.popleft()
+            if wp.is_request(frames):
+                self._run_request(sock, frames, heart)
+            elif not _is_control(frames):
+                log.warning("malformed message from broker ignored")
+
+    def _read_waiting(
+        self, sock: zmq.Socket, inbox: deque[list[bytes]], heart: _Heartbeater
+    ) -> bool:
+        """Read every message waiting into ``inbox``; True when a DISCONNECT is among those
+        not yet handled."""
+        while int(sock.getsockopt(_EVENTS)) & _POLLIN:
+            inbox.append(sock.recv_multipart())
+            heart.last_seen = time.monotonic()
+        return any(map(_is_disconnect, inbox))
+
+    def _run_request(self, sock: zmq.Socket, frames: list[bytes], heart: _Heartbeater) -> None:
+        try:
+            key, req = wp.decode_request(frames[0], frames[1])
+        except ValueError as exc:
+            log.warning("unreadable REQUEST ignored: %s", exc)
+            return
+        if not heart.fresh():
+            # The broker may have given this worker up and the request to another.
+            log.warning("declining %s: no heartbeat exchange lately", req.request_id)
+            self._send(sock, wp.command(wp.DECLINE, key))
+            return
+        ok, code, elapsed, body = self.handle(req)
+        self._send(sock, wp.encode_reply(key, ok, elapsed, code, body))
+
+    def _decline_all(self, sock: zmq.Socket, inbox: deque[list[bytes]]) -> None:
+        """Give back every request read but not started (stopping, or told to re-register)."""
+        for frames in inbox:
+            if wp.is_request(frames):
+                self._send(sock, wp.command(wp.DECLINE, wp.key_of(frames[0])))
+        inbox.clear()
+
+    @staticmethod
+    def _send(sock: zmq.Socket, frames: list[bytes]) -> None:
+        try:
+            sock.send_multipart(frames)
+        except zmq.ZMQError as exc:
+            log.error("could not send to the broker: %s", exc)
 
     # ------------------------------------------------------------------ jobs
 
@@ -368,28 +424,21 @@ class Worker:
 
     # ------------------------------------------------------------------ one request
 
-    def handle(self, payload: bytes) -> tuple[bytes, bytes]:
-        """Run one request; returns (meta, client reply). Never raises."""
+    def handle(self, req: wp.WorkRequest) -> tuple[bool, str | None, float, bytes]:
+        """Run one request; returns (ok, error code, processing ms, client reply). Never
+        raises."""
         started = time.perf_counter()
-        request_id: str | None = None
-        dialect = 0
-        compat = self.settings.broker.compat
-        method = "?"
+        request_id = req.request_id
+        dialect, compat, method = req.dialect, req.compat, req.method
         try:
-            req = orjson.loads(payload)
-            request_id = req.get("request_id")
-            dialect = int(req.get("dialect") or 0)
-            compat = bool(req.get("compat", compat))
-            method = req["method"]
-            params = req.get("params") or {}
-            deadline = req.get("deadline")
+            deadline = req.deadline
             if deadline is not None and time.time() > deadline:
                 raise ServiceError(
                     ErrorCode.DEADLINE_EXCEEDED,
                     "the request's timeout_ms passed before a worker could start it",
                 )
             limit = self.settings.worker.max_params_depth
-            if _depth_exceeds(params, limit):
+            if _depth_exceeds(req.params, limit):
                 raise ServiceError(
                     ErrorCode.INVALID_REQUEST,
                     f"params are nested deeper than {limit} levels",
@@ -399,18 +448,18 @@ class Worker:
             ctx.request_id = request_id or ""
             ctx.deadline = deadline
             self.current_method = method
-            job_id = req.get("job_id")
+            job_id = req.job_id
             data = (
-                self._run_job(job_id, method, params, ctx)
+                self._run_job(job_id, method, req.params, ctx)
                 if job_id
-                else call_method(method, params, ctx)
+                else call_method(method, req.params, ctx)
             )
             if compat and not job_id:
                 data = add_compat_fields(method, data)
             elapsed = (time.perf_counter() - started) * 1000.0
             body = build_reply(request_id, dialect, compat, data, None, elapsed, self.worker_id)
             self.served += 1
-            meta = {"status": "success", "error_code": None, "processing_time_ms": elapsed}
+            return True, None, elapsed, body
         except Exception as exc:
             if isinstance(exc, ServiceError):
                 err = exc
@@ -424,11 +473,14 @@ class Worker:
             body = build_error_reply(err, request_id, dialect, compat, self.worker_id, started)
             self.served += 1
             self.failed += 1
-            meta = {
-                "status": "error",
-                "error_code": err.code.value,
-                "processing_time_ms": (time.perf_counter() - started) * 1000.0,
-            }
+            return False, err.code.value, (time.perf_counter() - started) * 1000.0, body
         finally:
             self.current_method = None
-        return orjson.dumps(meta), body
+
+
+def _is_control(frames: list[bytes]) -> bool:
+    return len(frames) >= 3 and frames[0] == b"" and frames[1] == wp.PROTOCOL
+
+
+def _is_disconnect(frames: list[bytes]) -> bool:
+    return _is_control(frames) and frames[2] == wp.DISCONNECT
