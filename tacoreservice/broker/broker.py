@@ -63,7 +63,7 @@ from tacoreservice.security.guard import RequestGuard
 from tacoreservice.security.redaction import BodyRedactor
 from tacoreservice.security.secrets import secret_values
 from tacoreservice.service.compat import health_fields
-from tacoreservice.storage.request_log import RequestLogWriter
+from tacoreservice.storage.request_log_process import RequestLogProcess
 
 __all__ = ["Broker", "CONTROL_ENDPOINT"]
 
@@ -125,20 +125,9 @@ class Broker:
         self.pool = WorkerPool(cfg.heartbeat_expiry_s, cfg.credit)
         self.table = PendingTable(cfg.reply_cache_ttl_s, cfg.reply_cache_max_entries)
         self.queue = WaitQueue()
-        secrets = secret_values(settings)
-        self.jobs = JobLane(
-            settings.database.path,
-            self._job_pending,
-            BodyRedactor(settings.security.redact_fields, secrets),
-        )
-        request_log = None
-        if settings.request_log.enabled:
-            request_log = RequestLogWriter(
-                settings.database.path,
-                settings.request_log,
-                redact_fields=settings.security.redact_fields,
-                mask_values=secrets,
-            )
+        redactor = BodyRedactor(settings.security.redact_fields, secret_values(settings))
+        self.jobs = JobLane(settings.database.path, self._job_pending, redactor)
+        request_log = RequestLogProcess(settings) if settings.request_log.enabled else None
         self.telemetry = Telemetry(settings.api.window_s, request_log)
         self.metrics = self.telemetry.metrics  # the monitoring API exports these
         self.started_mono = time.monotonic()
@@ -798,6 +787,8 @@ class Broker:
         for identity in list(self.pool.workers):
             self._send_worker_command(wp.heartbeat_identity(identity), wp.HEARTBEAT)
         self.table.replies.purge(now)
+        if self.telemetry.request_log is not None:
+            self.telemetry.request_log.poll()
 
     def _evict(self, record: WorkerRecord, reason: str, departed: bool = True) -> None:
         """Forget ``record``; every request it held goes back to the queue (or fails)."""

@@ -8,9 +8,9 @@ feeds everything that watches requests:
 - the counters (``stats``) and the per-method totals (:class:`MethodStats`) of health.check;
 - the sliding window of the dashboard (:class:`~tacoreservice.monitoring.window.RequestWindow`);
 - the Prometheus totals (:class:`~tacoreservice.monitoring.metrics.BrokerMetrics`);
-- the request log: one row per request, handed off to a
-  :class:`~tacoreservice.storage.request_log.RequestLogWriter`, which serialises, redacts and
-  writes it off this thread.
+- the request log: one record per request appended to the spool of the request-log process
+  (:mod:`tacoreservice.storage.request_log_process`): one ``write(2)`` here; decoding,
+  redaction, truncation and SQLite happen in that process, off this thread's GIL.
 
 It also keeps the workers that left (for the dashboard, and so cache totals never go
 backwards). Everything here runs on the broker thread and costs a few dictionary operations
@@ -28,7 +28,8 @@ from tacoreservice.broker.worker_pool import WorkerRecord
 from tacoreservice.monitoring.metrics import BrokerMetrics
 from tacoreservice.monitoring.window import RequestWindow
 from tacoreservice.protocol.messages import utc_timestamp
-from tacoreservice.storage.request_log import RequestLogEntry, RequestLogWriter
+from tacoreservice.storage.request_log_process import RequestLogProcess
+from tacoreservice.storage.request_spool import encode_record
 
 __all__ = ["MethodStats", "Telemetry"]
 
@@ -53,7 +54,7 @@ class MethodStats:
 
 
 class Telemetry:
-    def __init__(self, window_s: float, request_log: RequestLogWriter | None):
+    def __init__(self, window_s: float, request_log: RequestLogProcess | None):
         self.stats: dict[str, Any] = {
             "requests_total": 0,
             "replies_success": 0,
@@ -133,19 +134,19 @@ class Telemetry:
             entry.errors += 1
         entry.total_ms += processing_ms
         if self.request_log is not None:
-            self.request_log.record(
-                RequestLogEntry(
-                    request_id=request_id or "",
-                    method=method or "",
-                    worker_id=worker_id,
-                    request_data=raw,  # decoded and truncated on the writer thread
-                    response_data=reply,
-                    processing_time_ms=processing_ms,
-                    status="success" if ok else "error",
-                    created_at=utc_timestamp(),
-                    error_code=error_code,
-                    client_id=client,
-                    queue_wait_ms=wait_ms,
+            self.request_log.append(
+                encode_record(
+                    time.time(),
+                    request_id,
+                    method,
+                    worker_id,
+                    raw,
+                    reply,
+                    ok,
+                    error_code,
+                    processing_ms,
+                    wait_ms,
+                    client,
                 )
             )
 

@@ -1,0 +1,324 @@
+"""The request-log process: turns the broker's spool into ``request_logs`` rows.
+
+``python -m tacoreservice.storage.request_log_process SPOOL_FOLDER`` is started by the
+broker (:class:`RequestLogProcess`) with the broker's exact settings, in its own process
+group, and is restarted by it if it dies. It does everything the request log costs, apart
+from the one ``write(2)`` per request on the broker's side (see
+:mod:`tacoreservice.storage.request_spool` for the guarantee):
+
+1. read the records appended since the last batch;
+2. hand them to a :class:`~tacoreservice.storage.request_log.RequestLogWriter` (decoding,
+   redaction of credentials, truncation, one transaction per batch, the performance log,
+   retention) and wait until it has written them;
+3. note in ``progress.json`` how far it got, and its totals, which the broker reads for
+   health.check.
+
+After a restart the first batch is checked against the table first: rows a previous writer
+committed before it could note them are recognised (same request_id and time) and skipped.
+The process ends when the broker closes the spool, or once the broker has died (its lock is
+free) and everything it appended is written; it then removes the spool. Spools left by a
+broker and a writer that both died are drained by the next writer that starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tacoreservice.config import Settings
+from tacoreservice.protocol.messages import utc_timestamp
+from tacoreservice.storage.request_log import RequestLogEntry, RequestLogWriter
+from tacoreservice.storage.request_spool import (
+    END_OF_SEGMENT,
+    END_OF_SPOOL,
+    SpoolRecord,
+    SpoolWriter,
+    decode_records,
+    read_progress,
+    segment_path,
+    spool_root,
+    spools,
+    try_lock,
+    write_progress,
+)
+
+__all__ = ["RequestLogProcess", "main"]
+
+log = logging.getLogger("tacoreservice.request_log")
+
+_CHUNK_BYTES = 4 * 1024 * 1024  # read at most this much of a segment at a time
+_TOTALS = ("written", "failed", "batches", "errors", "purged")
+
+
+def _unidentified(folder: Path, segment: int, position: int) -> str:
+    place = f"{folder.name}/{segment}/{position}".encode()
+    return "unidentified-" + hashlib.blake2b(place, digest_size=16).hexdigest()
+
+
+def _entry(record: SpoolRecord, folder: Path, segment: int) -> RequestLogEntry:
+    return RequestLogEntry(
+        # A request refused before its id could be read gets one made from its place in the
+        # spool, so a replayed record is recognised like any other.
+        request_id=record.request_id or _unidentified(folder, segment, record.position),
+        method=record.method or "",
+        worker_id=record.worker_id,
+        request_data=record.raw,
+        response_data=record.reply,
+        processing_time_ms=record.processing_ms,
+        status="success" if record.ok else "error",
+        created_at=utc_timestamp(record.created),
+        error_code=record.error_code,
+        client_id=record.client,
+        queue_wait_ms=record.wait_ms,
+    )
+
+
+def _already_written(db_path: Any, entries: list[RequestLogEntry]) -> set[tuple[str, str]]:
+    """(request_id, created_at) of the entries whose row shows them already (the first batch
+    after a restart may have been committed by the writer that died)."""
+    ids = list({str(e.request_id) for e in entries})
+    found: set[tuple[str, str]] = set()
+    with contextlib.closing(sqlite3.connect(str(db_path), timeout=30)) as conn:
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            rows = conn.execute(
+                "SELECT request_id, created_at, updated_at FROM request_logs "
+                f"WHERE request_id IN ({','.join('?' * len(part))})",
+                part,
+            ).fetchall()
+            for rid, created, updated in rows:
+                found.add((rid, created))
+                if updated:
+                    found.add((rid, updated))
+    return found
+
+
+class _Drain:
+    """Writes one spool's records through ``writer`` and notes the progress."""
+
+    def __init__(self, folder: Path, writer: RequestLogWriter, db_path: Any):
+        self.folder = folder
+        self.writer = writer
+        self.db_path = db_path
+        self.progress = read_progress(folder)
+        # A writer worked here before (and died): its last batch may be in the table already.
+        started = folder / "writer.started"
+        self.replay = started.exists()
+        started.touch()
+        self.closed = False
+
+    def step(self) -> int:
+        """Write what has been appended; the number of records written (0: nothing new)."""
+        segment, offset = int(self.progress["segment"]), int(self.progress["offset"])
+        path = segment_path(self.folder, segment)
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read(_CHUNK_BYTES)
+        except FileNotFoundError:
+            return 0
+        records, used, marker = decode_records(data, offset)
+        if records:
+            self._write([_entry(r, self.folder, segment) for r in records])
+        self.progress["offset"] = offset + used
+        if marker == END_OF_SEGMENT:
+            self.progress.update(segment=segment + 1, offset=0)
+            write_progress(self.folder, self.progress)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return len(records) or 1
+        if marker == END_OF_SPOOL:
+            self.closed = True
+        if records or marker:
+            write_progress(self.folder, self.progress)
+        return len(records)
+
+    def _write(self, entries: list[RequestLogEntry]) -> None:
+        skipped = 0
+        if self.replay:
+            self.replay = False
+            done = _already_written(self.db_path, entries)
+            fresh = [e for e in entries if (e.request_id, e.created_at) not in done]
+            skipped, entries = len(entries) - len(fresh), fresh
+        before = self.writer.stats()
+        for entry in entries:
+            self.writer.record(entry)
+        self.writer.flush(timeout=None)
+        after = self.writer.stats()
+        for key in _TOTALS:
+            self.progress[key] = self.progress.get(key, 0) + after[key] - before[key]
+        self.progress["written"] += skipped  # rows the writer before this one wrote
+        self.progress["last_error"] = after["last_error"]
+        self.progress["last_error_at"] = after["last_error_at"]
+
+    def drain(self) -> None:
+        """Everything there is, now."""
+        while self.step():
+            pass
+
+
+def _broker_gone(folder: Path) -> bool:
+    lock = try_lock(folder / "broker.lock")
+    if lock is None:
+        return False
+    lock.close()
+    return True
+
+
+def run(folder: Path, settings: Settings) -> int:
+    from tacoreservice.security.secrets import secret_values
+
+    writer = RequestLogWriter(
+        settings.database.path,
+        settings.request_log,
+        redact_fields=settings.security.redact_fields,
+        mask_values=secret_values(settings),
+    )
+    writer.start()
+    own_lock = try_lock(folder / "writer.lock")
+    if own_lock is None:
+        log.error("another writer already drains %s", folder)
+        return 1
+    # Spools whose broker and writer both died: drain them first, they are the oldest rows.
+    for other in spools(folder.parent):
+        if other == folder:
+            continue
+        locks = [try_lock(other / "writer.lock"), try_lock(other / "broker.lock")]
+        if all(lock is not None for lock in locks):
+            log.warning("request log: writing the rows of an abandoned spool (%s)", other.name)
+            _Drain(other, writer, settings.database.path).drain()
+            shutil.rmtree(other, ignore_errors=True)
+        for lock in locks:
+            if lock is not None:
+                lock.close()
+    drain = _Drain(folder, writer, settings.database.path)
+    pause = settings.request_log.flush_interval_ms / 1000.0
+    try:
+        while not drain.closed:
+            if drain.step():
+                continue
+            if _broker_gone(folder):
+                drain.drain()  # whatever it appended before it died
+                break
+            time.sleep(pause)
+    finally:
+        writer.close()
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        folder.parent.rmdir()  # the last spool of this database: leave no empty folder
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    settings = Settings.model_validate_json(os.environ["TACORE_SETTINGS_JSON"])
+    from tacoreservice.logging_setup import setup_logging
+
+    setup_logging(settings, "service")
+    # The broker stops it by closing the spool; a signal to the group must not cut a batch.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return run(Path(args[0]), settings)
+
+
+class RequestLogProcess:
+    """The broker's side: the spool it appends to and the process that writes it out.
+
+    ``append`` is the hand-off (one ``write(2)``); ``poll`` (from the broker's heartbeat tick)
+    restarts a writer that died; ``stats`` reads the writer's totals; ``close`` ends the spool
+    and waits for the writer to finish it.
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.spool: SpoolWriter | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._next_start = 0.0
+        self._backoff = 0.5
+
+    def start(self) -> None:
+        self.spool = SpoolWriter(spool_root(self.settings.database.path))
+        self._spawn()
+
+    def _spawn(self) -> None:
+        assert self.spool is not None
+        env = dict(os.environ)
+        env["TACORE_SETTINGS_JSON"] = self.settings.model_dump_json()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", __name__, str(self.spool.folder)],
+            env=env,
+            process_group=0,  # Ctrl+C at a terminal reaches the broker, which closes in order
+        )
+
+    def append(self, record: bytes) -> None:
+        if self.spool is not None:
+            self.spool.append(record)
+
+    def poll(self) -> None:
+        """Restart the writer if it died (with a growing pause if it keeps dying)."""
+        proc = self.proc
+        if proc is None or proc.poll() is None or self.spool is None or self.spool.closed:
+            return
+        now = time.monotonic()
+        if now < self._next_start:
+            return
+        log.warning("request log writer exited with %s; starting another", proc.returncode)
+        self.restarts += 1
+        self._next_start = now + self._backoff
+        self._backoff = min(self._backoff * 2, 30.0)
+        self._spawn()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stats(self) -> dict[str, Any]:
+        spool = self.spool
+        progress = read_progress(spool.folder) if spool is not None else {}
+        appended = spool.appended if spool is not None else 0
+        dropped = spool.dropped if spool is not None else 0
+        totals = {key: int(progress.get(key, 0)) for key in _TOTALS}
+        return {
+            "enabled": True,
+            "running": self.running(),
+            "recorded": appended + dropped,
+            **totals,
+            "dropped": dropped,
+            "pending": max(0, appended - totals["written"] - totals["failed"]),
+            "last_error": progress.get("last_error"),
+            "last_error_at": progress.get("last_error_at"),
+            "writer_restarts": self.restarts,
+            "writer_pid": self.proc.pid if self.proc is not None else None,
+        }
+
+    def close(self, timeout: float = 30.0) -> None:
+        """End the spool and wait for the writer to write it out (it then removes it)."""
+        if self.spool is None:
+            return
+        self.spool.close()
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is not None:
+            self._spawn()  # someone must drain what is there
+            proc = self.proc
+            assert proc is not None
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning(
+                "request log writer still busy after %.0f s; it finishes on its own", timeout
+            )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
