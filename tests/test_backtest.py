@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from tacoreservice.analysis.engines import load_engine
-from tacoreservice.backtest.strategies import STRATEGY_TYPES, strategy_positions
 from tacoreservice.backtest.baselines import BASELINE_NAMES, BASELINES, baseline_positions
 from tacoreservice.backtest.compare import compare, window_bounds
 from tacoreservice.backtest.decisions import (
@@ -30,6 +29,7 @@ from tacoreservice.backtest.engine import (
     statistics,
     trade_summary,
 )
+from tacoreservice.backtest.strategies import STRATEGY_TYPES, strategy_positions
 from tacoreservice.backtest.universe import run_universe, summarise, symbol_windows
 from tacoreservice.config import Settings, TradingCosts, load_settings
 from tacoreservice.market_data.bundled_provider import BundledProvider

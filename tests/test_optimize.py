@@ -14,9 +14,9 @@ import numpy as np
 import orjson
 import pytest
 
-from tacoreservice.backtest.strategies import STRATEGIES
 from tacoreservice.backtest.engine import simulate, statistics, trade_summary
 from tacoreservice.backtest.rules import RULES, rule_positions
+from tacoreservice.backtest.strategies import STRATEGIES
 from tacoreservice.client import TACoreError
 from tacoreservice.config import Settings
 from tacoreservice.market_data.bundled_provider import BundledProvider
