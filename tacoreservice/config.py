@@ -471,6 +471,8 @@ ENV_VARS: dict[str, str] = {
     "TACORE_HEARTBEAT_LIVENESS": "broker.heartbeat_liveness",
     "TACORE_MAX_QUEUE_SIZE": "broker.max_queue_size",
     "TACORE_REPLY_CACHE_TTL_S": "broker.reply_cache_ttl_s",
+    "TACORE_WORKER_CREDIT": "broker.credit",
+    "TACORE_PREFETCH_BELOW_MS": "broker.prefetch_below_ms",
     "TACORE_MAX_MESSAGE_BYTES": "broker.max_message_bytes",
     "TACORE_COMPAT": "broker.compat",
     "TACORE_PLUGINS": "worker.plugins",
