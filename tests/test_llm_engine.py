@@ -21,7 +21,7 @@ import pytest
 
 import tacoreservice.service.methods.analysis  # noqa: F401  (registers the methods)
 from tacoreservice.analysis import roles
-from tacoreservice.analysis.engines import clear_engines, llm, load_engine
+from tacoreservice.analysis.engines import clear_engines, llm, llm_prompts, load_engine
 from tacoreservice.analysis.engines import quant as quant_engine
 from tacoreservice.analysis.engines.llm import UNUSABLE, extract_json, is_local_url
 from tacoreservice.analysis.evidence import compute_evidence
@@ -444,7 +444,7 @@ def test_later_fundamentals_are_not_shown_to_the_model(
     # Even if the role were asked, its data would carry no figures, only why.
     ev = compute_evidence(provider, "AAPL", day)
     as_if = {**roles.fundamentals_analyst(ev), "available": True}
-    data = llm._role_data("fundamentals_analyst", as_if, {"evidence": ev})
+    data = llm_prompts._role_data("fundamentals_analyst", as_if, {"evidence": ev})
     assert data["fundamentals"] == {
         "usable": False,
         "why": f"fundamentals snapshot dated {ev['fundamentals']['snapshot_date']} is after "
