@@ -9,6 +9,7 @@ model's bull argument of that round, not the quant one.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from tacoreservice.analysis.engines.llm_spec import RoleSpec
@@ -49,9 +50,32 @@ def _compact(out: RoleOutput) -> dict[str, Any]:
 
 
 def _quant_view(out: RoleOutput) -> dict[str, Any]:
-    """The quant role's figures as the prompt shows them (no report: the model writes it)."""
+    """The quant role's figures as the prompt shows them (no report: the model writes it).
+    A signal's ``values`` repeat figures its ``text`` quotes and the evidence holds."""
     skip = {"report", "evidence", "role", "notes"}
-    return {k: v for k, v in out.items() if k not in skip}
+    view = {k: v for k, v in out.items() if k not in skip}
+    if isinstance(view.get("signals"), list):
+        view["signals"] = [
+            {k: v for k, v in sig.items() if k != "values"} if isinstance(sig, dict) else sig
+            for sig in view["signals"]
+        ]
+    return view
+
+
+# Figures go to the model with this many significant digits: more only costs tokens (a digit
+# is often a token of its own: prompt evaluation is most of a small local model's time) and
+# no argument turns on the sixth digit of an RSI.
+SIGNIFICANT_DIGITS = 4
+
+
+def _rounded(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return float(f"{obj:.{SIGNIFICANT_DIGITS}g}") if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_rounded(v) for v in obj]
+    return obj
 
 
 def _previous_turn(transcript: list[RoleOutput]) -> dict[str, Any] | None:
@@ -142,6 +166,9 @@ def messages_for(
         f"{keys}"
     )
     user = "Data (JSON):\n" + json.dumps(
-        _role_data(role, quant, ctx), ensure_ascii=False, default=str, separators=(",", ":")
+        _rounded(_role_data(role, quant, ctx)),
+        ensure_ascii=False,
+        default=str,
+        separators=(",", ":"),
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]

@@ -58,6 +58,7 @@ __all__ = [
     "find_model",
     "local_model_server",
     "model_identity",
+    "server_for",
     "shared_server",
 ]
 
@@ -411,7 +412,8 @@ class LocalModelServer:
 # --- who owns a server -----------------------------------------------------------------------
 
 
-def _server_for(llm: Any, log_dir: str | Path | None) -> LocalModelServer:
+def server_for(llm: Any, log_dir: str | Path | None) -> LocalModelServer:
+    """A server (not started) for ``llm.local_model`` as the ``llm.local_*`` settings say."""
     path = find_model(llm.local_model)
     log_path = Path(log_dir) / "llm-server.log" if log_dir else None
     return LocalModelServer(
@@ -431,7 +433,7 @@ def local_model_server(settings: Any) -> Iterator[Any]:
     if not llm.local_model or llm.local_server_url:
         yield settings
         return
-    server = _server_for(llm, settings.logging.dir).start(llm.local_start_timeout_s)
+    server = server_for(llm, settings.logging.dir).start(llm.local_start_timeout_s)
     try:
         yield settings.model_copy(
             update={"llm": llm.model_copy(update={"local_server_url": server.base_url})}
@@ -452,7 +454,7 @@ def shared_server(llm: Any, log_dir: str | Path | None = None) -> LocalModelServ
         server = _shared.get(key)
         if server is not None and server.alive():
             return server
-        server = _server_for(llm, log_dir).start(llm.local_start_timeout_s)
+        server = server_for(llm, log_dir).start(llm.local_start_timeout_s)
         if not _shared:
             atexit.register(_stop_shared)
         _shared[key] = server
