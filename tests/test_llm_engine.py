@@ -45,6 +45,8 @@ class FakeOpenAI:
         self.usage_tokens: int | None = None  # override total_tokens
         self.overrides: dict[str, dict[str, Any]] = {}  # role -> fields merged into answer
         self.fail: dict[str, int] = {}  # role -> HTTP status answered instead
+        # response_format types answered as llama-cpp-python answers a type it lacks
+        self.refuse_formats: set[str] = set()
 
     def reset(self) -> None:
         with self.lock:
@@ -54,6 +56,7 @@ class FakeOpenAI:
         self.usage_tokens = None
         self.overrides.clear()
         self.fail.clear()
+        self.refuse_formats.clear()
 
     def roles_called(self) -> list[str]:
         return [r["role"] for r in self.requests]
@@ -111,10 +114,36 @@ def _make_handler(state: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             role = system.split("\n", 1)[0].removeprefix("role:").strip()
             user = req["messages"][1]["content"]
             data = json.loads(user.split("\n", 1)[1])
+            fmt = req.get("response_format")
             with state.lock:
                 state.requests.append(
-                    {"role": role, "model": req["model"], "messages": req["messages"]}
+                    {
+                        "role": role,
+                        "model": req["model"],
+                        "messages": req["messages"],
+                        "response_format": fmt,
+                    }
                 )
+                garbage_left = state.garbage.get(role, 0)
+                if garbage_left > 0:
+                    state.garbage[role] = garbage_left - 1
+            if fmt is not None and fmt.get("type") in state.refuse_formats:
+                err = json.dumps(  # llama-cpp-python's answer, validation error and all
+                    {
+                        "error": {
+                            "message": "1 validation error: {'type': 'literal_error', 'loc': "
+                            "('body', 'response_format', 'type'), 'msg': \"Input should be "
+                            "'text' or 'json_object'\"}",
+                            "type": "internal_server_error",
+                        }
+                    }
+                )
+                self.send_response(500)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(err)))
+                self.end_headers()
+                self.wfile.write(err.encode())
+                return
                 garbage_left = state.garbage.get(role, 0)
                 if garbage_left > 0:
                     state.garbage[role] = garbage_left - 1
@@ -646,3 +675,94 @@ def test_model_levels_follow_the_direction(
     assert d["rating"] == "HOLD" and d["take_profit"] is None
     assert d["stop_loss"] < d["price"]
     assert roles.HOLD_NO_TAKE_PROFIT in d["reports"]["portfolio_manager"]
+
+
+# --- schema-constrained output and the outcome counts ----------------------------------------
+
+
+def test_response_format_negotiated_once_per_engine(
+    fake: tuple[str, FakeOpenAI], provider: BundledProvider
+) -> None:
+    """An endpoint that refuses OpenAI's json_schema (as llama-cpp-python does) is asked in
+    llama.cpp's json_object + schema dialect from then on; the refusal costs one request."""
+    url, server = fake
+    server.refuse_formats.add("json_schema")
+    d = run(provider, settings_for(url, max_retries=2), research_depth=1, analysts=("market",))
+    formats = [r["response_format"] for r in server.requests]
+    assert formats[0]["type"] == "json_schema"
+    assert [f["type"] for f in formats[1:]] == ["json_object"] * (len(formats) - 1)
+    assert d["model"]["calls"] == len(formats) - 1  # the refusal is no answer
+    assert d["model"]["structured_output_used"] == ["json_object"]
+    # The schema is the role's: its keys, all required, nothing else.
+    market = next(f for r, f in zip(server.requests, formats, strict=True) if f["type"] ==
+                  "json_object" and r["role"] == "market_analyst")  # fmt: skip
+    schema = market["schema"]
+    assert schema["required"] == ["score", "confidence", "report"]
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["report"]["maxLength"] > 0
+    # Learnt for the engine: the next analysis asks in json_object at once.
+    server.reset()
+    server.refuse_formats.add("json_schema")
+    run(provider, settings_for(url, max_retries=2), research_depth=1, analysts=("market",))
+    assert {r["response_format"]["type"] for r in server.requests} == {"json_object"}
+
+
+def test_endpoint_without_structured_output_is_prompted(
+    fake: tuple[str, FakeOpenAI], provider: BundledProvider
+) -> None:
+    url, server = fake
+    server.refuse_formats.update({"json_schema", "json_object"})
+    d = run(provider, settings_for(url), research_depth=1, analysts=("market",))
+    assert d["model"]["structured_output_used"] == ["prompt"]
+    assert server.requests[2]["response_format"] is None
+    assert d["model"]["fallback_roles"] == []
+
+
+def test_structured_output_off_and_explicit(
+    fake: tuple[str, FakeOpenAI], provider: BundledProvider
+) -> None:
+    url, server = fake
+    run(provider, settings_for(url, structured_output="off"), analysts=("market",))
+    assert all(r["response_format"] is None for r in server.requests)
+    # An explicit dialect the endpoint refuses is an error that says what to set.
+    server.reset()
+    clear_engines()
+    server.refuse_formats.add("json_schema")
+    with pytest.raises(ServiceError) as info:
+        run(provider, settings_for(url, structured_output="json_schema"), analysts=("market",))
+    assert info.value.code is ErrorCode.UPSTREAM_ERROR
+    assert "TACORE_LLM_STRUCTURED_OUTPUT" in info.value.message
+
+
+def test_outcomes_used_repaired_fell_back(
+    fake: tuple[str, FakeOpenAI], provider: BundledProvider
+) -> None:
+    url, server = fake
+    server.garbage["trader"] = 1  # usable when asked again: repaired
+    server.garbage["research_manager"] = -1  # never usable: fell back
+    server.overrides["market_analyst"] = {"confidence": 3.0}  # clamped: repaired
+    d = run(provider, settings_for(url), research_depth=1, analysts=("market",))
+    by_role = d["model"]["outputs"]["by_role"]
+    assert by_role["trader"] == {"used": 0, "repaired": 1, "fell_back": 0}
+    assert by_role["research_manager"] == {"used": 0, "repaired": 0, "fell_back": 1}
+    assert by_role["market_analyst"] == {"used": 0, "repaired": 1, "fell_back": 0}
+    # The PM's answer came in a code fence: cut out, so repaired.
+    assert by_role["portfolio_manager"] == {"used": 0, "repaired": 1, "fell_back": 0}
+    assert by_role["bull_researcher"] == {"used": 1, "repaired": 0, "fell_back": 0}
+    outputs = d["model"]["outputs"]
+    assert (outputs["used"], outputs["repaired"], outputs["fell_back"]) == (5, 3, 1)
+    # Each report says what became of the model's answer.
+    assert "repaired: asked again" in d["reports"]["trader"]
+    assert "confidence 3 outside [0, 1]; clamped" in d["reports"]["market_analyst"]
+    assert "cut out of the text" in d["reports"]["portfolio_manager"]
+    assert "used as given" in d["reports"]["bull_researcher"]
+    assert d["reports"]["research_manager"].startswith(f"**{UNUSABLE}**")
+    # Per-role latency and tokens, from the answers' usage.
+    roles_seen = d["model"]["roles"]
+    assert roles_seen["trader"]["calls"] == 2 and roles_seen["trader"]["completion_tokens"] > 0
+
+
+def test_fence_inside_an_answer_string_is_not_the_answer() -> None:
+    inner = json.dumps({"score": 1})
+    text = json.dumps({"argument": f"as quoted: ```json\n{inner}\n```", "x": 1})
+    assert extract_json(text) == json.loads(text)

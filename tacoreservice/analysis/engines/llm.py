@@ -306,7 +306,8 @@ class LLMRunner:
                 )
             except e.APIError as exc:
                 status = getattr(exc, "status_code", None)
-                if dialect is not None and refuses_format(status, str(exc)):
+                said = f"{exc} {getattr(exc, 'body', '')}"
+                if dialect is not None and refuses_format(status, said):
                     self._refused(dialect, status, role, model)
                     continue
                 if probe and self.s.max_retries > 0 and _retryable(exc, e):
