@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -766,3 +767,36 @@ def test_fence_inside_an_answer_string_is_not_the_answer() -> None:
     inner = json.dumps({"score": 1})
     text = json.dumps({"argument": f"as quoted: ```json\n{inner}\n```", "x": 1})
     assert extract_json(text) == json.loads(text)
+
+
+def test_backtest_with_the_llm_engine_reports_wall_time_and_tokens(
+    fake: tuple[str, FakeOpenAI], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tacore backtest --engine llm` over two weeks of one symbol: one analysis a day, and
+    the run's token use beside its wall time (the stand-in keeps it fast; BENCHMARKS.md has
+    the real model's figures)."""
+    from typer.testing import CliRunner
+
+    from tacoreservice.cli import app
+
+    url, server = fake
+    (tmp_path / "config.yaml").write_text("llm: {max_retries: 0}\n")  # no repo config
+    monkeypatch.setenv("TACORE_CONFIG", str(tmp_path / "config.yaml"))
+    monkeypatch.setenv("TACORE_LLM_BASE_URL", url)
+    monkeypatch.setenv("TACORE_LLM_QUICK_MODEL", "fake-quick")
+    monkeypatch.setenv("TACORE_LLM_DEEP_MODEL", "fake-deep")
+    out = tmp_path / "bt.json"
+    result = CliRunner().invoke(
+        app,
+        ["backtest", "--engine", "llm", "--depth", "1", "--symbols", "AAPL"]
+        + ["--start", "2024-03-01", "--end", "2024-03-14", "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(out.read_text())
+    usage = payload["llm_usage"]
+    decisions = payload["decisions"]["AAPL"]
+    assert usage["analyses"] == len(decisions) >= 10  # ten trading days (and the eve)
+    assert usage["calls"] == len(server.requests) > 0
+    assert usage["tokens_used"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
+    assert "wall time:" in result.output
+    assert f"LLM: {usage['analyses']} analyses, {usage['calls']} calls" in result.output
