@@ -800,3 +800,33 @@ def test_backtest_with_the_llm_engine_reports_wall_time_and_tokens(
     assert usage["tokens_used"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
     assert "wall time:" in result.output
     assert f"LLM: {usage['analyses']} analyses, {usage['calls']} calls" in result.output
+
+
+# --- llm.local_model: bad input ---------------------------------------------------------------
+
+
+def test_local_model_that_is_not_there_is_engine_unavailable(tmp_path: Path) -> None:
+    from tacoreservice.analysis.engines.llm_server import find_model
+
+    with pytest.raises(ServiceError) as info:
+        find_model(str(tmp_path / "missing.gguf"))
+    assert info.value.code is ErrorCode.ENGINE_UNAVAILABLE
+    assert "neither a GGUF file nor a packaged model (smollm2)" in info.value.message
+    not_gguf = tmp_path / "weights.gguf"
+    not_gguf.write_bytes(b"PK\x03\x04 not a model")
+    with pytest.raises(ServiceError) as info:
+        find_model(str(not_gguf))
+    assert "is not a GGUF file" in info.value.message
+    with pytest.raises(ServiceError) as info:
+        load_engine("llm", Settings(llm=LLMSettings(local_model=str(not_gguf))))
+    assert info.value.code is ErrorCode.ENGINE_UNAVAILABLE
+
+
+def test_service_with_a_missing_local_model_stops_at_start_and_says_why(tmp_path: Path) -> None:
+    from tests.support.service import ServiceProcesses
+
+    svc = ServiceProcesses(tmp_path, TACORE_LLM_LOCAL_MODEL=tmp_path / "nope.gguf")
+    proc = svc.start_main(wait=False)
+    assert proc.wait(timeout=60) == 2
+    out = (tmp_path / "main-0.out").read_text()
+    assert "cannot start the local model server" in out and "nope.gguf" in out

@@ -497,3 +497,34 @@ def test_cancel_while_a_call_is_in_flight(
     assert all("end" not in c for c in rec.calls)
     time.sleep(1.0)  # nothing new may start meanwhile
     assert len(rec.calls) == 2
+
+
+def test_tacore_llm_serve(tmp_path: Path) -> None:
+    """`tacore llm serve` serves the packaged model on loopback, prints the URL to use, and
+    stops the server with itself."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TACORE_LOG_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+    env.pop("TACORE_SETTINGS_JSON", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tacoreservice", "llm", "serve", "--threads", "1"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(4)]
+        url = next(x for x in lines if x.startswith("TACORE_LLM_BASE_URL=")).strip().split("=")[1]
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
+        with urllib.request.urlopen(f"{url}/models", timeout=10) as resp:
+            assert Path(MODEL_FILE).stem in resp.read().decode()
+        server_pid = int(lines[0].split("(pid ")[1].split(")")[0])
+        assert pid_alive(server_pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert not pid_alive(server_pid)
