@@ -830,3 +830,22 @@ def test_service_with_a_missing_local_model_stops_at_start_and_says_why(tmp_path
     assert proc.wait(timeout=60) == 2
     out = (tmp_path / "main-0.out").read_text()
     assert "cannot start the local model server" in out and "nope.gguf" in out
+
+
+def test_local_model_identity_is_the_file_not_the_port(tmp_path: Path) -> None:
+    """Results are cached by evidence and model: a local model's identity (part of the cache
+    key) is its file, whatever port its server got; another file is another key."""
+    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    a.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    b.write_bytes(b"GGUF" + bytes(reversed(range(256))) * 64)
+
+    def identity(path: Path, url: str) -> dict[str, Any]:
+        clear_engines()
+        llm_settings = LLMSettings(local_model=str(path), local_server_url=url)
+        return load_engine("llm", Settings(llm=llm_settings)).identity()
+
+    first = identity(a, "http://127.0.0.1:40001/v1")
+    assert first == identity(a, "http://127.0.0.1:40002/v1")
+    assert first["local_model"]["file"] == "a.gguf" and "base_url" not in first
+    assert first != identity(b, "http://127.0.0.1:40001/v1")
+    clear_engines()
