@@ -649,7 +649,8 @@ class LLMEngine:
         )
         return ident
 
-    def _get_client(self, base_url: str) -> Any:
+    def _get_client(self, base_url: str | None = None) -> Any:
+        base_url = base_url or self.s.base_url
         try:
             key = self.s.api_key  # read from the environment (or *_FILE) on every analysis
         except ConfigError as exc:  # a refused or unreadable TACORE_LLM_API_KEY_FILE
