@@ -249,8 +249,9 @@ def is_plain_json(text: str | None) -> bool:
 # The text fields share the answer's token budget at this many characters a token: bounded
 # strings keep a small model that rambles from running into max_tokens mid-string, which would
 # cut the JSON short. English runs near 4 characters a token, but a 135M model's hashtags and
-# digits run near 1.5 (a PM answer was seen cut at 384 tokens with 2.5).
-_TEXT_SHARE_CHARS_PER_TOKEN = 1.5
+# digits run near 1.5 (a PM answer was seen cut at 384 tokens with 2.5): one character a token
+# is the bound that cannot overflow. Only llama.cpp's dialect carries it (see response_format).
+_TEXT_SHARE_CHARS_PER_TOKEN = 1.0
 _MIN_TEXT_CHARS = 80
 _JSON_OVERHEAD_TOKENS = 80  # keys, numbers and punctuation around the text
 
