@@ -24,7 +24,7 @@ import tacoreservice.service.methods.analysis  # noqa: F401  (registers the meth
 from tacoreservice.analysis import roles
 from tacoreservice.analysis.engines import clear_engines, llm, llm_prompts, load_engine
 from tacoreservice.analysis.engines import quant as quant_engine
-from tacoreservice.analysis.engines.llm import UNUSABLE, extract_json, is_local_url
+from tacoreservice.analysis.engines.llm import ROLE_SPECS, UNUSABLE, extract_json, is_local_url
 from tacoreservice.analysis.evidence import compute_evidence
 from tacoreservice.analysis.graph import AnalysisRequest, Hooks, run_analysis
 from tacoreservice.config import LLMSettings, Settings
@@ -849,3 +849,14 @@ def test_local_model_identity_is_the_file_not_the_port(tmp_path: Path) -> None:
     assert first["local_model"]["file"] == "a.gguf" and "base_url" not in first
     assert first != identity(b, "http://127.0.0.1:40001/v1")
     clear_engines()
+
+
+def test_schema_string_bounds_stay_within_what_llama_cpp_survives() -> None:
+    from tacoreservice.analysis.engines.llm_spec import MAX_TEXT_CHARS, role_schema
+
+    for tokens in (64, 384, 1200, 32_768):
+        for role, spec in ROLE_SPECS.items():
+            schema = role_schema(spec, tokens)
+            bounds = [p["maxLength"] for p in schema["properties"].values() if "maxLength" in p]
+            assert bounds and all(80 <= b <= MAX_TEXT_CHARS for b in bounds), (role, tokens)
+            assert schema["required"] == list(spec.fields)

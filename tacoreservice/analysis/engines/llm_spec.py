@@ -253,6 +253,10 @@ def is_plain_json(text: str | None) -> bool:
 # is the bound that cannot overflow. Only llama.cpp's dialect carries it (see response_format).
 _TEXT_SHARE_CHARS_PER_TOKEN = 1.0
 _MIN_TEXT_CHARS = 80
+# llama.cpp's grammar turns a string bounded to N characters into N nested optional rules,
+# walked recursively: at N = 1120 its server died with SIGSEGV on the first request (1000 did
+# not, on llama-cpp-python 0.3.36). Well below that, whatever max_answer_tokens says.
+MAX_TEXT_CHARS = 800
 _JSON_OVERHEAD_TOKENS = 80  # keys, numbers and punctuation around the text
 
 
@@ -262,10 +266,8 @@ def role_schema(spec: RoleSpec, max_answer_tokens: int) -> dict[str, Any]:
     nullable prices as a type list. Numeric ranges are not in it (llama.cpp's converter
     ignores minimum/maximum for numbers); :func:`validate` clamps them."""
     texts = sum(1 for kind, _ in spec.fields.values() if kind == "text") or 1
-    text_chars = max(
-        _MIN_TEXT_CHARS,
-        int((max_answer_tokens - _JSON_OVERHEAD_TOKENS) * _TEXT_SHARE_CHARS_PER_TOKEN / texts),
-    )
+    share = (max_answer_tokens - _JSON_OVERHEAD_TOKENS) * _TEXT_SHARE_CHARS_PER_TOKEN / texts
+    text_chars = min(MAX_TEXT_CHARS, max(_MIN_TEXT_CHARS, int(share)))
     props: dict[str, Any] = {}
     for key, (kind, desc) in spec.fields.items():
         if kind == "text":
