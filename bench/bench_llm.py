@@ -46,8 +46,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="server threads (0: every core)")
     ap.add_argument("--symbol", default="AAPL")
     ap.add_argument("--max-answer-tokens", type=int, default=1200)
-    ap.add_argument("--json", help="also write the raw figures here")
+    ap.add_argument("--json", help="also write the raw figures here, after every case")
+    ap.add_argument("--report", help="only print the tables of a --json file (even partial)")
     args = ap.parse_args()
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        report(saved["cases"], saved["quant_ms"], args, saved.get("threads", 0))
+        return
 
     from tacoreservice.analysis.engines import clear_engines, load_engine
     from tacoreservice.analysis.engines.llm_server import LocalModelServer, find_model
@@ -85,11 +90,12 @@ def main() -> None:
                 t0 = time.perf_counter()
                 run_analysis(quant, provider, request, Hooks())
                 quant_ms.append((time.perf_counter() - t0) * 1000)
+                if args.json:  # a long run interrupted still leaves its finished cases
+                    done = {"cases": raw, "quant_ms": quant_ms, "threads": server.threads}
+                    Path(args.json).write_text(json.dumps(done, indent=1))
         clear_engines()
         threads = server.threads
     report(raw, quant_ms, args, threads)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"cases": raw, "quant_ms": quant_ms}, indent=1))
 
 
 def report(
@@ -97,14 +103,16 @@ def report(
 ) -> None:
     print(
         f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}; server threads {threads}; load average before: "
-        f"{os.getloadavg()[0]:.2f}; {args.runs} runs; max_answer_tokens "
-        f"{args.max_answer_tokens}\n"
+        f"{platform.python_version()}; server threads {threads}; load average now: "
+        f"{os.getloadavg()[0]:.2f}; max_answer_tokens {args.max_answer_tokens}\n"
     )
     print("| case | wall s (median) | calls | prompt tok | completion tok | used | repaired "
           "| fell back | quant engine ms |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for case, runs in raw.items():
+        if not runs:
+            print(f"| {case.replace('/', ', depth ')} | not run | | | | | | | |")
+            continue
         outs = [r["model"]["outputs"] for r in runs]
         turns = [o["used"] + o["repaired"] + o["fell_back"] for o in outs]
         share = [
