@@ -150,6 +150,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
     svc = ServiceProcesses(
         tmp,
         workers=1,
+        # The service's default heartbeat, not the harness's 250 ms: at a load average of 13
+        # a worker waiting on the model went 750 ms unheard, was evicted, and its job re-run.
+        TACORE_HEARTBEAT_INTERVAL_MS=1000,
         TACORE_CONFIG=tmp / "config.yaml",
         TACORE_TRADING_CONFIG=REPO / "config" / "trading_config.yaml",
     )
