@@ -30,6 +30,7 @@ import orjson
 import zmq
 
 from tacoreservice import __version__
+from tacoreservice.broker.counters import RequestCounters
 from tacoreservice.broker.worker_pool import WorkerPool, WorkerRecord
 from tacoreservice.config import Settings
 from tacoreservice.monitoring.bridge import MONITOR_ENDPOINT, QUERIES
@@ -37,7 +38,7 @@ from tacoreservice.monitoring.metrics import BrokerMetrics
 from tacoreservice.monitoring.process_stats import ProcessSampler
 from tacoreservice.monitoring.window import RequestWindow
 from tacoreservice.protocol import worker_protocol as wp
-from tacoreservice.protocol.errors import ErrorCode, ServiceError
+from tacoreservice.protocol.errors import ErrorCode, ServiceError, is_client_error
 from tacoreservice.protocol.messages import (
     STANDARD,
     ClientRequest,
@@ -223,13 +224,8 @@ class Broker:
         self._stop = threading.Event()
         self._draining = False
         self._bound = False
+        self.counters = RequestCounters()  # requests, kept so that they add up
         self.stats: dict[str, Any] = {
-            "requests_total": 0,
-            "replies_success": 0,
-            "replies_error": 0,
-            "errors_by_code": Counter(),
-            "retries_joined": 0,
-            "retries_from_cache": 0,
             "redispatched": 0,
             "workers_registered": 0,
             "workers_evicted": 0,
@@ -437,7 +433,7 @@ class Broker:
         envelope = frames[:split]
         content = frames[split:]
         now = time.monotonic()
-        self.stats["requests_total"] += 1
+        self.counters.arrived()
         if len(content) != 1:
             self._reject(
                 envelope,
@@ -496,7 +492,7 @@ class Broker:
                     self._reject_reused_id(envelope, req, body, now)
                     return
                 pending.envelopes.append(envelope)
-                self.stats["retries_joined"] += 1
+                self.counters.retries_joined += 1
                 self.metrics.retry(req.method)
                 return
             cached = self.reply_cache.get(req.request_id, now)
@@ -505,7 +501,7 @@ class Broker:
                 if method != req.method or not _same_params(params, req.params):
                     self._reject_reused_id(envelope, req, body, now)
                     return
-                self.stats["retries_from_cache"] += 1
+                self.counters.retries_from_cache += 1
                 self.metrics.retry(req.method)
                 self._send_client(envelope, reply)
                 return
@@ -1032,7 +1028,11 @@ class Broker:
         if worker is not None:
             worker.served += 1
             if not ok:
-                worker.failed += 1
+                # A client's own mistake (INVALID_PARAMS, ...) is not the worker failing.
+                if is_client_error(meta.get("error_code")):
+                    worker.client_errors += 1
+                else:
+                    worker.failed += 1
         worker_id = worker.worker_id if worker is not None else identity.decode(errors="replace")
         self._finish(
             pending,
@@ -1199,7 +1199,7 @@ class Broker:
     ) -> None:
         started = time.perf_counter()
         detailed = bool(req.params.get("detailed")) if isinstance(req.params, dict) else False
-        data = self.health(detailed)
+        data = self.health(detailed, answering=True)
         if self.cfg.compat:
             data = health_fields(data)
         elapsed = (time.perf_counter() - started) * 1000.0
@@ -1210,7 +1210,9 @@ class Broker:
             envelope, req.request_id, req.method, req.client, raw, reply, elapsed
         )
 
-    def health(self, detailed: bool = False) -> dict[str, Any]:
+    def health(self, detailed: bool = False, answering: bool = False) -> dict[str, Any]:
+        """The health.check answer; ``answering``: for a health.check request, which is itself
+        in progress while it is answered."""
         now = time.monotonic()
         alive = len(self.pool)
         busy = self.pool.busy_count
@@ -1232,15 +1234,9 @@ class Broker:
             "queue_depth": len(self.queue),
             "in_flight": len(self.dispatched),
             "max_queue_size": self.cfg.max_queue_size,
-            "requests": {
-                "total": stats["requests_total"],
-                "success": stats["replies_success"],
-                "error": stats["replies_error"],
-                "errors_by_code": dict(stats["errors_by_code"]),
-                "retries_joined": stats["retries_joined"],
-                "retries_from_cache": stats["retries_from_cache"],
-                "redispatched": stats["redispatched"],
-            },
+            # total = success + error + retries + in_progress (broker/counters.py)
+            "requests": self.counters.snapshot(self._requests_in_progress() + int(answering))
+            | {"redispatched": stats["redispatched"]},
             "cache": {
                 "hits": cache_hits,
                 "misses": cache_misses,
@@ -1271,6 +1267,11 @@ class Broker:
             data["security"] = self.guard.stats()
             data["reply_cache_entries"] = len(self.reply_cache)
         return data
+
+    def _requests_in_progress(self) -> int:
+        """Client requests queued or running (a job's run is not one)."""
+        running = sum(1 for p in self.dispatched.values() if p.job_id is None)
+        return len(self.queue) + running
 
     # ------------------------------------------------------------------ monitoring
 
@@ -1305,6 +1306,7 @@ class Broker:
             # The same process: what it served before the gap still counts.
             record.served += int(row.get("served") or 0)
             record.failed += int(row.get("failed") or 0)
+            record.client_errors += int(row.get("client_errors") or 0)
             cache = row.get("cache") or {}
             self._departed_cache[0] -= int(cache.get("hits") or 0)
             self._departed_cache[1] -= int(cache.get("misses") or 0)
@@ -1407,12 +1409,7 @@ class Broker:
             # A job's minutes are its own figures (tacore_job_duration_seconds, /api/jobs),
             # not the interactive latency an operator watches.
             self.window.record(time.time(), method, latency, ok)
-        stats = self.stats
-        if ok:
-            stats["replies_success"] += 1
-        else:
-            stats["replies_error"] += 1
-            stats["errors_by_code"][error_code or "UNKNOWN"] += 1
+        self.counters.answered(ok, error_code, job)
         if method:
             entry = self.method_stats.get(method)
             if entry is None:

@@ -30,6 +30,31 @@ class ErrorCode(StrEnum):
     INTERNAL = "INTERNAL"
 
 
+# Codes that mean the caller's request was wrong, not allowed, or stopped by the caller: the
+# service did its job. Monitoring counts them apart from the service's own failures, so a
+# worker that answers INVALID_PARAMS to a bad request does not look sick.
+CLIENT_ERROR_CODES = frozenset(
+    {
+        ErrorCode.PARSE_ERROR,
+        ErrorCode.INVALID_REQUEST,
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        ErrorCode.METHOD_NOT_FOUND,
+        ErrorCode.INVALID_PARAMS,
+        ErrorCode.UNAUTHORIZED,
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.DATA_UNAVAILABLE,
+        ErrorCode.CANCELLED,
+        ErrorCode.NOT_FOUND,
+    }
+)
+
+
+def is_client_error(code: str | None) -> bool:
+    """True for a code the caller caused (see :data:`CLIENT_ERROR_CODES`); an unknown or
+    missing code counts as the service's failure."""
+    return code in CLIENT_ERROR_CODES
+
+
 class ServiceError(Exception):
     """An error that becomes a protocol error reply: a stable code and an actionable message."""
 
