@@ -38,7 +38,12 @@ from tacoreservice.monitoring.metrics import BrokerMetrics
 from tacoreservice.monitoring.process_stats import ProcessSampler
 from tacoreservice.monitoring.window import RequestWindow
 from tacoreservice.protocol import worker_protocol as wp
-from tacoreservice.protocol.errors import ErrorCode, ServiceError, is_client_error
+from tacoreservice.protocol.errors import (
+    ErrorCode,
+    ServiceError,
+    did_you_mean,
+    is_client_error,
+)
 from tacoreservice.protocol.messages import (
     STANDARD,
     ClientRequest,
@@ -513,13 +518,14 @@ class Broker:
         known = self.pool.known_methods()
         if known and req.method not in known:
             available = ", ".join(sorted(known | _BROKER_METHODS))
+            hint = did_you_mean(req.method, known | _BROKER_METHODS)
             self._refuse(
                 envelope,
                 req,
                 body,
                 now,
                 ErrorCode.METHOD_NOT_FOUND,
-                f"unknown method {req.method!r}; available: {available}",
+                f"unknown method {req.method!r}{hint}; available: {available}",
             )
             return
 
@@ -648,7 +654,8 @@ class Broker:
             available = ", ".join(sorted(known)) or "(no worker registered yet)"
             raise ServiceError(
                 ErrorCode.METHOD_NOT_FOUND,
-                f"{method!r} cannot run as a job; methods that can: {available}",
+                f"{method!r} cannot run as a job{did_you_mean(method, known)}; "
+                f"methods that can: {available}",
             )
         job_req = ClientRequest("", method, params, STANDARD, None, False, req.client)
         job_id = self.jobs.create(method, params, req.request_id)

@@ -6,6 +6,8 @@ renamed or reused for another meaning. Messages are for people and may improve o
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
@@ -53,6 +55,12 @@ def is_client_error(code: str | None) -> bool:
     """True for a code the caller caused (see :data:`CLIENT_ERROR_CODES`); an unknown or
     missing code counts as the service's failure."""
     return code in CLIENT_ERROR_CODES
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean X?)`` naming the closest choices to a mistyped word, or ``""``."""
+    close = difflib.get_close_matches(word, sorted(set(choices)), n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 class ServiceError(Exception):

@@ -11,7 +11,9 @@ States: queued -> running -> succeeded | failed | cancelled (queued -> cancelled
 from __future__ import annotations
 
 import sqlite3
+import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +211,34 @@ def _row(row: tuple[Any, ...], with_result: bool) -> dict[str, Any]:
         "finished_at": row[15],
         "updated_at": row[16],
     }
+    out.update(job_timing(out))
     if with_result:
         out["result"] = _loads(row[7])
     return out
+
+
+def _epoch(text: Any) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def job_timing(job: dict[str, Any], now: float | None = None) -> dict[str, float | None]:
+    """``elapsed_s`` since the job started (to its end once finished) and, while it runs,
+    ``eta_s``: the time left if it keeps the pace its percent shows so far."""
+    started = _epoch(job.get("started_at"))
+    if started is None:
+        return {"elapsed_s": None, "eta_s": None}
+    end = _epoch(job.get("finished_at")) or (time.time() if now is None else now)
+    elapsed = max(0.0, end - started)
+    eta = None
+    percent = job.get("percent") or 0
+    if job.get("state") == "running" and 0 < percent < 100:
+        eta = elapsed * (100.0 - percent) / percent
+    return {
+        "elapsed_s": round(elapsed, 3),
+        "eta_s": None if eta is None else round(eta, 1),
+    }
