@@ -28,8 +28,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from tacoreservice.config import ConfigError
-
 __all__ = [
     "ConfigOpt",
     "EndpointOpt",
@@ -105,7 +103,7 @@ def fail_from(exc: BaseException) -> NoReturn:
 
 
 def load_settings_or_exit(config: str | None, overrides: dict[str, Any] | None = None) -> Any:
-    from tacoreservice.config import load_settings
+    from tacoreservice.config import ConfigError, load_settings
 
     try:
         return load_settings(config, overrides=overrides)
@@ -155,11 +153,12 @@ def client_for(endpoint: str | None, *, check: bool = True, **kwargs: Any) -> An
     environment: TACORE_CURVE_SERVER_KEY (the broker's server.key) and TACORE_CURVE_CLIENT_KEY
     (this module's NAME.key_secret); TACORE_CLIENT_NAME names the caller when security is
     off."""
-    from tacoreservice.client import TACoreClient
-
     targets = endpoints(endpoint)
     if check and not any(listening(e) for e in targets):
         fail(ExitCode.UNREACHABLE, f"nothing is listening on {', '.join(targets)}. {START_HINT}")
+    from tacoreservice.client import TACoreClient
+    from tacoreservice.config import ConfigError
+
     try:
         return TACoreClient(
             targets,
