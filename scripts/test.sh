@@ -20,5 +20,5 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 source scripts/_venv.sh
-"$PY" -m pip install -q --disable-pip-version-check -e ".[dev]"
+install_project ".[dev]"
 exec "$PY" -m pytest -q "$@"

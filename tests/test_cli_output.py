@@ -182,3 +182,26 @@ def test_a_stopped_service_fails_within_2_s_with_the_hint(
     assert f"nothing is listening on tcp://127.0.0.1:{port}" in run.stderr
     assert "./scripts/serve.sh" in run.stderr
     assert took < 2.0, f"took {took:.2f} s"
+
+
+def test_serve_sh_is_quiet_on_a_warm_start() -> None:
+    """The README's first command installs once; later starts print nothing before the
+    service's own lines (here `--help`, so nothing starts)."""
+    env = {**os.environ, "TACORE_VENV": sys.prefix}
+    first = subprocess.run(
+        [str(REPO / "scripts" / "serve.sh"), "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run(
+        [str(REPO / "scripts" / "serve.sh"), "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0 and again.stderr == "", again.stderr
+    assert "Run everything on this host" in again.stdout
