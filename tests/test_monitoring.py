@@ -334,10 +334,10 @@ def test_timeseries_and_events(service: ServiceProcesses, traffic: dict[str, Any
                 break
     assert data is not None
     assert data["status"]["workers"]["alive"] == 2
-    assert {"workers", "methods", "point", "recent_requests", "recent_failures", "jobs"} <= set(
-        data
-    )
-    assert any(f["error_code"] == "INVALID_PARAMS" for f in data["recent_failures"])
+    assert {"workers", "methods", "point", "recent_requests", "failure_groups", "jobs"} <= set(data)
+    invalid = next(g for g in data["failure_groups"] if g["error_code"] == "INVALID_PARAMS")
+    assert invalid["kind"] == "client" and invalid["count"] >= 2
+    assert invalid["latest"]["request_id"] in traffic["bad_ids"]
 
 
 def test_jobs_endpoints(service: ServiceProcesses) -> None:

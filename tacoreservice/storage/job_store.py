@@ -22,7 +22,7 @@ import orjson
 from tacoreservice.protocol.messages import json_dumps, utc_timestamp
 from tacoreservice.storage.database import open_database
 
-__all__ = ["JobStore", "TERMINAL_STATES", "JOB_STATES", "get_job", "list_jobs"]
+__all__ = ["JobStore", "TERMINAL_STATES", "JOB_STATES", "count_jobs", "get_job", "list_jobs"]
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
@@ -190,6 +190,21 @@ def list_jobs(
         (*args, limit, offset),
     ).fetchall()
     return [_row(r, with_result=False) for r in rows]
+
+
+def count_jobs(
+    conn: sqlite3.Connection, state: str | None = None, method: str | None = None
+) -> int:
+    """How many jobs :func:`list_jobs` pages through with the same filters."""
+    clauses, args = [], []
+    if state is not None:
+        clauses.append("state = ?")
+        args.append(state)
+    if method is not None:
+        clauses.append("method = ?")
+        args.append(method)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    return int(conn.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()[0])
 
 
 def _row(row: tuple[Any, ...], with_result: bool) -> dict[str, Any]:
