@@ -22,13 +22,15 @@ function route() {
   return { page, arg: parts[1] || "" };
 }
 
-async function load(page, arg) {
+async function load(page, arg, refresh = false) {
   if (page === "jobs") {
-    await refreshJobs();
+    await refreshJobs(); // re-reads the open job too
+    if (refresh) return;
     if (arg) await showJob(arg);
     else closeJob();
-  } else if (page === "requests") await loadRequests();
-  else if (page === "portfolio") await loadPortfolio();
+  } else if (page === "requests") {
+    if (!refresh) await loadRequests();
+  } else if (page === "portfolio") await loadPortfolio();
   else if (page === "decisions") await loadDecisions();
   else if (page === "analysis") await loadAnalysis(arg);
 }
@@ -47,7 +49,7 @@ function show() {
   load(page, arg).catch(() => {});
   if (REFRESH_MS[page]) {
     refreshTimer = setInterval(() => {
-      if (current === page && !document.hidden) load(page, page === "jobs" ? "" : arg).catch(() => {});
+      if (current === page && !document.hidden) load(page, arg, true).catch(() => {});
     }, REFRESH_MS[page]);
   }
 }

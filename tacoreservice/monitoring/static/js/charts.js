@@ -272,7 +272,8 @@ export class SeriesChart {
     hi = Math.ceil(hi / step) * step;
     const labels = [];
     for (let v = lo; v <= hi + step / 2; v += step) labels.push(v);
-    const L = Math.ceil(Math.max(...labels.map((v) => ctx.measureText(fmt(v)).width))) + 10;
+    const fmtAxis = (v) => fmt(v, step);
+    const L = Math.ceil(Math.max(...labels.map((v) => ctx.measureText(fmtAxis(v)).width))) + 10;
     const levelW = this.levels.length
       ? Math.ceil(Math.max(...this.levels.map((l) => ctx.measureText(`${l.label} ${fmt(l.value)}`).width))) + 8
       : 8;
@@ -296,7 +297,7 @@ export class SeriesChart {
       ctx.moveTo(L, yy);
       ctx.lineTo(L + pw, yy);
       ctx.stroke();
-      ctx.fillText(fmt(v), L - 6, yy);
+      ctx.fillText(fmtAxis(v), L - 6, yy);
     }
     // Date marks: about one per 110 px.
     const marks = Math.max(2, Math.floor(pw / 110));
@@ -323,11 +324,20 @@ export class SeriesChart {
     drawRuns(ctx, [run], cssVar(this.opts.colorVar), this.opts.fill ? base : undefined);
     ctx.restore();
 
-    // Levels: dashed lines across the chart, named at the right edge.
+    // Levels: dashed lines across the chart, named at the right edge; names of levels close
+    // together are spread apart so they never print over each other.
     ctx.textAlign = "left";
     ctx.textBaseline = "middle";
-    for (const level of this.levels) {
-      const yy = Math.round(y(level.value)) + 0.5;
+    const named = this.levels.map((level) => ({ level, yy: Math.round(y(level.value)) + 0.5 }));
+    named.sort((a, b) => a.yy - b.yy);
+    let prev = -Infinity;
+    for (const n of named) {
+      n.ty = Math.max(n.yy, prev + 12);
+      prev = n.ty;
+    }
+    const overflow = prev - (T + ph + 6);
+    if (overflow > 0) for (const n of named) n.ty -= overflow;
+    for (const { level, yy, ty } of named) {
       const color = cssVar(level.colorVar);
       ctx.strokeStyle = color;
       ctx.setLineDash(level.dash ? [5, 4] : []);
@@ -337,7 +347,7 @@ export class SeriesChart {
       ctx.stroke();
       ctx.setLineDash([]);
       ctx.fillStyle = color;
-      ctx.fillText(`${level.label} ${fmt(level.value)}`, L + pw + 4, yy);
+      ctx.fillText(`${level.label} ${fmt(level.value)}`, L + pw + 4, ty);
     }
 
     if (this.hoverX !== null && this.hoverX >= L && this.hoverX <= L + pw) {

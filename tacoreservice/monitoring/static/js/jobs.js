@@ -121,9 +121,13 @@ export async function showJob(jobId) {
   ];
   if (job.error) children.push(el("p", { className: "err" }, [el("span", { className: "err-code", text: job.error.code }), el("span", { className: "err-msg", text: job.error.message })]));
   if (roles.length) {
+    // A long job (hundreds of steps) lists what is done and running, then how many wait.
+    const shown = roles.length > 40 ? roles.filter(([, st]) => st !== "pending").slice(-30) : roles;
+    const waiting = roles.length - shown.length;
     children.push(
-      el("ol", { className: "roles", dataset: { testid: "job-roles" } }, roles.map(([name, state]) => el("li", { className: `role role-${state}`, dataset: { state } }, [el("span", { text: name }), el("span", { className: "job-meta", text: state })]))),
+      el("ol", { className: "roles", dataset: { testid: "job-roles" } }, shown.map(([name, state]) => el("li", { className: `role role-${state}`, dataset: { state } }, [el("span", { text: name }), el("span", { className: "job-meta", text: state })]))),
     );
+    if (waiting > 0) children.push(el("p", { className: "job-meta", text: `… and ${waiting} more (pending or earlier)` }));
   }
   if (job.params) children.push(el("h3", { text: "Params" }), el("pre", { className: "json", text: JSON.stringify(job.params, null, 2) }));
   if (job.result !== null && job.result !== undefined) {

@@ -24,7 +24,7 @@ import {
 const fmtAxisMoney = (v) => (Math.abs(v) >= 1e6 ? `${(v / 1e6).toFixed(3)}M` : Math.abs(v) >= 1e4 ? `${Math.round(v / 1000)}k` : fmtMoney(v));
 
 const equityChart = new SeriesChart(byTestId("chart-equity"), { colorVar: "--series-requests", fmt: fmtAxisMoney, fill: true, empty: "no fills yet" });
-const drawdownChart = new SeriesChart(byTestId("chart-drawdown"), { colorVar: "--series-errors", fmt: (v) => `${(v * 100).toFixed(1)}%`, fill: true, zeroBased: true, empty: "no fills yet" });
+const drawdownChart = new SeriesChart(byTestId("chart-drawdown"), { colorVar: "--series-errors", fmt: (v, step) => `${(v * 100).toFixed(step !== undefined && step * 100 < 0.1 ? 2 : 1)}%`, fill: true, zeroBased: true, empty: "no fills yet" });
 
 const pnlLevel = (v) => (isNum(v) && v < 0 ? "bad" : "");
 
