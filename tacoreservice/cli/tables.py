@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.table import Column, Table
 from rich.text import Text
 
+from tacoreservice.reports.decision import fmt_price
+
 __all__ = ["fit", "money", "new_table", "number", "pct", "price", "show"]
 
 
@@ -92,11 +94,7 @@ def _finite(value: Any) -> float | None:
 
 def price(value: Any) -> str:
     """A price rounded as a quote board shows it: 2 decimals, 4 below 1, 6 below 0.01."""
-    x = _finite(value)
-    if x is None:
-        return "-"
-    digits = 2 if abs(x) >= 1 else 4 if abs(x) >= 0.01 else 6
-    return f"{x:,.{digits}f}"
+    return fmt_price(value, missing="-")
 
 
 def money(value: Any) -> str:

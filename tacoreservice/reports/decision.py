@@ -19,6 +19,7 @@ from typing import Any
 __all__ = [
     "DAILY_STALE_DAYS",
     "data_age_days",
+    "fmt_price",
     "level_notes",
     "role_title",
     "stale_warning",
@@ -50,10 +51,11 @@ def _num(value: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def fmt_price(value: Any) -> str:
+def fmt_price(value: Any, missing: str = "none") -> str:
+    """A price rounded as a quote board shows it: 2 decimals, 4 below 1, 6 below 0.01."""
     x = _num(value)
     if x is None:
-        return "none"
+        return missing
     digits = 2 if abs(x) >= 1 else 4 if abs(x) >= 0.01 else 6
     return f"{x:,.{digits}f}"
 

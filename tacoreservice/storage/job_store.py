@@ -169,6 +169,17 @@ def get_job(
     return None if row is None else _row(row, with_result)
 
 
+def _job_filters(state: str | None, method: str | None) -> tuple[str, list[Any]]:
+    clauses, args = [], []
+    if state is not None:
+        clauses.append("state = ?")
+        args.append(state)
+    if method is not None:
+        clauses.append("method = ?")
+        args.append(method)
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
+
+
 def list_jobs(
     conn: sqlite3.Connection,
     state: str | None = None,
@@ -177,14 +188,7 @@ def list_jobs(
     offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Jobs newest first, without their results."""
-    clauses, args = [], []
-    if state is not None:
-        clauses.append("state = ?")
-        args.append(state)
-    if method is not None:
-        clauses.append("method = ?")
-        args.append(method)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    where, args = _job_filters(state, method)
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY created_at DESC, job_id LIMIT ? OFFSET ?",
         (*args, limit, offset),
@@ -196,14 +200,7 @@ def count_jobs(
     conn: sqlite3.Connection, state: str | None = None, method: str | None = None
 ) -> int:
     """How many jobs :func:`list_jobs` pages through with the same filters."""
-    clauses, args = [], []
-    if state is not None:
-        clauses.append("state = ?")
-        args.append(state)
-    if method is not None:
-        clauses.append("method = ?")
-        args.append(method)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    where, args = _job_filters(state, method)
     return int(conn.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()[0])
 
 

@@ -625,6 +625,12 @@ def query_request_logs(
         symbol,
         error_kind,
     )
+    return _newest(conn, where, params, limit, offset)
+
+
+def _newest(
+    conn: sqlite3.Connection, where: str, params: list[Any], limit: int, offset: int = 0
+) -> list[dict[str, Any]]:
     cur = conn.execute(
         f"SELECT {_SELECT_COLUMNS} FROM request_logs{where} "
         "ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
@@ -679,13 +685,7 @@ def failure_groups(
     out = []
     for code, count, first_at, last_at in groups:
         code_where = where + " AND COALESCE(error_code, 'UNKNOWN') = ?"
-        cur = conn.execute(
-            f"SELECT {_SELECT_COLUMNS} FROM request_logs{code_where} "
-            "ORDER BY created_at DESC, rowid DESC LIMIT 1",
-            [*params, code],
-        )
-        names = [d[0] for d in cur.description]
-        row = cur.fetchone()
+        latest = _newest(conn, code_where, [*params, code], 1)
         out.append(
             {
                 "error_code": code,
@@ -693,7 +693,7 @@ def failure_groups(
                 "count": int(count),
                 "first_at": first_at,
                 "last_at": last_at,
-                "latest": dict(zip(names, row, strict=True)) if row else None,
+                "latest": latest[0] if latest else None,
             }
         )
     return out

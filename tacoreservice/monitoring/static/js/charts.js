@@ -34,6 +34,23 @@ function prepare(canvas) {
   return { ctx, w, h };
 }
 
+// Horizontal grid lines at `labels`, each value written left of the plot.
+function yGrid(ctx, cssVar, labels, y, L, pw, fmt) {
+  ctx.strokeStyle = cssVar("--grid");
+  ctx.fillStyle = cssVar("--muted");
+  ctx.lineWidth = 1;
+  ctx.textAlign = "right";
+  ctx.textBaseline = "middle";
+  for (const v of labels) {
+    const yy = Math.round(y(v)) + 0.5;
+    ctx.beginPath();
+    ctx.moveTo(L, yy);
+    ctx.lineTo(L + pw, yy);
+    ctx.stroke();
+    ctx.fillText(fmt(v), L - 6, yy);
+  }
+}
+
 function drawRuns(ctx, runs, color, fillTo) {
   for (const r of runs) {
     if (fillTo !== undefined && r.length > 1) {
@@ -119,19 +136,7 @@ export class TimeChart {
     const x = (t) => L + ((t - start) / this.windowS) * pw;
     const y = (v) => T + ph - (v / top) * ph;
 
-    ctx.strokeStyle = cssVar("--grid");
-    ctx.fillStyle = muted;
-    ctx.lineWidth = 1;
-    ctx.textAlign = "right";
-    ctx.textBaseline = "middle";
-    for (const v of labels) {
-      const yy = Math.round(y(v)) + 0.5;
-      ctx.beginPath();
-      ctx.moveTo(L, yy);
-      ctx.lineTo(L + pw, yy);
-      ctx.stroke();
-      ctx.fillText(this.fmt(v), L - 6, yy);
-    }
+    yGrid(ctx, cssVar, labels, y, L, pw, this.fmt);
     // Time axis: minute marks every 3 min on a laptop, every 5 min on a narrow phone.
     const tickEvery = pw < 360 ? 300 : 180;
     ctx.textAlign = "center";
@@ -286,19 +291,7 @@ export class SeriesChart {
     const x = (i) => L + (n === 1 ? pw / 2 : (i / (n - 1)) * pw);
     const y = (v) => T + ph - ((v - lo) / (hi - lo)) * ph;
 
-    ctx.strokeStyle = cssVar("--grid");
-    ctx.fillStyle = muted;
-    ctx.lineWidth = 1;
-    ctx.textAlign = "right";
-    ctx.textBaseline = "middle";
-    for (const v of labels) {
-      const yy = Math.round(y(v)) + 0.5;
-      ctx.beginPath();
-      ctx.moveTo(L, yy);
-      ctx.lineTo(L + pw, yy);
-      ctx.stroke();
-      ctx.fillText(fmtAxis(v), L - 6, yy);
-    }
+    yGrid(ctx, cssVar, labels, y, L, pw, fmtAxis);
     // Date marks: about one per 110 px.
     const marks = Math.max(2, Math.floor(pw / 110));
     ctx.textAlign = "center";
