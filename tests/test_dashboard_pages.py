@@ -307,6 +307,22 @@ def test_operations_and_requests_pages_fit_both_screens(
         "() => document.querySelector('[data-testid=\"requests-status\"]').dataset.total === '6'",
         timeout=WAIT_MS,
     )
+    # The requests card adds up: total = ok + client errors + service errors + retries + in
+    # progress (one snapshot sets them all), and a client's INVALID_PARAMS is not a failure.
+    page.goto(f"{desk.api_url}/#/")
+    page.wait_for_selector('[data-testid="failure-row"][data-error-code="INVALID_PARAMS"]')
+    card: dict[str, str] = page.evaluate(
+        "() => ({...document.querySelector('[data-testid=\"card-requests-total\"]').dataset})"
+    )
+    parts = ("success", "clientErrors", "serviceErrors", "retries", "inProgress")
+    assert int(card["value"]) == sum(int(card[k] or 0) for k in parts), card
+    assert int(card["clientErrors"]) >= 1 and int(card["serviceErrors"]) == 0, card
+    assert (
+        page.get_attribute(
+            '[data-testid="failure-row"][data-error-code="INVALID_PARAMS"]', "data-kind"
+        )
+        == "client"
+    )
     assert errors == []
     page.context.close()
     shoot_both(browser, desk, "", "operations", '[data-testid="failure-row"]')
