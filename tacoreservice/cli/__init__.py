@@ -2,8 +2,8 @@
 
 One module per group of verbs, each registering on :data:`app` when imported: ``run``
 (serve, broker, worker, keys), ``calls`` (call, health), ``analysis`` (analyze, scan),
-``backtest``, ``trading`` (portfolio, orders), ``jobs``, ``demo``, ``ops`` (backup,
-restore, watchdog) and :mod:`tacoreservice.evaluation.cli` (evaluate, calibrate). What they
+``backtest``, ``trading`` (portfolio, orders), ``jobs``, ``llm`` (serve), ``demo``, ``ops``
+(backup, restore, watchdog) and :mod:`tacoreservice.evaluation.cli` (evaluate, calibrate). What they
 share, the exit codes among it, is in :mod:`tacoreservice.cli.common`.
 """
 
@@ -19,6 +19,7 @@ from tacoreservice.cli import (  # noqa: F401  (each registers its verbs)
     calls,
     demo,
     jobs,
+    llm,
     ops,
     run,
     trading,

@@ -199,8 +199,11 @@ def _backtest_window(
     else:
         png = Path(f"backtest_{result.start}_{result.end}.png")
     report.equity_png(result, png)
-    payload = result.to_json() | {"chart": str(png)}
-    extra = [f"equity curves: {png}", f"wall time: {result.elapsed_s:.1f} s"]
+    from tacoreservice.cli.llm import llm_usage_lines
+
+    usage, usage_lines = llm_usage_lines(engine, settings)
+    payload = result.to_json() | {"chart": str(png)} | usage
+    extra = [f"equity curves: {png}", f"wall time: {result.elapsed_s:.1f} s", *usage_lines]
     return payload, result.rows(), report.comparison_table(result), extra
 
 
