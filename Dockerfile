@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # TACoreService image: the broker + monitoring API, a worker, `tacore`, and the ScanPulse demo.
-# docker-compose.yml picks the role with `command:`; see README "Deploy".
+# docker-compose.yml picks the role with `command:`; see docs/deployment.md.
 #
 # Two stages: the build stage installs the package and its dependencies into a virtualenv; the
 # runtime stage gets only that virtualenv, so pip's caches and build tools stay out of the image.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Deploy TACoreService with Docker Compose (docker-compose.yml beside this file): the broker
 # with the monitoring API, 4 workers, Redis and the ScanPulse demo, CURVE on. deploy.bat does
-# the same on Windows. See README "Deploy".
+# the same on Windows. See docs/deployment.md.
 #
 #   ./deploy.sh [up]      prepare, build, start, wait until healthy, print the addresses
 #   ./deploy.sh prepare   only write what compose needs: keys/ (CURVE) and .env (secrets);

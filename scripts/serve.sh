@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh
-"$PY" -m pip install -q --disable-pip-version-check -e .
+install_project .
 exec "$PY" -m tacoreservice.cli serve "$@"

@@ -20,7 +20,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 source scripts/_venv.sh
-"$PY" -m pip install -q --disable-pip-version-check -e ".[dev]"
+install_project ".[dev]"
 # The llm engine's tests run against a real local model: llama-cpp-python, built portable once
 # and then reused from a wheelhouse (minutes the first time, seconds after), and SmolLM2-135M.
 # TACORE_SKIP_LLM_LOCAL=1 leaves them out: those tests then skip and say why; otherwise a

@@ -36,6 +36,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tacoreservice.cli.tables import new_table, price
+from tacoreservice.cli.tables import show as show_table
 from tacoreservice.client import TACoreClient, TACoreError
 
 __all__ = [
@@ -216,14 +218,14 @@ def _summary(scanpulse: ModuleType, config: Any) -> tuple[Table, list[str]]:
         notified = {n["opportunity_id"] for n in store.notifications()}
     finally:
         store.close()
-    table = Table(title="ScanPulse: each opportunity's way through the chain")
+    table = new_table("ScanPulse: each opportunity's way through the chain")
     for col in ("symbol", "bar", "score", "decision", "risk", "order", "fill", "notified", "state"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col != "fill")
     reasons = []
     for r in rows:
         approved = r.get("risk_approved")
         fill = (
-            f"{float(r['filled_quantity']):g} @ {float(r['fill_price']):.2f}"
+            f"{float(r['filled_quantity']):g} @ {price(float(r['fill_price']))}"
             if r.get("fill_price")
             else "-"
         )
@@ -302,7 +304,7 @@ def run_demo(opts: DemoOptions, console: Console) -> int:
         for name, exc in pipeline.errors:
             console.print(f"[bold red]{name} stopped: {escape(repr(exc))}[/]")
         table, reasons = _summary(scanpulse, config)
-        console.print(table)
+        show_table(table, console, drop=("notified", "bar", "order", "risk"))
         for line in reasons:
             console.print(f"[dim]{escape(line)}[/]")
         if not drained:

@@ -118,7 +118,7 @@ def test_decision_shape_is_complete(provider: BundledProvider) -> None:
     assert d["engine"] == "quant" and d["model"]["deterministic"] is True
     assert d["rating"] in roles.RATINGS
     assert d["action"] == roles.action_for_rating(d["rating"])
-    assert 0.0 <= d["confidence"] <= 1.0 and 0.0 <= d["risk_score"] <= 1.0
+    assert 0.0 <= d["confidence"] <= 1.0 and 0.0 <= d["risk_score"] <= 100.0
     assert 0.0 <= d["position_size_pct"] <= roles.MAX_POSITION_PCT
     assert set(d["reports"]) == set(ROLE_NAMES)
     assert set(d["evidence"]) == set(ROLE_NAMES)

@@ -17,38 +17,20 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.browser import (
+    CHROMIUM,
+    WAIT_MS,
+    needs_chromium,
+    open_dashboard,
+    save_screenshot,
+    wait_live,
+)
 from tests.support.service import ServiceProcesses
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-# Two cores shared with other test runs: waits are generous, they end as soon as the page agrees.
-WAIT_MS = 30_000
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="browser test needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
-)
+pytestmark = needs_chromium
 
 if CHROMIUM.exists():
-    from playwright.sync_api import Browser, Page, sync_playwright
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield chromium
-        chromium.close()
+    from playwright.sync_api import Browser, Page
 
 
 @pytest.fixture
@@ -57,28 +39,6 @@ def svc(tmp_path: Path) -> Iterator[ServiceProcesses]:
     service.start_main()
     yield service
     service.stop()
-
-
-def open_dashboard(
-    browser: Browser, url: str, width: int = 1366, height: int = 900, dark: bool = False
-) -> tuple[Page, list[str]]:
-    """A fresh browser context (own sessionStorage) on ``url``; also the page's script errors."""
-    context = browser.new_context(
-        viewport={"width": width, "height": height},
-        color_scheme="dark" if dark else "light",
-        is_mobile=width < 600,
-        has_touch=width < 600,
-    )
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.goto(url)
-    return page, errors
-
-
-def wait_live(page: Page) -> None:
-    page.wait_for_selector('[data-testid="live-indicator"][data-state="live"]', timeout=WAIT_MS)
 
 
 def worker_rows(page: Page) -> list[dict[str, Any]]:
@@ -121,14 +81,6 @@ def canvas_pixels(page: Page, name: str) -> str:
         name,
     )
     return pixels
-
-
-def save_screenshot(page: Page, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / name
-    page.evaluate("window.scrollTo(0, 0)")  # else the sticky header lands mid-page
-    page.screenshot(path=str(path), full_page=True)
-    return path
 
 
 ALIVE_2 = "(rows) => rows.filter((r) => r.state !== 'dead').length === 2"

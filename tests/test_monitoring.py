@@ -117,6 +117,35 @@ def test_status_has_counters_rates_and_no_secrets(
     assert body["config"]["llm"].get("api_key") is None and "token" not in body["config"]["api"]
 
 
+def test_totals_add_up_and_client_errors_are_not_worker_failures(
+    service: ServiceProcesses, traffic: dict[str, Any]
+) -> None:
+    """ "1,002 total, 793 ok, 223 errors" must not happen: every request is in one bucket, and a
+    worker that answers a client's INVALID_PARAMS has not failed."""
+    with service.client() as c:
+        fail = c.request("test.fail", {})  # the worker's own failure (INTERNAL)
+        assert fail["error"]["code"] == "INTERNAL"
+        job_id = c.call("job.submit", {"method": "test.echo", "params": {"x": 1}})["job_id"]
+    _poll(lambda: _get(service, f"/api/jobs/{job_id}").json()["state"] == "succeeded")
+
+    def check(req: dict[str, Any]) -> None:
+        assert req["total"] == (
+            req["success"] + req["error"] + req["retries"] + req["in_progress"]
+        ), req
+        assert req["error"] == req["client_errors"] + req["service_errors"], req
+        assert sum(req["errors_by_code"].values()) == req["error"], req
+        assert req["client_errors"] >= 3  # 2 INVALID_PARAMS + 1 METHOD_NOT_FOUND
+        assert req["service_errors"] >= 1  # test.fail
+        assert req["job_runs"]["succeeded"] >= 1  # the run is not a second client request
+
+    check(_get(service, "/api/status").json()["requests"])
+    health = service.health(detailed=True)
+    check(health["requests"])
+    workers = health["worker_list"]
+    assert sum(w["client_errors"] for w in workers) == 2  # the two NOPE symbols
+    assert sum(w["failed"] for w in workers) == 1  # test.fail only
+
+
 def test_docs_and_openapi(service: ServiceProcesses) -> None:
     assert _get(service, "/docs").status_code == 200
     spec = _get(service, "/openapi.json").json()
@@ -138,7 +167,8 @@ def test_workers_endpoints(service: ServiceProcesses, traffic: dict[str, Any]) -
             assert w["pid"] and w["host"] and w["started_at"] and w["registered_at"]
             assert 0 <= w["heartbeat_age_s"] < 5
         assert sum(w["served"] for w in live) >= 7
-        assert sum(w["failed"] for w in live) >= 2
+        # The two unknown symbols are the clients' mistakes, not the workers' failures.
+        assert sum(w["client_errors"] for w in live) >= 2
 
 
 def test_busy_worker_shows_its_current_request(service: ServiceProcesses) -> None:
@@ -304,10 +334,10 @@ def test_timeseries_and_events(service: ServiceProcesses, traffic: dict[str, Any
                 break
     assert data is not None
     assert data["status"]["workers"]["alive"] == 2
-    assert {"workers", "methods", "point", "recent_requests", "recent_failures", "jobs"} <= set(
-        data
-    )
-    assert any(f["error_code"] == "INVALID_PARAMS" for f in data["recent_failures"])
+    assert {"workers", "methods", "point", "recent_requests", "failure_groups", "jobs"} <= set(data)
+    invalid = next(g for g in data["failure_groups"] if g["error_code"] == "INVALID_PARAMS")
+    assert invalid["kind"] == "client" and invalid["count"] >= 2
+    assert invalid["latest"]["request_id"] in traffic["bad_ids"]
 
 
 def test_jobs_endpoints(service: ServiceProcesses) -> None:

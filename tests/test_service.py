@@ -765,11 +765,21 @@ def test_worker_sigterm_finishes_request_then_disconnects(tmp_path: Path) -> Non
 def test_cli_call_and_health(service: ServiceProcesses) -> None:
     run = service.cli("call", "get.market_data", "symbol=600519.SH", "history=2", timeout=60)
     assert run.returncode == 0, run.stderr
-    reply = orjson.loads(run.stdout)
-    assert reply["data"]["symbol"] == "600519" and len(reply["data"]["history"]) == 2
+    data = orjson.loads(run.stdout)  # the data, once (no `result` copy, no envelope)
+    assert data["symbol"] == "600519" and len(data["history"]) == 2
+    raw = service.cli("call", "get.market_data", "symbol=AAPL", "--raw", timeout=60)
+    reply = orjson.loads(raw.stdout)
+    assert (
+        raw.returncode == 0 and reply["status"] == "success" and reply["data"]["symbol"] == "AAPL"
+    )
     bad = service.cli("call", "get.market_data", "symbol=NOPE1", timeout=60)
-    assert bad.returncode == 1 and orjson.loads(bad.stdout)["error"]["code"] == "INVALID_PARAMS"
+    assert bad.returncode == 1 and bad.stdout == "" and "INVALID_PARAMS" in bad.stderr
+    bad_raw = service.cli("call", "get.market_data", "symbol=NOPE1", "--raw", timeout=60)
+    assert bad_raw.returncode == 1
+    assert orjson.loads(bad_raw.stdout)["error"]["code"] == "INVALID_PARAMS"
+    typo = service.cli("call", "get.marketdata", "symbol=AAPL", timeout=60)
+    assert typo.returncode == 1 and "did you mean get.market_data?" in typo.stderr
     health = service.cli("health", "--json", timeout=60)
     assert health.returncode == 0 and orjson.loads(health.stdout)["status"] == "healthy"
     down = service.cli("health", "-e", "tcp://127.0.0.1:1", "--timeout-ms", "200", timeout=60)
-    assert down.returncode == 1 and "unhealthy" in down.stderr
+    assert down.returncode == 3 and "nothing is listening" in down.stderr

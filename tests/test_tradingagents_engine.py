@@ -95,7 +95,7 @@ def test_cn_dialect_is_normalised(stub: Any, provider: BundledProvider) -> None:
     assert d["rating"] == "BUY" and d["action"] == "BUY"
     assert d["confidence"] == pytest.approx(0.72)
     assert d["target_price"] == pytest.approx(123.45)
-    assert d["risk_score"] == pytest.approx(0.35)
+    assert d["risk_score"] == pytest.approx(35.0)  # the decision says risk on 0-100
     assert d["reasoning"] == "技术面向好，基本面稳健。"
     assert d["model"]["dialect"] == "tradingagents-cn"
     assert stub.calls[-1]["analysts"] == ["market", "fundamentals"]

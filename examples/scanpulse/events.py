@@ -13,6 +13,15 @@ from typing import Any
 __all__ = ["describe"]
 
 
+def _price(value: Any) -> str:
+    """A price as a quote board shows it (2 decimals, more below 1)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{x:.2f}" if abs(x) >= 1 else f"{x:.4f}" if abs(x) >= 0.01 else f"{x:.6f}"
+
+
 def _num(x: Any, fmt: str = ".2f") -> str:
     return format(x, fmt) if isinstance(x, int | float) else str(x)
 
@@ -46,7 +55,7 @@ def describe(e: dict[str, Any]) -> str:
         if e["status"] == "filled":
             return (
                 f"  {sym}: order {e['order_id']} filled {_num(e['quantity'], 'g')} @ "
-                f"{e['price']}{dup}"
+                f"{_price(e['price'])}{dup}"
             )
         reasons = "; ".join(e.get("reasons") or [])
         return f"  {sym}: order {e['order_id']} {e['status']}{dup} {reasons}".rstrip()
@@ -60,7 +69,7 @@ def describe(e: dict[str, Any]) -> str:
     if hop == "notified":
         return (
             f"  {sym}: notification recorded for order {e['order_id']} "
-            f"({e['action']} {_num(e['quantity'], 'g')} @ {e['price']}, via {e['via']})"
+            f"({e['action']} {_num(e['quantity'], 'g')} @ {_price(e['price'])}, via {e['via']})"
         )
     if hop == "error":
         return f"error in {e.get('where', e.get('opportunity_id', '?'))}: {e['error']}"

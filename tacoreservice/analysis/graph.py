@@ -423,9 +423,15 @@ class AnalysisEngine(Protocol):
 def run_analysis(
     engine: AnalysisEngine, provider: Any, request: AnalysisRequest, hooks: Hooks | None = None
 ) -> dict[str, Any]:
-    """Run ``engine`` and stamp the answer with the engine name and the elapsed time."""
+    """Run ``engine`` and stamp the answer with the engine name and the elapsed time.
+
+    Engines score risk from 0 to 1; the decision says it from 0 to 100, the scale of
+    ``evaluate.risk``'s ``risk_score``, so a client reads one scale everywhere."""
     started = time.perf_counter()
     decision = engine.analyze(provider, request, hooks or Hooks())
+    unit = decision.get("risk_score")
+    if isinstance(unit, int | float) and not isinstance(unit, bool):
+        decision["risk_score"] = round(float(unit) * 100.0, 1)
     decision["engine"] = engine.name
     decision["elapsed_ms"] = round((time.perf_counter() - started) * 1000.0, 2)
     return decision

@@ -48,7 +48,12 @@ from tacoreservice.config import Settings
 from tacoreservice.monitoring.bridge import MONITOR_ENDPOINT, QUERIES
 from tacoreservice.monitoring.process_stats import ProcessSampler
 from tacoreservice.protocol import worker_protocol as wp
-from tacoreservice.protocol.errors import ErrorCode, ServiceError
+from tacoreservice.protocol.errors import (
+    ErrorCode,
+    ServiceError,
+    did_you_mean,
+    is_client_error,
+)
 from tacoreservice.protocol.messages import (
     ClientRequest,
     RequestRejected,
@@ -356,9 +361,10 @@ class Broker:
         pending = None
         if known and req.method not in known:
             available = ", ".join(sorted(known | _BROKER_METHODS))
+            hint = did_you_mean(req.method, known | _BROKER_METHODS)
             refusal = (
                 ErrorCode.METHOD_NOT_FOUND,
-                f"unknown method {req.method!r}; available: {available}",
+                f"unknown method {req.method!r}{hint}; available: {available}",
             )
         elif len(self.queue) >= self.cfg.max_queue_size:
             refusal = (
@@ -436,7 +442,7 @@ class Broker:
     def _answer_health(self, envelope: list[bytes], req: ClientRequest, raw: bytes) -> None:
         started = time.perf_counter()
         detailed = bool(req.params.get("detailed")) if isinstance(req.params, dict) else False
-        data = status.health(self, detailed)
+        data = status.health(self, detailed, answering=True)
         if self.cfg.compat:
             data = health_fields(data)
         elapsed = (time.perf_counter() - started) * 1000.0
@@ -682,6 +688,7 @@ class Broker:
             record.pid,
         ):
             record.served, record.failed = previous.served, previous.failed
+            record.client_errors = previous.client_errors
         self.pool.add(record, now)
         self.telemetry.returned_worker(record)
         self.stats["workers_registered"] += 1
@@ -711,7 +718,11 @@ class Broker:
         if worker is not None:
             worker.served += 1
             if not ok:
-                worker.failed += 1
+                # A client's own mistake (INVALID_PARAMS, ...) is not the worker failing.
+                if is_client_error(error_code):
+                    worker.client_errors += 1
+                else:
+                    worker.failed += 1
         worker_id = worker.worker_id if worker is not None else identity.decode(errors="replace")
         self._finish(pending, body, ok, error_code, worker_id, processing_ms)
 
@@ -877,8 +888,8 @@ class Broker:
         """Everything the monitoring API shows, as of now (runs on the broker thread)."""
         return status.snapshot(self)
 
-    def health(self, detailed: bool = False) -> dict[str, Any]:
-        return status.health(self, detailed)
+    def health(self, detailed: bool = False, answering: bool = False) -> dict[str, Any]:
+        return status.health(self, detailed, answering)
 
     # ------------------------------------------------------------------ shutdown
 

@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from tacoreservice.broker.pending import Pending
-from tacoreservice.protocol.errors import ErrorCode, ServiceError
+from tacoreservice.protocol.errors import ErrorCode, ServiceError, did_you_mean
 from tacoreservice.protocol.messages import STANDARD, ClientRequest
 from tacoreservice.security.redaction import BodyRedactor
 from tacoreservice.service.methods.jobs import (
@@ -150,7 +150,8 @@ class JobLane:
             available = ", ".join(sorted(known)) or "(no worker registered yet)"
             raise ServiceError(
                 ErrorCode.METHOD_NOT_FOUND,
-                f"{method!r} cannot run as a job; methods that can: {available}",
+                f"{method!r} cannot run as a job{did_you_mean(method, known)}; "
+                f"methods that can: {available}",
             )
         job_id = self.store.create(method, params, req.request_id)
         job_req = ClientRequest(job_id, method, params, STANDARD, None, False, req.client)

@@ -42,8 +42,9 @@ class BrokerView(Protocol):
     draining: bool
 
 
-def health(b: BrokerView, detailed: bool = False) -> dict[str, Any]:
-    """The ``health.check`` answer (before the compat fields)."""
+def health(b: BrokerView, detailed: bool = False, answering: bool = False) -> dict[str, Any]:
+    """The ``health.check`` answer (before the compat fields); ``answering``: for a
+    health.check request, which is itself in progress while it is answered."""
     now = time.monotonic()
     alive = len(b.pool)
     stats = b.telemetry.stats
@@ -64,15 +65,9 @@ def health(b: BrokerView, detailed: bool = False) -> dict[str, Any]:
         "queue_depth": len(b.queue),
         "in_flight": len(b.table.dispatched),
         "max_queue_size": b.cfg.max_queue_size,
-        "requests": {
-            "total": stats["requests_total"],
-            "success": stats["replies_success"],
-            "error": stats["replies_error"],
-            "errors_by_code": dict(stats["errors_by_code"]),
-            "retries_joined": stats["retries_joined"],
-            "retries_from_cache": stats["retries_from_cache"],
-            "redispatched": stats["redispatched"],
-        },
+        # total = success + error + retries + in_progress (broker/counters.py)
+        "requests": b.telemetry.counters.snapshot(_requests_in_progress(b) + int(answering))
+        | {"redispatched": stats["redispatched"]},
         "cache": {
             "hits": cache_hits,
             "misses": cache_misses,
@@ -97,6 +92,12 @@ def health(b: BrokerView, detailed: bool = False) -> dict[str, Any]:
         data["security"] = b.guard.stats()
         data["reply_cache_entries"] = len(b.table.replies)
     return data
+
+
+def _requests_in_progress(b: BrokerView) -> int:
+    """Client requests queued or running (a job's run is not one)."""
+    running = sum(1 for p in b.table.dispatched.values() if p.job_id is None)
+    return len(b.queue) + running
 
 
 def describe_worker(b: BrokerView, record: WorkerRecord, now: float) -> dict[str, Any]:

@@ -5,7 +5,8 @@ middleware's ``after_process_message``: the routing core calls it exactly once p
 sends (a worker's answer, or one the broker made itself), *before* the reply leaves, and it
 feeds everything that watches requests:
 
-- the counters (``stats``) and the per-method totals (:class:`MethodStats`) of health.check;
+- the request counters (:class:`~tacoreservice.broker.counters.RequestCounters`, which add
+  up), the other counters (``stats``) and the per-method totals (:class:`MethodStats`) of health.check;
 - the sliding window of the dashboard (:class:`~tacoreservice.monitoring.window.RequestWindow`);
 - the Prometheus totals (:class:`~tacoreservice.monitoring.metrics.BrokerMetrics`);
 - the request log: one record per request appended to the spool of the request-log process
@@ -20,10 +21,11 @@ per request; nothing here sends or blocks.
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from tacoreservice.broker.counters import RequestCounters
 from tacoreservice.broker.worker_pool import WorkerRecord
 from tacoreservice.monitoring.metrics import BrokerMetrics
 from tacoreservice.monitoring.window import RequestWindow
@@ -55,13 +57,8 @@ class MethodStats:
 
 class Telemetry:
     def __init__(self, window_s: float, request_log: RequestLogProcess | None):
+        self.counters = RequestCounters()  # client requests, kept so that they add up
         self.stats: dict[str, Any] = {
-            "requests_total": 0,
-            "replies_success": 0,
-            "replies_error": 0,
-            "errors_by_code": Counter(),
-            "retries_joined": 0,
-            "retries_from_cache": 0,
             "redispatched": 0,
             "declined": 0,
             "workers_registered": 0,
@@ -82,11 +79,14 @@ class Telemetry:
     # ------------------------------------------------------------------ per request
 
     def arrived(self) -> None:
-        self.stats["requests_total"] += 1
+        self.counters.arrived()
 
     def retried(self, method: str, joined: bool) -> None:
         """A retry answered without a run: joined to the run in flight, or from the cache."""
-        self.stats["retries_joined" if joined else "retries_from_cache"] += 1
+        if joined:
+            self.counters.retries_joined += 1
+        else:
+            self.counters.retries_from_cache += 1
         self.metrics.retry(method)
 
     def finished(
@@ -116,12 +116,7 @@ class Telemetry:
             # A job's minutes are its own figures (tacore_job_duration_seconds, /api/jobs),
             # not the interactive latency an operator watches.
             self.window.record(time.time(), name, latency_ms, ok)
-        stats = self.stats
-        if ok:
-            stats["replies_success"] += 1
-        else:
-            stats["replies_error"] += 1
-            stats["errors_by_code"][error_code or "UNKNOWN"] += 1
+        self.counters.answered(ok, error_code, job)
         entry = self.methods.get(name)
         if entry is None:
             if len(self.methods) >= _MAX_METHODS:
@@ -185,6 +180,7 @@ class Telemetry:
             self.departed.remove(row)
             record.served += int(row.get("served") or 0)
             record.failed += int(row.get("failed") or 0)
+            record.client_errors += int(row.get("client_errors") or 0)
             cache = row.get("cache") or {}
             self.departed_cache[0] -= int(cache.get("hits") or 0)
             self.departed_cache[1] -= int(cache.get("misses") or 0)

@@ -36,7 +36,8 @@ class WorkerRecord:
     assigned_methods: list[str] = field(default_factory=list)
     current_since: float | None = None  # when the running request started (broker's view)
     served: int = 0
-    failed: int = 0
+    failed: int = 0  # the worker's own failures (INTERNAL, ...)
+    client_errors: int = 0  # replies to a client's mistake (INVALID_PARAMS, ...)
     stats: dict[str, Any] = field(default_factory=dict)
     key: str | None = None  # its CURVE public key (Z85) when security is on
 
@@ -57,6 +58,7 @@ class WorkerRecord:
             "heartbeat_age_s": round(max(0.0, now - self.last_heartbeat), 3),
             "served": self.served,
             "failed": self.failed,
+            "client_errors": self.client_errors,
             "current_method": self.current_method,
             "current_age_s": (
                 round(now - self.current_since, 3) if self.current_since is not None else None

@@ -61,9 +61,25 @@ def _markets(text: str) -> list[str]:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    code = getattr(getattr(exc, "code", None), "value", None) or getattr(exc, "code", None)
-    _base().err_console.print(f"[red]{code or type(exc).__name__}:[/] {exc}")
-    return typer.Exit(1)
+    """The CLI's exit-code table: 1 for an error answer, 3 for a service that did not answer."""
+    from tacoreservice.cli.common import fail_from
+
+    try:
+        fail_from(exc)
+    except typer.Exit as exit_:
+        return exit_
+    return typer.Exit(1)  # pragma: no cover - fail_from always exits
+
+
+def _show(table: Any, drop: tuple[str, ...] = ()) -> None:
+    """A table fitted to the terminal (no word cut; columns left out by priority)."""
+    from tacoreservice.cli.tables import show
+
+    show(table, _base().console, drop)
+
+
+# Columns left out first when a table is wider than the terminal.
+_DROP = ("pos", "t", "mean conf", "inv", "turn", "ARR %", "months", "symbols", "bars")
 
 
 def evaluate(
@@ -162,12 +178,12 @@ def evaluate(
         f"{result.engine} engine on {len(result.symbols)} symbols ({split}), month-ends "
         f"{result.start} .. {result.end}, data {result.data_dir or 'bundled'}"
     )
-    console.print(ic_table([r for r in result.ic if r["horizon"] == 21]))
-    console.print(ic_table([r for r in result.ic if r["horizon"] != 21], "Other horizons"))
+    _show(ic_table([r for r in result.ic if r["horizon"] == 21]), _DROP)
+    _show(ic_table([r for r in result.ic if r["horizon"] != 21], "Other horizons"), _DROP)
     for table in calibration_tables(result.by_rating, result.by_confidence):
-        console.print(table)
+        _show(table, _DROP)
     if result.portfolios:
-        console.print(portfolio_table(result.portfolios))
+        _show(portfolio_table(result.portfolios), _DROP)
     if result.rolling is not None:
         _print_rolling(result.rolling)
     for line in (
@@ -184,7 +200,7 @@ def _print_rolling(data: dict[str, Any]) -> None:
     from tacoreservice.backtest.universe import UniverseResult
 
     fields = {k: v for k, v in data.items() if k in UniverseResult.__dataclass_fields__}
-    _base().console.print(universe_table(UniverseResult(**fields)))
+    _show(universe_table(UniverseResult(**fields)), ("expo", "eng SR>", "runs"))
 
 
 def calibrate(
@@ -273,7 +289,7 @@ def calibrate(
             f"{cal.drift:+.3f}",
             ", ".join(f"{k} {v:+.3f}" for k, v in top) or f"none ({cal.status})",
         )
-    cli.console.print(table)
+    _show(table, ("symbols", "months"))
     for _cal, path in written:
         sys.stdout.write(f"{path}\n")
 

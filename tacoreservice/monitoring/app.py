@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -32,127 +31,26 @@ from tacoreservice.config import Settings
 from tacoreservice.monitoring.bridge import BrokerLink, BrokerNotResponding
 from tacoreservice.monitoring.gateway import BrokerGateway, GatewayError, StrategyRequest
 from tacoreservice.monitoring.metrics import CONTENT_TYPE, BrokerMetrics
-from tacoreservice.storage.job_store import get_job, list_jobs
-from tacoreservice.storage.request_log import count_request_logs, query_request_logs
+from tacoreservice.monitoring.readers import (
+    MAX_ID,
+    MAX_METHOD,
+    MAX_OFFSET,
+    MAX_SYMBOL,
+    MAX_TIME,
+    ApiError,
+    Database,
+    log_item,
+)
+from tacoreservice.monitoring.routes_ops import add_ops_routes
+from tacoreservice.monitoring.routes_trading import add_trading_routes
 
 __all__ = ["create_app"]
 
 STATIC_DIR = Path(__file__).with_name("static")
-# Filters are compared for equality with columns no longer than these (protocol limits), so a
-# longer value can only miss; refusing it keeps megabyte query strings out of SQLite.
-_MAX_METHOD = 64
-_MAX_ID = 128
-_MAX_TIME = 40
-_MAX_OFFSET = 10_000_000  # SQLite binds at most 2**63 - 1; deeper pages are client bugs
-_LIST_FIELDS = (
-    "request_id",
-    "method",
-    "worker_id",
-    "status",
-    "error_code",
-    "processing_time_ms",
-    "queue_wait_ms",
-    "created_at",
-)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-
-
-def _json_or_text(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return text  # truncated bodies are kept as text
-
-
-class _Database:
-    """Read-only access to the service's SQLite file, a short-lived connection per call."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def connect(self) -> sqlite3.Connection:
-        if not Path(self.path).is_file():
-            raise ApiError(503, "DATA_UNAVAILABLE", f"database {self.path} does not exist yet")
-        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0)
-        conn.execute("PRAGMA query_only = 1")
-        return conn
-
-    def logs(self, limit: int, offset: int = 0, **filters: Any) -> tuple[int, list[dict]]:
-        conn = self.connect()
-        try:
-            total = count_request_logs(conn, **filters)
-            rows = query_request_logs(conn, limit=limit, offset=offset, **filters)
-        except ValueError as exc:  # since / until that are not ISO-8601
-            raise ApiError(400, "INVALID_PARAMS", str(exc)) from None
-        finally:
-            conn.close()
-        return total, rows
-
-    def jobs(self, state: str | None, limit: int, job_id: str | None = None) -> list[dict]:
-        conn = self.connect()
-        try:
-            if job_id is not None:
-                one = get_job(conn, job_id, with_result=False)
-                found = [one] if one is not None else []
-            else:
-                found = list_jobs(conn, state, limit=limit)
-        except sqlite3.OperationalError:  # no jobs table before the broker migrated
-            return []
-        finally:
-            conn.close()
-        return [_api_job(job) for job in found]
-
-
-_API_JOB_FIELDS = (
-    "job_id",
-    "method",
-    "state",
-    "stage",
-    "error",
-    "worker_id",
-    "created_at",
-    "started_at",
-    "finished_at",
-)
-
-
-def _api_job(job: dict[str, Any]) -> dict[str, Any]:
-    """A job as the dashboard reads it: ``progress`` is the percentage, ``detail`` the
-    per-role progress the job store keeps under ``progress``."""
-    out = {k: job[k] for k in _API_JOB_FIELDS}
-    out["progress"] = job["percent"]
-    out["detail"] = job["progress"]
-    return out
-
-
-def _log_item(row: dict[str, Any], full: bool = False) -> dict[str, Any]:
-    item = {k: row.get(k) for k in _LIST_FIELDS}
-    if row.get("status") == "error":
-        response = _json_or_text(row.get("response_data"))
-        error = response.get("error") if isinstance(response, dict) else None
-        if isinstance(error, dict):
-            item["error_message"] = error.get("message")
-        elif isinstance(error, str):  # the legacy dialect's error is a string
-            item["error_message"] = error
-        elif isinstance(response, dict):
-            item["error_message"] = response.get("message")
-    if full:
-        item["request_data"] = _json_or_text(row.get("request_data"))
-        item["response_data"] = _json_or_text(row.get("response_data"))
-    return item
 
 
 def create_app(
@@ -163,7 +61,7 @@ def create_app(
     token: str | None = None,
     stopping: Callable[[], bool] = lambda: False,
 ) -> FastAPI:
-    db = _Database(settings.database.path)
+    db = Database(settings.database.path)
     app = FastAPI(
         title="TACoreService monitor",
         version=__version__,
@@ -274,18 +172,24 @@ def create_app(
     @app.get("/logs", dependencies=guarded, tags=["logs"])
     @app.get("/api/logs", dependencies=guarded, tags=["logs"])
     def logs(
-        method: str | None = Query(None, max_length=_MAX_METHOD),
+        method: str | None = Query(None, max_length=MAX_METHOD),
         status: str | None = Query(None, pattern="^(success|error)$"),
-        worker: str | None = Query(None, max_length=_MAX_ID),
-        request_id: str | None = Query(None, max_length=_MAX_ID),
-        since: str | None = Query(
-            None, max_length=_MAX_TIME, description="ISO-8601 UTC, inclusive"
+        worker: str | None = Query(None, max_length=MAX_ID),
+        request_id: str | None = Query(None, max_length=MAX_ID),
+        code: str | None = Query(None, pattern="^[A-Z_]{1,40}$", description="error code"),
+        client: str | None = Query(None, max_length=MAX_ID, description="client name"),
+        symbol: str | None = Query(
+            None, max_length=MAX_SYMBOL, description="a symbol named anywhere in the params"
         ),
-        until: str | None = Query(
-            None, max_length=_MAX_TIME, description="ISO-8601 UTC, exclusive"
+        kind: str | None = Query(
+            None,
+            pattern="^(client|service)$",
+            description="errors the client caused (INVALID_PARAMS, ...) or the service's own",
         ),
+        since: str | None = Query(None, max_length=MAX_TIME, description="ISO-8601 UTC, inclusive"),
+        until: str | None = Query(None, max_length=MAX_TIME, description="ISO-8601 UTC, exclusive"),
         limit: int = Query(50, ge=1, le=500),
-        offset: int = Query(0, ge=0, le=_MAX_OFFSET),
+        offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ) -> dict[str, Any]:
         """The request log, newest first, filtered and paginated."""
         total, rows = db.logs(
@@ -295,6 +199,10 @@ def create_app(
             status=status,
             worker_id=worker,
             request_id=request_id,
+            error_code=code,
+            client_id=client,
+            symbol=symbol,
+            error_kind=kind,
             since=since,
             until=until,
         )
@@ -302,16 +210,16 @@ def create_app(
             "total": total,
             "limit": limit,
             "offset": offset,
-            "items": [_log_item(r) for r in rows],
+            "items": [log_item(r) for r in rows],
         }
 
     @app.get("/api/logs/{request_id}", dependencies=guarded, tags=["logs"])
-    def log_entry(request_id: str = PathParam(max_length=_MAX_ID)) -> dict[str, Any]:
+    def log_entry(request_id: str = PathParam(max_length=MAX_ID)) -> dict[str, Any]:
         """One request with its request and response data (the newest, if logged twice)."""
         _total, rows = db.logs(1, request_id=request_id)
         if not rows:
             raise ApiError(404, "NOT_FOUND", f"no request {request_id!r} in the request log")
-        return _log_item(rows[0], full=True)
+        return log_item(rows[0], full=True)
 
     @app.get("/metrics", dependencies=guarded, tags=["metrics"])
     def prometheus_metrics() -> Response:
@@ -347,21 +255,6 @@ def create_app(
             "from the history (never one whose window reaches the decision's day)",
         }
 
-    @app.get("/api/jobs", dependencies=guarded, tags=["jobs"])
-    def jobs(
-        state: str | None = Query(None, pattern="^(queued|running|succeeded|failed|cancelled)$"),
-        limit: int = Query(50, ge=1, le=500),
-    ) -> dict[str, Any]:
-        """Jobs, newest first, with progress."""
-        return {"jobs": db.jobs(state, limit)}
-
-    @app.get("/api/jobs/{job_id}", dependencies=guarded, tags=["jobs"])
-    def job(job_id: str = PathParam(max_length=_MAX_ID)) -> dict[str, Any]:
-        found = db.jobs(None, 1, job_id=job_id)
-        if not found:
-            raise ApiError(404, "NOT_FOUND", f"no job {job_id!r}")
-        return found[0]
-
     def live_view() -> dict[str, Any]:
         snap = snapshot()
         out: dict[str, Any] = {
@@ -372,13 +265,14 @@ def create_app(
         }
         try:
             _t, recent = db.logs(20)
-            _t, failures = db.logs(20, status="error")
-            running = db.jobs("running", 20) + db.jobs("queued", 20)
+            groups = db.failure_groups()
+            _n, running = db.jobs("running", 20)
+            _n, queued = db.jobs("queued", 20)
         except ApiError:  # no database yet
-            recent, failures, running = [], [], []
-        out["recent_requests"] = [_log_item(r) for r in recent]
-        out["recent_failures"] = [_log_item(r) for r in failures]
-        out["jobs"] = running
+            recent, groups, running, queued = [], [], [], []
+        out["recent_requests"] = [log_item(r) for r in recent]
+        out["failure_groups"] = groups
+        out["jobs"] = running + queued
         return out
 
     @app.get("/api/events", dependencies=guarded, tags=["live"])
@@ -404,6 +298,8 @@ def create_app(
         )
 
     gateway = BrokerGateway(settings)
+    add_ops_routes(app, db, gateway, guarded)
+    add_trading_routes(app, db, gateway, guarded)
 
     @app.post("/analyze", dependencies=guarded, tags=["analysis"])
     def analyze(body: StrategyRequest) -> dict[str, Any]:

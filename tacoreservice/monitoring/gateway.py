@@ -1,6 +1,9 @@
-"""``POST /analyze``: the blueprint's HTTP StrategyRequest, sent through the broker as a client.
+"""The API's way to the service: ``POST /analyze`` (the blueprint's StrategyRequest), the
+dashboard's trading pages (``portfolio.get``, ``portfolio.history``, ``order.list``,
+``get.market_data``, ``analyze.stock``) and its one write, ``job.cancel``, sent through the broker
+as a client.
 
-The route does not compute anything in the API's process. It sends ``strategy.signals`` (see
+No route computes anything in the API's process. It sends ``strategy.signals`` (see
 :mod:`tacoreservice.service.methods.strategy_request`) to the broker's own frontend like any
 ZeroMQ client, so the request is queued, load-balanced over the workers, rate-limited,
 permission-checked, counted in the metrics and written to the request log like every other.
@@ -32,6 +35,7 @@ METHOD = "strategy.signals"
 _STATUS = {
     "INVALID_PARAMS": 422,
     "INVALID_REQUEST": 422,
+    "NOT_FOUND": 404,
     "PAYLOAD_TOO_LARGE": 413,
     "DATA_UNAVAILABLE": 422,
     "UNAUTHORIZED": 403,
@@ -77,7 +81,9 @@ class BrokerGateway:
         self.server_key = str(settings.security.server_public_key_path)
         self.client_key = os.environ.get("TACORE_API_CLIENT_KEY") or None
 
-    def call(self, params: dict[str, Any]) -> dict[str, Any]:
+    def call(
+        self, params: dict[str, Any], method: str = METHOD, timeout_ms: int | None = None
+    ) -> dict[str, Any]:
         if self.curve and not self.client_key:
             raise GatewayError(
                 503,
@@ -92,12 +98,13 @@ class BrokerGateway:
         )
         # One REQ socket per call: FastAPI runs sync routes on a thread pool, and a REQ socket
         # belongs to one thread.
+        wait = timeout_ms or self.timeout_ms
         try:
-            with TACoreClient(self.endpoint, timeout_ms=self.timeout_ms, retries=0, **keys) as c:
-                data = c.call(METHOD, params, request_id=f"http-{uuid.uuid4().hex}")
+            with TACoreClient(self.endpoint, timeout_ms=wait, retries=0, **keys) as c:
+                data = c.call(method, params, request_id=f"http-{uuid.uuid4().hex}")
         except TACoreTimeout:
             raise GatewayError(
-                504, "TIMEOUT", f"the broker did not answer within {self.timeout_ms} ms"
+                504, "TIMEOUT", f"the broker did not answer within {wait} ms"
             ) from None
         except TACoreError as exc:
             raise GatewayError(_STATUS.get(exc.code, 500), exc.code, exc.message) from None

@@ -101,7 +101,7 @@ class MonitorServer:
         )
         self._thread.start()
         log.info(
-            "monitoring API on http://%s:%d (token %s)",
+            "dashboard: http://%s:%d/ (monitoring API, token %s)",
             self.settings.api.host,
             self.settings.api.port,
             "required" if self.settings.api.token else "not required",

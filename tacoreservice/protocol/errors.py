@@ -6,6 +6,8 @@ renamed or reused for another meaning. Messages are for people and may improve o
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
@@ -28,6 +30,37 @@ class ErrorCode(StrEnum):
     ENGINE_UNAVAILABLE = "ENGINE_UNAVAILABLE"
     UPSTREAM_ERROR = "UPSTREAM_ERROR"
     INTERNAL = "INTERNAL"
+
+
+# Codes that mean the caller's request was wrong, not allowed, or stopped by the caller: the
+# service did its job. Monitoring counts them apart from the service's own failures, so a
+# worker that answers INVALID_PARAMS to a bad request does not look sick.
+CLIENT_ERROR_CODES = frozenset(
+    {
+        ErrorCode.PARSE_ERROR,
+        ErrorCode.INVALID_REQUEST,
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        ErrorCode.METHOD_NOT_FOUND,
+        ErrorCode.INVALID_PARAMS,
+        ErrorCode.UNAUTHORIZED,
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.DATA_UNAVAILABLE,
+        ErrorCode.CANCELLED,
+        ErrorCode.NOT_FOUND,
+    }
+)
+
+
+def is_client_error(code: str | None) -> bool:
+    """True for a code the caller caused (see :data:`CLIENT_ERROR_CODES`); an unknown or
+    missing code counts as the service's failure."""
+    return code in CLIENT_ERROR_CODES
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean X?)`` naming the closest choices to a mistyped word, or ``""``."""
+    close = difflib.get_close_matches(word, sorted(set(choices)), n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 class ServiceError(Exception):

@@ -11,7 +11,9 @@ States: queued -> running -> succeeded | failed | cancelled (queued -> cancelled
 from __future__ import annotations
 
 import sqlite3
+import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import orjson
 from tacoreservice.protocol.messages import json_dumps, utc_timestamp
 from tacoreservice.storage.database import open_database
 
-__all__ = ["JobStore", "TERMINAL_STATES", "JOB_STATES", "get_job", "list_jobs"]
+__all__ = ["JobStore", "TERMINAL_STATES", "JOB_STATES", "count_jobs", "get_job", "list_jobs"]
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
@@ -167,6 +169,17 @@ def get_job(
     return None if row is None else _row(row, with_result)
 
 
+def _job_filters(state: str | None, method: str | None) -> tuple[str, list[Any]]:
+    clauses, args = [], []
+    if state is not None:
+        clauses.append("state = ?")
+        args.append(state)
+    if method is not None:
+        clauses.append("method = ?")
+        args.append(method)
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
+
+
 def list_jobs(
     conn: sqlite3.Connection,
     state: str | None = None,
@@ -175,19 +188,20 @@ def list_jobs(
     offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Jobs newest first, without their results."""
-    clauses, args = [], []
-    if state is not None:
-        clauses.append("state = ?")
-        args.append(state)
-    if method is not None:
-        clauses.append("method = ?")
-        args.append(method)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    where, args = _job_filters(state, method)
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY created_at DESC, job_id LIMIT ? OFFSET ?",
         (*args, limit, offset),
     ).fetchall()
     return [_row(r, with_result=False) for r in rows]
+
+
+def count_jobs(
+    conn: sqlite3.Connection, state: str | None = None, method: str | None = None
+) -> int:
+    """How many jobs :func:`list_jobs` pages through with the same filters."""
+    where, args = _job_filters(state, method)
+    return int(conn.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()[0])
 
 
 def _row(row: tuple[Any, ...], with_result: bool) -> dict[str, Any]:
@@ -209,6 +223,34 @@ def _row(row: tuple[Any, ...], with_result: bool) -> dict[str, Any]:
         "finished_at": row[15],
         "updated_at": row[16],
     }
+    out.update(job_timing(out))
     if with_result:
         out["result"] = _loads(row[7])
     return out
+
+
+def _epoch(text: Any) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def job_timing(job: dict[str, Any], now: float | None = None) -> dict[str, float | None]:
+    """``elapsed_s`` since the job started (to its end once finished) and, while it runs,
+    ``eta_s``: the time left if it keeps the pace its percent shows so far."""
+    started = _epoch(job.get("started_at"))
+    if started is None:
+        return {"elapsed_s": None, "eta_s": None}
+    end = _epoch(job.get("finished_at")) or (time.time() if now is None else now)
+    elapsed = max(0.0, end - started)
+    eta = None
+    percent = job.get("percent") or 0
+    if job.get("state") == "running" and 0 < percent < 100:
+        eta = elapsed * (100.0 - percent) / percent
+    return {
+        "elapsed_s": round(elapsed, 3),
+        "eta_s": None if eta is None else round(eta, 1),
+    }

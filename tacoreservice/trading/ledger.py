@@ -370,6 +370,13 @@ class Ledger:
             out[row[1]].append(_fill(row))
         return out
 
+    def all_fills(self) -> list[dict[str, Any]]:
+        """Every fill of the account, oldest first (by market day, then as written)."""
+        rows = self.conn.execute(
+            f"SELECT {_FILL_COLUMNS} FROM fills ORDER BY as_of, created_at, fill_id"
+        ).fetchall()
+        return [_fill(row) for row in rows]
+
     def record_fill(
         self,
         order: OrderRecord,

@@ -336,7 +336,7 @@ def portfolio_manager(
         "",
         f"Target {fmt(levels['target_price'])}, stop {fmt(levels['stop_loss'])}, take profit "
         f"{fmt(levels['take_profit'])}, position {fmt(size)}% of equity, risk score "
-        f"{fmt(rscore)}.",
+        f"{fmt(None if rscore is None else rscore * 100, 0)}/100.",
     ]
     if action == "HOLD":
         lines.append(f"No take profit: {HOLD_NO_TAKE_PROFIT}.")

@@ -228,6 +228,7 @@ def _run_graph(
             "as_of": resolved,
             "engine": engine.identity(),
             "provider": provider_key(provider),
+            "risk_scale": 100,  # decisions before risk_score moved to 0-100 are not reused
             **extra_key,
         },
     )

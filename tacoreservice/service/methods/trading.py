@@ -132,6 +132,22 @@ def portfolio_get(params: PortfolioParams, ctx: MethodContext) -> dict[str, Any]
     return _adapter(ctx).portfolio(params.as_of)
 
 
+@method("portfolio.history", ClockParams)
+def portfolio_history(params: ClockParams, ctx: MethodContext) -> dict[str, Any]:
+    """The paper account's equity curve from its first fill to the clock, replayed from the
+    ledger and valued at each day's closes, with the drawdown from the running peak."""
+    from tacoreservice.trading.equity_curve import equity_history
+    from tacoreservice.trading.paper_broker import PaperBroker, PriceBook
+
+    broker = _simulated(ctx, "portfolio.history")
+    assert isinstance(broker, PaperBroker)
+    clock = broker.clock()
+    with broker.ledger.snapshot():
+        account = broker.ledger.account()
+    initial = account.initial_cash if account else ctx.settings.trading.paper.initial_cash
+    return equity_history(broker.ledger, PriceBook(broker.md), initial, clock["clock"])
+
+
 @method("portfolio.reset", ResetParams)
 def portfolio_reset(params: ResetParams, ctx: MethodContext) -> dict[str, Any]:
     """Wipe the paper account (only when trading.paper.allow_reset is on)."""

@@ -1,6 +1,6 @@
 """The operator's verbs of ``tacore``: backup, restore (directory or .tar.gz) and watchdog.
 
-Imported by :mod:`tacoreservice.cli`, which owns ``app``; the commands register on import.
+Imported by :mod:`tacoreservice.cli`; the commands register on ``app`` on import.
 """
 
 from __future__ import annotations
@@ -13,15 +13,19 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tacoreservice.cli import (
+from tacoreservice.cli.common import (
     ConfigOpt,
     EndpointOpt,
-    _endpoint,
-    _settings,
+    ExitCode,
     app,
     console,
     err_console,
+    load_settings_or_exit,
 )
+from tacoreservice.cli.common import (
+    endpoints as _endpoint,
+)
+from tacoreservice.cli.tables import new_table, show
 
 SkipRedisOpt = Annotated[
     bool, typer.Option("--skip-redis", help="Leave Redis out (it holds only caches).")
@@ -33,11 +37,11 @@ def _is_archive(path: str) -> bool:
 
 
 def _backup_table(title: str, manifest: Any) -> Table:
-    table = Table(title=title)
-    table.add_column("part")
+    table = new_table(title)
+    table.add_column("part", no_wrap=True)
     table.add_column("content")
     for name, meta in manifest.files.items():
-        table.add_row(name, f"{meta['bytes']:,} bytes, sha256 {meta['sha256'][:16]}...")
+        table.add_row(name, f"{meta['bytes']:,} bytes, sha256 {meta['sha256'][:16]}")
     table.add_row("schema version", str(manifest.schema_version))
     for name, rows in manifest.tables.items():
         table.add_row(f"table {name}", f"{rows:,} rows")
@@ -62,7 +66,7 @@ def backup(
     from tacoreservice.storage.archive import create_archive
     from tacoreservice.storage.backup import BackupError, create_backup
 
-    settings = _settings(config)
+    settings = load_settings_or_exit(config)
     try:
         if _is_archive(path):
             result = create_archive(settings, path, skip_redis=skip_redis)
@@ -71,8 +75,8 @@ def backup(
             manifest = create_backup(settings, path, skip_redis=skip_redis)
     except BackupError as exc:
         err_console.print(f"[red]backup refused:[/] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    console.print(_backup_table(f"backup written to {manifest.path}", manifest))
+        raise typer.Exit(ExitCode.USAGE) from None
+    show(_backup_table(f"backup written to {manifest.path}", manifest), console)
     if _is_archive(path):
         extra = [m for m in result.members if not m.startswith("backup/")]
         console.print(f"also in the archive: {', '.join(extra) or 'nothing'}")
@@ -102,7 +106,7 @@ def restore(
     from tacoreservice.storage.archive import restore_archive
     from tacoreservice.storage.backup import BackupError, restore_backup
 
-    settings = _settings(config)
+    settings = load_settings_or_exit(config)
     restored_config: list[str] = []
     try:
         if _is_archive(path):
@@ -114,10 +118,10 @@ def restore(
             manifest = restore_backup(settings, path, force, skip_redis=skip_redis)
     except BackupError as exc:
         err_console.print(f"[red]restore refused:[/] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
     done = manifest.restore
     assert done is not None  # restore_backup always sets it
-    console.print(_backup_table(f"restored {manifest.path} to {done.target}", manifest))
+    show(_backup_table(f"restored {manifest.path} to {done.target}", manifest), console)
     if done.migrated_from is not None:
         console.print(f"schema migrated from version {done.migrated_from}")
     if manifest.redis:
@@ -166,7 +170,7 @@ def watchdog(
     hook = webhook or os.environ.get("TACORE_WATCHDOG_WEBHOOK") or None
     if hook and not hook.startswith(("http://", "https://")):
         err_console.print(f"[red]--webhook must be an http(s) URL, got {escape(hook)!r}[/]")
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USAGE)
     options = WatchdogOptions(
         endpoints=_endpoint(endpoint),
         restart_command=restart_cmd,

@@ -1,0 +1,3 @@
+from tacoreservice.cli import main
+
+main()
