@@ -73,7 +73,7 @@ class EventTimes:
 def bench_chain(args: argparse.Namespace) -> list[Row]:
     from examples.scanpulse import Pipeline, ScanPulseConfig
     from tacoreservice import TACoreClient
-    from tacoreservice.demo_pipeline import DemoOptions, start_redis, start_service
+    from tacoreservice.cli.demo_pipeline import DemoOptions, start_redis, start_service
 
     samples: dict[str, list[float]] = defaultdict(list)
     with contextlib.ExitStack() as stack:

@@ -2,9 +2,9 @@
 
 One module per group of verbs, each registering on :data:`app` when imported: ``run``
 (serve, broker, worker, keys), ``calls`` (call, health), ``analysis`` (analyze, scan),
-``backtest``, ``trading`` (portfolio, orders), ``jobs``, ``llm`` (serve), ``demo``, ``ops``
-(backup, restore, watchdog) and :mod:`tacoreservice.evaluation.cli` (evaluate, calibrate). What they
-share, the exit codes among it, is in :mod:`tacoreservice.cli.common`.
+``backtest``, ``evaluate`` (evaluate, calibrate), ``trading`` (portfolio, orders), ``jobs``,
+``llm`` (serve), ``demo`` and ``ops`` (backup, restore, watchdog). What they share, the exit
+codes among it, is in :mod:`tacoreservice.cli.common`.
 """
 
 from __future__ import annotations
@@ -18,26 +18,22 @@ from tacoreservice.cli import (  # noqa: F401  (each registers its verbs)
     backtest,
     calls,
     demo,
+    evaluate,
     jobs,
     llm,
     ops,
     run,
     trading,
 )
-from tacoreservice.cli.backtest import _progress_bar
 from tacoreservice.cli.calls import parse_params
 from tacoreservice.cli.common import (
     ConfigOpt,
     EndpointOpt,
     ExitCode,
     app,
-    client_for,
     console,
-    endpoints,
     err_console,
-    load_settings_or_exit,
 )
-from tacoreservice.evaluation import cli as evaluation_cli
 
 __all__ = [
     "ConfigOpt",
@@ -49,14 +45,6 @@ __all__ = [
     "main",
     "parse_params",
 ]
-
-evaluation_cli.register(app)
-
-# The names tacoreservice.evaluation.cli calls.
-_settings = load_settings_or_exit
-_client = client_for
-_endpoint = endpoints
-__all__ += ["_client", "_endpoint", "_progress_bar", "_settings"]
 
 
 class Interrupted(BaseException):

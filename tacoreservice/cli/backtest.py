@@ -14,10 +14,10 @@ from tacoreservice.cli.common import (
     app,
     console,
     endpoints,
-    err_console,
     fail,
     fail_from,
     load_settings_or_exit,
+    progress_bar,
 )
 from tacoreservice.cli.tables import show
 
@@ -109,7 +109,7 @@ def backtest(
     quiet = as_json or not sys.stderr.isatty()
     try:
         if portfolio:
-            from tacoreservice.evaluation.cli import portfolio_backtest
+            from tacoreservice.cli.evaluate import portfolio_backtest
 
             markets_list = [m.strip() for m in markets.split(",") if m.strip()]
             data = portfolio_backtest(
@@ -146,20 +146,6 @@ def backtest(
             sys.stdout.write(line + "\n")
 
 
-def _progress_bar(quiet: bool) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    return Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=quiet,
-    )
-
-
 def _backtest_window(
     settings: Any,
     names: list[str],
@@ -177,7 +163,7 @@ def _backtest_window(
     from tacoreservice.backtest.compare import compare
 
     start, end = start or _PAPER_START, end or _PAPER_END
-    with _progress_bar(quiet) as bar:
+    with progress_bar(quiet) as bar:
         task = bar.add_task("decisions", total=None)
 
         def step(symbol: str, done: int, total: int) -> None:
@@ -220,7 +206,7 @@ def _backtest_universe(
     from tacoreservice.backtest import report
     from tacoreservice.backtest.universe import run_universe
 
-    with _progress_bar(quiet) as bar:
+    with progress_bar(quiet) as bar:
         task = bar.add_task("symbols", total=None)
 
         def step(done: int, total: int, symbol: str) -> None:

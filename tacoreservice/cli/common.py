@@ -41,6 +41,7 @@ __all__ = [
     "fail",
     "fail_from",
     "load_settings_or_exit",
+    "progress_bar",
     "waiting",
 ]
 
@@ -198,3 +199,18 @@ def call_service(
                 return client.call(method, params or {})
         except TACoreError as exc:
             fail_from(exc)
+
+
+def progress_bar(quiet: bool) -> Any:
+    """A progress bar on stderr (nothing with ``quiet``)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=quiet,
+    )

@@ -40,8 +40,8 @@ def demo_pipeline(
     """
     from datetime import date
 
+    from tacoreservice.cli.demo_pipeline import DemoError, DemoOptions, run_demo
     from tacoreservice.client import TACoreError
-    from tacoreservice.demo_pipeline import DemoError, DemoOptions, run_demo
 
     if as_of is not None:
         try:

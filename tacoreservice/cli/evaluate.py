@@ -1,6 +1,6 @@
 """``tacore evaluate``, ``tacore calibrate`` and ``tacore backtest --portfolio``.
 
-Registered on the main ``tacore`` app by :mod:`tacoreservice.cli`; the heavy imports happen
+Registered on the ``tacore`` app when imported (by :mod:`tacoreservice.cli`); the heavy imports happen
 inside the commands, so ``tacore --help`` stays fast.
 """
 
@@ -12,7 +12,16 @@ from typing import Annotated, Any
 
 import typer
 
-__all__ = ["portfolio_backtest", "register"]
+from tacoreservice.cli.common import (
+    app,
+    client_for,
+    console,
+    err_console,
+    load_settings_or_exit,
+    progress_bar,
+)
+
+__all__ = ["calibrate", "evaluate", "portfolio_backtest"]
 
 DataDirOpt = Annotated[
     str | None,
@@ -33,19 +42,13 @@ ServiceOpt = Annotated[
 ]
 
 
-def _base() -> Any:
-    from tacoreservice import cli
-
-    return cli
-
-
 def _load(config: str | None, data_dir: str | None) -> Any:
     from tacoreservice.analysis.forecast import set_calibration_dir
 
     overrides = (
         {"market_data.provider": "bundled", "market_data.data_dir": data_dir} if data_dir else None
     )
-    settings = _base()._settings(config, overrides)
+    settings = load_settings_or_exit(config, overrides)
     set_calibration_dir(settings.analysis.calibration_dir)
     return settings
 
@@ -56,7 +59,7 @@ def _markets(text: str) -> list[str]:
     try:
         return [normalize_market(m) for m in text.split(",") if m.strip()]
     except Exception as exc:
-        _base().err_console.print(f"[red]INVALID_PARAMS:[/] {exc}")
+        err_console.print(f"[red]INVALID_PARAMS:[/] {exc}")
         raise typer.Exit(2) from None
 
 
@@ -75,7 +78,7 @@ def _show(table: Any, drop: tuple[str, ...] = ()) -> None:
     """A table fitted to the terminal (no word cut; columns left out by priority)."""
     from tacoreservice.cli.tables import show
 
-    show(table, _base().console, drop)
+    show(table, console, drop)
 
 
 # Columns left out first when a table is wider than the terminal.
@@ -123,21 +126,20 @@ def evaluate(
     from tacoreservice.evaluation.harness import run_evaluation
     from tacoreservice.evaluation.render import calibration_tables, ic_table, portfolio_table
 
-    cli = _base()
     settings = _load(config, data_dir)
     if split not in ("all", "dev", "holdout"):
-        cli.err_console.print(f"[red]INVALID_PARAMS:[/] --split {split!r}: use all, dev or holdout")
+        err_console.print(f"[red]INVALID_PARAMS:[/] --split {split!r}: use all, dev or holdout")
         raise typer.Exit(2)
     if service and split != "all":
-        cli.err_console.print(
+        err_console.print(
             "[red]INVALID_PARAMS:[/] --service analyses on the service's whole universe; "
             "a --split of it can only be evaluated in this process"
         )
         raise typer.Exit(2)
     quiet = as_json or not sys.stderr.isatty()
-    client = cli._client(service, timeout_ms=30_000, retries=3) if service else None
+    client = client_for(service, timeout_ms=30_000, retries=3) if service else None
     try:
-        with cli._progress_bar(quiet) as bar:
+        with progress_bar(quiet) as bar:
             task = bar.add_task("month-ends", total=None)
 
             def step(what: str, done: int, total: int) -> None:
@@ -173,7 +175,6 @@ def evaluate(
     if as_json:
         sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
         return
-    console = cli.console
     console.print(
         f"{result.engine} engine on {len(result.symbols)} symbols ({split}), month-ends "
         f"{result.start} .. {result.end}, data {result.data_dir or 'bundled'}"
@@ -242,7 +243,6 @@ def calibrate(
     from tacoreservice.analysis.factors import market_panel
     from tacoreservice.market_data.provider import load_provider
 
-    cli = _base()
     settings = _load(config, data_dir)
     folder = Path(out_dir or settings.analysis.calibration_dir)
     written = []
@@ -257,7 +257,7 @@ def calibrate(
             else:
                 k = panel.days.shape[0] - 1
             if k < 0:
-                cli.err_console.print(f"{market}: no data before {as_of}; nothing to fit")
+                err_console.print(f"{market}: no data before {as_of}; nothing to fit")
                 continue
             cal = fit_calibration(panel, k)
             written.append((cal, CalibrationStore.write(folder, cal)))
@@ -313,12 +313,11 @@ def portfolio_backtest(
     from tacoreservice.evaluation.snapshots import month_end_snapshots
     from tacoreservice.market_data.provider import load_provider
 
-    cli = _base()
     provider = load_provider(settings.market_data)
     eng = load_engine(engine or settings.analysis.default_engine, settings)
-    client = cli._client(service, timeout_ms=30_000, retries=3) if service else None
+    client = client_for(service, timeout_ms=30_000, retries=3) if service else None
     try:
-        with cli._progress_bar(quiet) as bar:
+        with progress_bar(quiet) as bar:
             task = bar.add_task("month-ends", total=None)
 
             def step(market: str, done: int, total: int) -> None:
@@ -340,6 +339,5 @@ def portfolio_backtest(
     return payload, rows, portfolio_table(rows), []
 
 
-def register(app: typer.Typer) -> None:
-    app.command()(evaluate)
-    app.command()(calibrate)
+app.command()(evaluate)
+app.command()(calibrate)
