@@ -170,6 +170,30 @@ class WorkerSettings(_Section):
     # Extra modules whose import registers more methods (plugins, and test-only methods).
     plugins: list[str] = Field(default_factory=list)
     max_params_depth: int = Field(32, ge=1, le=512)
+    # How long a request may run, by method (service/time_limits.py has the defaults and what
+    # happens at each limit): {method: hard limit in seconds}, or "method=s,method=s".
+    time_limits: dict[str, float] = Field(default_factory=dict)
+    time_limit_default_s: float = Field(120.0, gt=0, le=7 * 86_400)  # a method not listed
+    job_time_limit_s: float = Field(3600.0, gt=0, le=7 * 86_400)
+    soft_time_limit_ratio: float = Field(0.8, gt=0, le=1)  # soft limit = ratio x hard
+
+    @field_validator("time_limits", mode="before")
+    @classmethod
+    def _time_limits(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            pairs = [item.split("=", 1) for item in v.split(",") if item.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError(f"expected method=seconds,method=seconds, got {v!r}")
+            return {name.strip(): value.strip() for name, value in pairs}
+        return v
+
+    @field_validator("time_limits")
+    @classmethod
+    def _positive_limits(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {name: s for name, s in v.items() if not 0 < s <= 7 * 86_400}
+        if bad:
+            raise ValueError(f"time limits must be over 0 and at most a week: {bad}")
+        return v
 
 
 class DatabaseSettings(_Section):
@@ -494,6 +518,8 @@ ENV_VARS: dict[str, str] = {
     "TACORE_MAX_MESSAGE_BYTES": "broker.max_message_bytes",
     "TACORE_COMPAT": "broker.compat",
     "TACORE_PLUGINS": "worker.plugins",
+    "TACORE_TIME_LIMITS": "worker.time_limits",
+    "TACORE_JOB_TIME_LIMIT_S": "worker.job_time_limit_s",
     "TACORE_LOG_DIR": "logging.dir",
     "TACORE_MARKET_DATA_PROVIDER": "market_data.provider",
     "TACORE_MARKET_DATA_DIR": "market_data.data_dir",

@@ -68,6 +68,7 @@ from tacoreservice.security.guard import RequestGuard
 from tacoreservice.security.redaction import BodyRedactor
 from tacoreservice.security.secrets import secret_values
 from tacoreservice.service.compat import health_fields
+from tacoreservice.service.time_limits import TimeLimits
 from tacoreservice.storage.request_log_process import RequestLogProcess
 
 __all__ = ["Broker", "CONTROL_ENDPOINT"]
@@ -128,6 +129,7 @@ class Broker:
         self.cfg = cfg = settings.broker
         self.ctx = context or zmq.Context.instance()
         self.pool = WorkerPool(cfg.heartbeat_expiry_s, cfg.credit)
+        self.time_limits = TimeLimits.from_settings(settings.worker)
         self.table = PendingTable(cfg.reply_cache_ttl_s, cfg.reply_cache_max_entries)
         self.queue = WaitQueue()
         redactor = BodyRedactor(settings.security.redact_fields, secret_values(settings))
@@ -786,6 +788,7 @@ class Broker:
         for _ in range(8):
             if self._drain_backend():
                 break
+        self._enforce_time_limits(now)
         for record in self.pool.expired(now):
             log.warning(
                 "worker %s missed %d heartbeats; evicting",
@@ -800,6 +803,50 @@ class Broker:
         self.table.replies.purge(now)
         if self.telemetry.request_log is not None:
             self.telemetry.request_log.poll()
+
+    def _enforce_time_limits(self, now: float) -> None:
+        """Answer each request running past its hard time limit with TIME_LIMIT_EXCEEDED
+        (never dispatched again), and have its worker killed and replaced: a handler that
+        ignored its soft limit will not return (service/time_limits.py)."""
+        for record in list(self.pool.workers.values()):
+            if not record.assigned or record.current_since is None:
+                continue
+            key = record.assigned[0]
+            pending = self.table.dispatched.get(key)
+            if pending is None:
+                continue
+            method, job = pending.req.method, pending.job_id is not None
+            hard = self.time_limits.hard(method, job)
+            ran = now - record.current_since
+            if ran < hard:
+                continue
+            log.error(
+                "%s (%s) ran %.0f s on worker %s, past its hard limit of %.0f s; "
+                "answering TIME_LIMIT_EXCEEDED and replacing the worker",
+                pending.req.request_id or pending.job_id,
+                method,
+                ran,
+                record.worker_id,
+                hard,
+            )
+            self.telemetry.stats["time_limits_hit"] += 1
+            self._fail(
+                pending,
+                ErrorCode.TIME_LIMIT_EXCEEDED,
+                f"{method} ran {ran:.0f} s, past its time limit of {hard:.0f} s; its worker was "
+                "replaced and the request was not run again. If it needs longer, raise "
+                f"worker.time_limits for it (TACORE_TIME_LIMITS={method}=SECONDS)",
+            )
+            self.table.undispatch(pending)
+            self.pool.release(record, key, now)
+            # The handler still runs: the worker must not take anything else, and the local
+            # supervisor (if the worker is one of its own) kills and replaces it.
+            self._send_worker_command(record.identity, wp.DISCONNECT)
+            try:
+                self.control.send_multipart([b"kill", record.worker_id.encode()], _NOBLOCK)
+            except zmq.ZMQError:
+                pass  # no supervisor here: the worker ends itself (worker_runtime/worker.py)
+            self._evict(record, f"time limit: {method} ran past {hard:.0f} s")
 
     def _evict(self, record: WorkerRecord, reason: str, departed: bool = True) -> None:
         """Forget ``record``; every request it held goes back to the queue (or fails)."""

@@ -11,8 +11,8 @@ Contract:
   says how many may start now: none while an interactive request waits, and never more than
   all-but-one of the workers at once, so a batch of long analyses never starves quick calls.
 - A job whose worker is lost runs once more (:data:`MAX_ATTEMPTS` runs in all), then fails
-  with the reason; a job the broker could not get run (WORKER_LOST, DEADLINE_EXCEEDED) is
-  failed in SQLite with the broker's error.
+  with the reason; a job the broker could not get run, or stopped (WORKER_LOST,
+  DEADLINE_EXCEEDED, TIME_LIMIT_EXCEEDED), is failed in SQLite with the broker's error.
 - :meth:`JobLane.open` schedules again the jobs a previous broker left queued or running.
 
 A job's state lives in SQLite, so its outcome survives the broker; the worker that runs it
@@ -49,7 +49,7 @@ JOB_METHODS = frozenset({"job.submit", "job.cancel", *JOB_READ_METHODS})
 # A job whose worker dies is run once more, then failed with the reason (issue 3).
 MAX_ATTEMPTS = 2
 # Errors that mean "the broker could not get this job run", as opposed to the job's own error.
-_BROKER_ERRORS = frozenset({"WORKER_LOST", "DEADLINE_EXCEEDED"})
+_BROKER_ERRORS = frozenset({"WORKER_LOST", "DEADLINE_EXCEEDED", "TIME_LIMIT_EXCEEDED"})
 # The broker answers these itself, so it checks their params with the same models as workers.
 _JOB_SUBMIT = MethodSpec("job.submit", JobSubmitParams, lambda p, c: None, (), "")
 _JOB_CANCEL = MethodSpec("job.cancel", JobRef, lambda p, c: None, (), "")

@@ -22,6 +22,7 @@ from tacoreservice.monitoring.process_stats import ProcessSampler
 from tacoreservice.protocol.messages import utc_timestamp
 from tacoreservice.security.curve import RefusalLog
 from tacoreservice.security.guard import RequestGuard
+from tacoreservice.service.time_limits import TimeLimits
 
 __all__ = ["BrokerView", "describe_worker", "health", "snapshot", "timeseries"]
 
@@ -40,6 +41,7 @@ class BrokerView(Protocol):
     started_mono: float
     started_text: str
     draining: bool
+    time_limits: TimeLimits
 
 
 def health(b: BrokerView, detailed: bool = False, answering: bool = False) -> dict[str, Any]:
@@ -47,6 +49,7 @@ def health(b: BrokerView, detailed: bool = False, answering: bool = False) -> di
     health.check request, which is itself in progress while it is answered."""
     now = time.monotonic()
     alive = len(b.pool)
+    stuck = sum(1 for w in b.pool.workers.values() if is_stuck(b, w, now))
     stats = b.telemetry.stats
     cache_hits, cache_misses = b.telemetry.departed_cache
     for record in b.pool.workers.values():
@@ -54,14 +57,21 @@ def health(b: BrokerView, detailed: bool = False, answering: bool = False) -> di
         cache_hits += int(cache.get("hits") or 0)
         cache_misses += int(cache.get("misses") or 0)
     data: dict[str, Any] = {
-        "status": "healthy" if alive else "degraded",
+        # Degraded when no worker could take a request soon: none alive, or every one stuck
+        # in a request past its soft time limit.
+        "status": "healthy" if alive - stuck >= 1 else "degraded",
         "service": "tacoreservice",
         "version": __version__,
         "host": b.hostname,
         "uptime_s": round(now - b.started_mono, 3),
         "started_at": b.started_text,
         "draining": b.draining,
-        "workers": {"alive": alive, "busy": b.pool.busy_count, "idle": len(b.pool.idle)},
+        "workers": {
+            "alive": alive,
+            "busy": b.pool.busy_count,
+            "idle": len(b.pool.idle),
+            "stuck": stuck,
+        },
         "queue_depth": len(b.queue),
         "in_flight": len(b.table.dispatched),
         "max_queue_size": b.cfg.max_queue_size,
@@ -80,12 +90,15 @@ def health(b: BrokerView, detailed: bool = False, answering: bool = False) -> di
             "evicted": stats["workers_evicted"],
             "restarts": stats["worker_restarts"],
             "broker_stalls": stats["stalls"],
+            "time_limits_hit": stats["time_limits_hit"],
         },
         # The broker process's own CPU and memory; each worker's are in worker_list.
         "process": b.process_sampler.sample(),
     }
     if detailed:
-        data["worker_list"] = [w.describe(now) for w in b.pool.workers.values()]
+        data["worker_list"] = [
+            w.describe(now) | {"stuck": is_stuck(b, w, now)} for w in b.pool.workers.values()
+        ]
         data["methods"] = b.telemetry.method_table()
         log = b.telemetry.request_log
         data["request_log"] = log.stats() if log is not None else None
@@ -100,12 +113,24 @@ def _requests_in_progress(b: BrokerView) -> int:
     return len(b.queue) + running
 
 
+def is_stuck(b: BrokerView, record: WorkerRecord, now: float) -> bool:
+    """Whether ``record`` runs a request past that method's soft time limit."""
+    if not record.assigned or record.current_since is None:
+        return False
+    pending = b.table.dispatched.get(record.assigned[0])
+    if pending is None:
+        return False
+    soft = b.time_limits.soft(pending.req.method, pending.job_id is not None)
+    return now - record.current_since >= soft
+
+
 def describe_worker(b: BrokerView, record: WorkerRecord, now: float) -> dict[str, Any]:
     """A worker as the dashboard lists it."""
     row = record.describe(now)
     key = record.current_key
     pending = b.table.dispatched.get(key) if key is not None else None
     row["current_request_id"] = pending.req.request_id if pending is not None else None
+    row["stuck"] = is_stuck(b, record, now)
     row["job_id"] = pending.job_id if pending is not None else None
     row["registered_at"] = utc_timestamp(record.registered_at)
     row["last_heartbeat_unix"] = round(time.time() - (now - record.last_heartbeat), 3)
@@ -126,6 +151,7 @@ def snapshot(b: BrokerView) -> dict[str, Any]:
         "idle": states.get("idle", 0),
         "draining": states.get("draining", 0),
         "dead": len(dead),
+        "stuck": sum(1 for w in live if w.get("stuck")),
     }
     status["jobs"] = {"queued": len(b.jobs.queue), "running": b.jobs.running}
     window = b.telemetry.window

@@ -67,6 +67,7 @@ class Telemetry:
             "replies_dropped": 0,
             "stale_replies": 0,
             "stalls": 0,
+            "time_limits_hit": 0,
         }
         self.methods: dict[str, MethodStats] = {}
         self.window = RequestWindow(window_s)

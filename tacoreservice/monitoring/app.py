@@ -128,7 +128,8 @@ def create_app(
 
     @app.get("/health", tags=["health"])
     def health() -> JSONResponse:
-        """200 while the broker loop answers and at least one worker is alive, else 503."""
+        """200 while the broker loop answers and at least one worker is alive and not stuck
+        past a time limit, else 503."""
         try:
             snap = snapshot()
         except BrokerNotResponding as exc:
@@ -141,16 +142,21 @@ def create_app(
                 },
                 status_code=503,
             )
-        alive = snap["status"]["workers"]["alive"]
+        workers = snap["status"]["workers"]
+        alive, stuck = workers["alive"], workers.get("stuck", 0)
+        free = alive - stuck >= 1
         body = {
-            "status": "healthy" if alive else "unhealthy",
+            "status": "healthy" if free else "unhealthy",
             "broker": "running",
             "workers_alive": alive,
+            "workers_stuck": stuck,
             "uptime_s": snap["status"]["uptime_s"],
         }
         if not alive:
             body["reason"] = "no worker is alive"
-        return JSONResponse(body, status_code=200 if alive else 503)
+        elif not free:
+            body["reason"] = f"all {alive} workers are stuck in requests past their time limits"
+        return JSONResponse(body, status_code=200 if free else 503)
 
     @app.get("/api/status", dependencies=guarded, tags=["status"])
     def api_status() -> dict[str, Any]:

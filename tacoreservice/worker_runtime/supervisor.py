@@ -4,7 +4,8 @@ Workers are separate interpreters started with ``python -m tacoreservice.worker`
 fork: forking a process that already holds ZeroMQ sockets and threads is unsafe). The
 supervisor reaps a dead worker within ~50 ms, tells the broker at once over the inproc control
 socket (so its in-flight request is re-dispatched without waiting out the heartbeat window) and
-starts a replacement. Workers run in their own process group, so a terminal's Ctrl+C reaches
+starts a replacement. The broker, in turn, asks it to kill a worker whose request outlived
+its hard time limit (``kill WORKER_ID``), which is then replaced like any other. Workers run in their own process group, so a terminal's Ctrl+C reaches
 only this process, which then shuts them down in order; and each asks the kernel for SIGKILL
 should this process die without cleaning up, so nothing is orphaned.
 """
@@ -115,6 +116,7 @@ class Supervisor:
         control.connect(self.control_endpoint)
         try:
             while not self._stopping.wait(0.05):
+                self._kill_requested(control)
                 now = time.monotonic()
                 with self._lock:
                     for slot in self.slots:
@@ -143,6 +145,26 @@ class Supervisor:
                             self._notify(control, b"restarted", slot.worker_id)
         finally:
             control.close(linger=0)
+
+    def _kill_requested(self, control: zmq.Socket) -> None:
+        """Kill the workers the broker asked for (stuck past a hard time limit)."""
+        while True:
+            try:
+                msg = control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(msg) < 2 or msg[0] != b"kill":
+                continue
+            worker_id = msg[1].decode(errors="replace")
+            with self._lock:
+                for slot in self.slots:
+                    if slot.worker_id == worker_id and slot.proc is not None:
+                        log.warning(
+                            "killing worker %s (pid %d): past a hard time limit",
+                            worker_id,
+                            slot.proc.pid,
+                        )
+                        slot.proc.kill()
 
     def stop_respawning(self) -> None:
         """From a signal handler: no more restarts; running workers keep serving the drain."""

@@ -41,11 +41,15 @@ from tacoreservice.service.registry import (
     load_plugins,
     registry,
 )
+from tacoreservice.service.time_limits import TimeLimits
 from tacoreservice.storage.job_store import JobStore
 
 __all__ = ["Worker", "default_worker_id"]
 
 log = logging.getLogger("tacoreservice.worker")
+
+# The exit status of a worker that killed itself past a request's hard time limit.
+EXIT_TIME_LIMIT = 75
 
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
@@ -88,6 +92,10 @@ class _Heartbeater(threading.Thread):
         # The broker evicts a worker silent for `expiry`; a request is started only well
         # within that, whatever the liveness (with a margin for the beats' own cadence).
         self.fresh_for = max(cfg.heartbeat_expiry_s - interval, 1.5 * interval)
+        # Past a request's hard limit the broker answers it and a local supervisor kills this
+        # process; a worker nobody kills (another host, no supervisor) ends itself this much
+        # later, so it never holds on to a slot the broker has already given up.
+        self.kill_grace = cfg.heartbeat_expiry_s + 2 * interval
 
     def reconnect(self) -> None:
         """Called by the main thread after it reconnected: start a fresh session."""
@@ -158,6 +166,9 @@ class _Heartbeater(threading.Thread):
                         self.last_seen = self.heard_at = time.monotonic()
                 if time.monotonic() - self.last_seen > expiry and not self.broker_lost.is_set():
                     self.broker_lost.set()
+                hard_at = w.hard_at
+                if hard_at is not None and time.monotonic() > hard_at + self.kill_grace:
+                    w.exit_past_hard_limit()
         finally:
             if sock is not None:
                 sock.close(linger=0)
@@ -187,6 +198,10 @@ class Worker:
         self.failed = 0
         self.process_sampler = ProcessSampler()
         self.current_method: str | None = None
+        self.time_limits = TimeLimits.from_settings(settings.worker)
+        # The running request's soft and hard limits (time.monotonic()); None when idle.
+        self.soft_at: float | None = None
+        self.hard_at: float | None = None
         self._stopping = False
         self._sock: zmq.Socket | None = None
         self.method_ctx: MethodContext | None = None
@@ -200,6 +215,34 @@ class Worker:
             if sec.mode == "curve"
             else None
         )
+
+    def past_soft_limit(self) -> bool:
+        """Whether the running request is past its soft time limit: a handler checking
+        :meth:`MethodContext.check_cancelled` stops there."""
+        soft_at = self.soft_at
+        return soft_at is not None and time.monotonic() >= soft_at
+
+    def _time_limit_error(self, method: str, job: bool) -> ServiceError:
+        soft = self.time_limits.soft(method, job)
+        hard = self.time_limits.hard(method, job)
+        return ServiceError(
+            ErrorCode.TIME_LIMIT_EXCEEDED,
+            f"{method} ran past its time limit ({soft:.0f} s; killed at {hard:.0f} s) and was "
+            f"stopped; if it needs longer, raise worker.time_limits for it "
+            f"(TACORE_TIME_LIMITS={method}=SECONDS)",
+        )
+
+    def exit_past_hard_limit(self) -> None:
+        """Called by the heartbeat thread: the handler ignored its soft limit and outlived the
+        hard one by the grace; nothing but ending the process frees it."""
+        log.error(
+            "worker %s: %s outlived its hard time limit; exiting so it can be replaced",
+            self.worker_id,
+            self.current_method,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(EXIT_TIME_LIMIT)
 
     def secure(self, sock: zmq.Socket) -> None:
         """Make ``sock`` a CURVE client of the broker when security is on (before connect)."""
@@ -404,6 +447,8 @@ class Worker:
 
         def cancelled() -> bool:
             nonlocal checked_at, cancel_seen
+            if self.past_soft_limit():
+                return True
             now = time.monotonic()
             if not cancel_seen and now - checked_at >= 0.2:
                 checked_at, cancel_seen = now, store.cancel_requested(job_id)
@@ -413,6 +458,10 @@ class Worker:
         try:
             data = call_method(method, params, ctx)
         except ServiceError as exc:
+            if exc.code == ErrorCode.CANCELLED and not cancel_seen and self.past_soft_limit():
+                limit_error = self._time_limit_error(method, job=True)
+                store.fail(job_id, limit_error.to_dict())
+                raise limit_error from None
             state = "cancelled" if exc.code == ErrorCode.CANCELLED else "failed"
             store.fail(job_id, exc.to_dict(), state=state)
             raise
@@ -458,6 +507,11 @@ class Worker:
             ctx.deadline = deadline
             self.current_method = method
             job_id = req.job_id
+            begun = time.monotonic()
+            self.soft_at = begun + self.time_limits.soft(method, bool(job_id))
+            self.hard_at = begun + self.time_limits.hard(method, bool(job_id))
+            if not job_id:
+                ctx.cancelled = self.past_soft_limit
             data = (
                 self._run_job(job_id, method, req.params, ctx)
                 if job_id
@@ -470,7 +524,9 @@ class Worker:
             self.served += 1
             return True, None, elapsed, body
         except Exception as exc:
-            if isinstance(exc, ServiceError):
+            if isinstance(exc, Cancelled) and not req.job_id and self.past_soft_limit():
+                err = self._time_limit_error(method, job=False)
+            elif isinstance(exc, ServiceError):
                 err = exc
             else:  # a bug in a handler must not take the worker down
                 log.error("method %s failed:\n%s", method, traceback.format_exc())
@@ -485,6 +541,9 @@ class Worker:
             return False, err.code.value, (time.perf_counter() - started) * 1000.0, body
         finally:
             self.current_method = None
+            self.soft_at = self.hard_at = None
+            if self.method_ctx is not None and not req.job_id:
+                self.method_ctx.cancelled = _never_cancelled
 
 
 def _is_control(frames: list[bytes]) -> bool:
