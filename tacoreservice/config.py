@@ -127,6 +127,8 @@ class BrokerSettings(_Section):
     max_queue_size: int = Field(100, ge=1, le=1_000_000)
     reply_cache_ttl_s: float = Field(60.0, ge=0, le=86_400)
     reply_cache_max_entries: int = Field(10_000, ge=0, le=10_000_000)
+    # The replies kept for retries, in bytes: a bound on memory whatever the replies' size.
+    reply_cache_max_bytes: int = Field(64 * 1024 * 1024, ge=0, le=16 * 1024**3)
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024)
     max_redispatch: int = Field(2, ge=0, le=10)
     # Requests a worker may hold at once: one running and (credit - 1) waiting in its socket,
@@ -513,6 +515,7 @@ ENV_VARS: dict[str, str] = {
     "TACORE_HEARTBEAT_LIVENESS": "broker.heartbeat_liveness",
     "TACORE_MAX_QUEUE_SIZE": "broker.max_queue_size",
     "TACORE_REPLY_CACHE_TTL_S": "broker.reply_cache_ttl_s",
+    "TACORE_REPLY_CACHE_MAX_BYTES": "broker.reply_cache_max_bytes",
     "TACORE_WORKER_CREDIT": "broker.credit",
     "TACORE_PREFETCH_BELOW_MS": "broker.prefetch_below_ms",
     "TACORE_MAX_MESSAGE_BYTES": "broker.max_message_bytes",

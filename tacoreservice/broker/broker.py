@@ -130,7 +130,9 @@ class Broker:
         self.ctx = context or zmq.Context.instance()
         self.pool = WorkerPool(cfg.heartbeat_expiry_s, cfg.credit)
         self.time_limits = TimeLimits.from_settings(settings.worker)
-        self.table = PendingTable(cfg.reply_cache_ttl_s, cfg.reply_cache_max_entries)
+        self.table = PendingTable(
+            cfg.reply_cache_ttl_s, cfg.reply_cache_max_entries, cfg.reply_cache_max_bytes
+        )
         self.queue = WaitQueue()
         redactor = BodyRedactor(settings.security.redact_fields, secret_values(settings))
         self.jobs = JobLane(settings.database.path, self._job_pending, redactor)

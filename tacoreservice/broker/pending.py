@@ -6,8 +6,9 @@ Contract (what makes "a retry never runs a request twice" true):
   moment it is accepted until it is answered. A retry with the same id and content *joins* it
   (its envelope is added; one run answers every copy); the same id with other content is a
   conflict.
-- Once answered, the reply stays in :class:`ReplyCache` for ``reply_cache_ttl_s``: a late
-  retry is answered from there, byte for byte, and not run again.
+- Once answered, the reply stays in :class:`ReplyCache` for ``reply_cache_ttl_s`` (within
+  ``reply_cache_max_bytes``): a late retry with the same content (compared by a digest of
+  method and params) is answered from there, byte for byte, and not run again.
 - A request handed to a worker is in :attr:`PendingTable.dispatched` under its dispatch key
   until the worker's REPLY (or the worker's loss) takes it out. A key names one dispatch
   only; a reply with an unknown key is stale and dropped.
@@ -20,9 +21,13 @@ Nothing here sends: the routing core (broker.py) asks and acts on the answer.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from typing import Any
+
+import orjson
 
 from tacoreservice.broker.worker_pool import WorkerRecord
 from tacoreservice.protocol.messages import ClientRequest
@@ -79,42 +84,74 @@ def _same_params(a: dict[str, Any], b: dict[str, Any]) -> bool:
         return False
 
 
-class ReplyCache:
-    """Replies by request_id for ``ttl_s`` seconds, so late retries are answered, not re-run."""
+def request_digest(method: str, params: dict[str, Any]) -> bytes:
+    """What identifies a request's content for a retry: method and params, key order aside.
+    The reply cache keeps this (16 bytes) instead of the params, which may be large."""
+    try:
+        canonical = orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, RecursionError):
+        # Deeper than the encoder goes (the parser allows 1,024 levels): such content is
+        # never taken for the same as anything, so a retry of it is refused, not mistaken.
+        canonical = os.urandom(16)
+    return hashlib.blake2b(canonical, digest_size=16, key=method.encode()[:64]).digest()
 
-    def __init__(self, ttl_s: float, max_entries: int):
+
+# Bytes an entry costs besides its reply (the tuple, the digest, the key's string, the dict's
+# slot): an estimate, so that a flood of tiny replies is bounded too.
+_ENTRY_OVERHEAD = 200
+
+
+class ReplyCache:
+    """Replies by request_id for ``ttl_s`` seconds, so late retries are answered, not re-run.
+
+    Bounded by count and by bytes (the oldest go first); each entry keeps the reply and a
+    digest of the request, never the request's params."""
+
+    def __init__(self, ttl_s: float, max_entries: int, max_bytes: int = 64 * 1024 * 1024):
         self.ttl_s = ttl_s
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[float, bytes, str, dict[str, Any]]] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.evicted = 0  # entries dropped for room before their TTL
+        self._entries: OrderedDict[str, tuple[float, bytes, bytes]] = OrderedDict()
 
-    def get(self, request_id: str, now: float) -> tuple[float, bytes, str, dict[str, Any]] | None:
+    def get(self, request_id: str, now: float) -> tuple[bytes, bytes] | None:
+        """(reply, request digest) of a live entry."""
         entry = self._entries.get(request_id)
         if entry is None:
             return None
         if entry[0] < now:
-            del self._entries[request_id]
+            self._drop(request_id)
             return None
-        return entry
+        return entry[1], entry[2]
 
-    def put(
-        self, request_id: str, body: bytes, method: str, params: dict[str, Any], now: float
-    ) -> None:
+    def put(self, request_id: str, body: bytes, digest: bytes, now: float) -> None:
         if self.ttl_s <= 0 or self.max_entries <= 0:
             return
+        size = len(body) + len(request_id) + _ENTRY_OVERHEAD
+        if size > self.max_bytes:
+            return  # larger than the whole cache: a retry of it runs again or joins
         entries = self._entries
-        entries[request_id] = (now + self.ttl_s, body, method, params)
-        entries.move_to_end(request_id)
-        while len(entries) > self.max_entries:
-            entries.popitem(last=False)
+        if request_id in entries:
+            self._drop(request_id)
+        entries[request_id] = (now + self.ttl_s, body, digest)
+        self.bytes += size
+        while len(entries) > self.max_entries or self.bytes > self.max_bytes:
+            self._drop(next(iter(entries)))
+            self.evicted += 1
 
     def purge(self, now: float) -> None:
         # Insertion order is expiry order (one TTL), so expired entries are at the front.
         entries = self._entries
         while entries:
-            first = next(iter(entries.values()))
+            request_id, first = next(iter(entries.items()))
             if first[0] >= now:
                 break
-            entries.popitem(last=False)
+            self._drop(request_id)
+
+    def _drop(self, request_id: str) -> None:
+        _, body, _ = self._entries.pop(request_id)
+        self.bytes -= len(body) + len(request_id) + _ENTRY_OVERHEAD
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -128,10 +165,15 @@ CONFLICT = "conflict"
 class PendingTable:
     """Accepted requests by client request_id and by dispatch key, plus the reply cache."""
 
-    def __init__(self, reply_cache_ttl_s: float, reply_cache_max_entries: int):
+    def __init__(
+        self,
+        reply_cache_ttl_s: float,
+        reply_cache_max_entries: int,
+        reply_cache_max_bytes: int = 64 * 1024 * 1024,
+    ):
         self.inflight: dict[str, Pending] = {}  # client request_id -> pending (queued or running)
         self.dispatched: dict[bytes, Pending] = {}  # dispatch key -> pending on a worker
-        self.replies = ReplyCache(reply_cache_ttl_s, reply_cache_max_entries)
+        self.replies = ReplyCache(reply_cache_ttl_s, reply_cache_max_entries, reply_cache_max_bytes)
         self._seq = 0
 
     def new(
@@ -160,8 +202,8 @@ class PendingTable:
         cached = self.replies.get(req.request_id, now)
         if cached is None:
             return None
-        _, reply, method, params = cached
-        if method != req.method or not _same_params(params, req.params):
+        reply, digest = cached
+        if digest != request_digest(req.method, req.params):
             return CONFLICT
         return reply
 
@@ -171,14 +213,14 @@ class PendingTable:
 
     def remember(self, req: ClientRequest, reply: bytes, now: float) -> None:
         """Keep ``reply`` for retries of ``req`` (a request answered without a Pending)."""
-        self.replies.put(req.request_id, reply, req.method, req.params, now)
+        self.replies.put(req.request_id, reply, request_digest(req.method, req.params), now)
 
     def settle(self, pending: Pending, reply: bytes, now: float) -> None:
         """``pending`` is answered with ``reply``: retries from now on get the cached reply."""
         req = pending.req
         if req.client_request_id:
             self.inflight.pop(req.request_id, None)
-            self.replies.put(req.request_id, reply, req.method, req.params, now)
+            self.replies.put(req.request_id, reply, request_digest(req.method, req.params), now)
 
     def dispatch(self, pending: Pending, worker: WorkerRecord, now: float) -> None:
         pending.attempts += 1

@@ -104,6 +104,7 @@ def health(b: BrokerView, detailed: bool = False, answering: bool = False) -> di
         data["request_log"] = log.stats() if log is not None else None
         data["security"] = b.guard.stats()
         data["reply_cache_entries"] = len(b.table.replies)
+        data["reply_cache_bytes"] = b.table.replies.bytes
     return data
 
 

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AliasChoices, BaseModel, ValidationError
 
-from tacoreservice.protocol.errors import ErrorCode, ServiceError
+from tacoreservice.protocol.errors import ErrorCode, ServiceError, did_you_mean
 
 if TYPE_CHECKING:
     from tacoreservice.cache import Cache
@@ -143,7 +143,61 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     )
 
 
+# Keys the system's client generations put into params beside a method's own (a send time, the
+# caller's name, its request id again; "async" asks for a job): accepted by every method and
+# ignored. Any other key a method does not know is refused, so a typo is not silently dropped
+# and no request carries megabytes of nothing.
+TOLERATED_KEYS = frozenset(
+    {"timestamp", "client", "client_id", "request_id", "source", "version", "async"}
+)
+
+_ACCEPTED: dict[type[BaseModel], frozenset[str]] = {}
+
+
+def accepted_keys(model: type[BaseModel]) -> frozenset[str]:
+    """The params keys ``model`` reads: its fields' names and every alias."""
+    keys = _ACCEPTED.get(model)
+    if keys is None:
+        names: set[str] = set()
+        for name, info in model.model_fields.items():
+            names.add(name)
+            if info.alias:
+                names.add(info.alias)
+            alias = info.validation_alias
+            if isinstance(alias, str):
+                names.add(alias)
+            elif isinstance(alias, AliasChoices):
+                names.update(c for c in alias.choices if isinstance(c, str))
+        keys = _ACCEPTED[model] = frozenset(names)
+    return keys
+
+
+def _refuse_unknown_keys(spec: MethodSpec, params: dict[str, Any]) -> None:
+    model = spec.params_model
+    if model.model_config.get("extra") == "allow":
+        return
+    known = accepted_keys(model)
+    unknown = [k for k in params if k not in known and k not in TOLERATED_KEYS]
+    if not unknown:
+        return
+    first = unknown[0]
+    more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+    shown = first if len(first) <= 40 else first[:40] + "..."
+    raise ServiceError(
+        ErrorCode.INVALID_PARAMS,
+        f"{spec.name}: unknown params.{shown}{did_you_mean(first, known)}{more}; "
+        f"accepted: {', '.join(sorted(known)) or '(none)'}",
+        {
+            "errors": [
+                {"field": k[:64], "message": "unknown parameter", "type": "extra_forbidden"}
+                for k in unknown[:_MAX_ERROR_DETAILS]
+            ]
+        },
+    )
+
+
 def validate_params(spec: MethodSpec, params: dict[str, Any]) -> BaseModel:
+    _refuse_unknown_keys(spec, params)
     try:
         return spec.params_model.model_validate(params)
     except ValidationError as exc:
