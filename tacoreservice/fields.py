@@ -67,8 +67,9 @@ MAX_STRING_LENGTH = 1024
 class ParamsModel(BaseModel):
     """Base of every built-in params model: no NaN or infinity, no string over 1 KiB.
 
-    Client generations add keys of their own (timestamps, client names, ...): ignoring them
-    keeps those clients working. Subclasses may override any of these settings.
+    Keys a model does not read are refused before it validates (service/registry.py:
+    ``TOLERATED_KEYS`` lists the few every client generation adds, which are ignored).
+    Subclasses may override any of these settings.
     """
 
     model_config = ConfigDict(

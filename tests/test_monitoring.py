@@ -475,6 +475,39 @@ def test_token_is_enforced(tmp_path: Path) -> None:
         svc.stop()
 
 
+def test_the_api_description_needs_the_token_too(tmp_path: Path) -> None:
+    """With a token (needed to listen beyond loopback) the schema and its pages are not public:
+    they list every route an attacker could try. The dashboard's page stays public: it holds
+    no data and must load to ask for the token."""
+    svc = ServiceProcesses(tmp_path, workers=0, TACORE_API_TOKEN=TOKEN)
+    svc.start_main(wait=False)
+    try:
+        _poll(lambda: _poll_status(svc) is not None, timeout=60)
+        for path in ("/openapi.json", "/docs", "/redoc"):
+            assert _get(svc, path).status_code == 401, path
+            assert _get(svc, path, headers={"Authorization": "Bearer nope"}).status_code == 401
+        schema = _get(svc, "/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert schema.status_code == 200 and "/api/status" in schema.json()["paths"]
+        page = _get(svc, f"/docs?token={TOKEN}")
+        assert page.status_code == 200 and f"/openapi.json?token={TOKEN}" in page.text
+        assert _get(svc, f"/openapi.json?token={TOKEN}").status_code == 200
+        assert _get(svc, "/").status_code == 200
+    finally:
+        svc.stop()
+
+
+def test_without_a_token_the_description_is_served_on_loopback(tmp_path: Path) -> None:
+    svc = ServiceProcesses(tmp_path, workers=0)
+    svc.env.pop("TACORE_API_TOKEN", None)
+    svc.start_main(wait=False)
+    try:
+        _poll(lambda: _poll_status(svc) is not None, timeout=60)
+        assert "/api/status" in _get(svc, "/openapi.json").json()["paths"]
+        assert _get(svc, "/docs").status_code == 200
+    finally:
+        svc.stop()
+
+
 def _run_until_exit(svc: ServiceProcesses, timeout: float = 20.0) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "tacoreservice.main"],

@@ -6,9 +6,11 @@ call); the request log and jobs are read from SQLite with a connection per call,
 shares a handle with the broker thread. Both route generations are served: ``/workers`` and
 ``/api/workers``, ``/logs`` and ``/api/logs``, ``/methods`` and ``/api/methods``.
 
-With ``TACORE_API_TOKEN`` set, every data route (all but ``/health`` and the dashboard's static
-page and scripts) needs ``Authorization: Bearer <token>``; ``?token=`` is accepted too because a
-browser's EventSource cannot send headers.
+With ``TACORE_API_TOKEN`` set (required to listen beyond loopback), every data route and the API
+description (``/openapi.json``, ``/docs``, ``/redoc``) need ``Authorization: Bearer <token>``;
+``?token=`` is accepted too because a browser's EventSource cannot send headers (and ``/docs``
+opened as ``/docs?token=...`` passes it on to the schema it loads). Only ``/health`` and the
+dashboard's page and scripts, which hold no data, are public.
 """
 
 from __future__ import annotations
@@ -18,12 +20,20 @@ import hmac
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 
 from tacoreservice import __version__
@@ -62,13 +72,17 @@ def create_app(
     stopping: Callable[[], bool] = lambda: False,
 ) -> FastAPI:
     db = Database(settings.database.path)
+    expected = token.encode() if token else None
+    public_docs = expected is None  # with a token, the description needs it too (below)
     app = FastAPI(
         title="TACoreService monitor",
         version=__version__,
         description="Read-only monitoring API of the TACoreService broker: health, workers, "
         "request log, per-method latency, Prometheus metrics, jobs and a live dashboard.",
+        docs_url="/docs" if public_docs else None,
+        redoc_url="/redoc" if public_docs else None,
+        openapi_url="/openapi.json" if public_docs else None,
     )
-    expected = token.encode() if token else None
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -107,6 +121,27 @@ def create_app(
             )
 
     guarded = [Depends(authorize)]
+
+    if not public_docs:
+        title = "TACoreService monitor"
+
+        def schema_url(request: Request) -> str:
+            # The page's browser loads the schema itself and cannot add a header: it carries
+            # the token it was opened with (already checked equal to the expected one).
+            given = request.query_params.get("token")
+            return f"/openapi.json?token={quote(given)}" if given else "/openapi.json"
+
+        @app.get("/openapi.json", dependencies=guarded, include_in_schema=False)
+        def openapi_schema() -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+        @app.get("/docs", dependencies=guarded, include_in_schema=False)
+        def swagger(request: Request) -> HTMLResponse:
+            return get_swagger_ui_html(openapi_url=schema_url(request), title=title)
+
+        @app.get("/redoc", dependencies=guarded, include_in_schema=False)
+        def redoc(request: Request) -> HTMLResponse:
+            return get_redoc_html(openapi_url=schema_url(request), title=title)
 
     def snapshot() -> dict[str, Any]:
         return link.query("snapshot")
