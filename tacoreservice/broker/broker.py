@@ -69,6 +69,7 @@ from tacoreservice.security.redaction import BodyRedactor
 from tacoreservice.security.secrets import secret_values
 from tacoreservice.service.compat import health_fields
 from tacoreservice.service.time_limits import TimeLimits
+from tacoreservice.storage.file_watch import DatabaseWatch
 from tacoreservice.storage.request_log_process import RequestLogProcess
 
 __all__ = ["Broker", "CONTROL_ENDPOINT"]
@@ -130,6 +131,7 @@ class Broker:
         self.ctx = context or zmq.Context.instance()
         self.pool = WorkerPool(cfg.heartbeat_expiry_s, cfg.credit)
         self.time_limits = TimeLimits.from_settings(settings.worker)
+        self.storage: DatabaseWatch | None = None  # the database file as bound (health)
         self.table = PendingTable(
             cfg.reply_cache_ttl_s, cfg.reply_cache_max_entries, cfg.reply_cache_max_bytes
         )
@@ -220,6 +222,8 @@ class Broker:
         if self.telemetry.request_log is not None:
             self.telemetry.request_log.start()
         self.jobs.open(time.monotonic())
+        # The file just opened (created if new): the one the ledger and the jobs live in.
+        self.storage = DatabaseWatch(self.settings.database.path)
         poller = zmq.Poller()
         for sock in (self.backend, self.frontend, self.control, self.monitor):
             poller.register(sock, zmq.POLLIN)

@@ -23,6 +23,7 @@ from tacoreservice.protocol.messages import utc_timestamp
 from tacoreservice.security.curve import RefusalLog
 from tacoreservice.security.guard import RequestGuard
 from tacoreservice.service.time_limits import TimeLimits
+from tacoreservice.storage.file_watch import DatabaseWatch
 
 __all__ = ["BrokerView", "describe_worker", "health", "snapshot", "timeseries"]
 
@@ -42,6 +43,7 @@ class BrokerView(Protocol):
     started_text: str
     draining: bool
     time_limits: TimeLimits
+    storage: DatabaseWatch | None
 
 
 def health(b: BrokerView, detailed: bool = False, answering: bool = False) -> dict[str, Any]:
@@ -50,6 +52,7 @@ def health(b: BrokerView, detailed: bool = False, answering: bool = False) -> di
     now = time.monotonic()
     alive = len(b.pool)
     stuck = sum(1 for w in b.pool.workers.values() if is_stuck(b, w, now))
+    storage_problem = b.storage.problem() if b.storage is not None else None
     stats = b.telemetry.stats
     cache_hits, cache_misses = b.telemetry.departed_cache
     for record in b.pool.workers.values():
@@ -57,9 +60,9 @@ def health(b: BrokerView, detailed: bool = False, answering: bool = False) -> di
         cache_hits += int(cache.get("hits") or 0)
         cache_misses += int(cache.get("misses") or 0)
     data: dict[str, Any] = {
-        # Degraded when no worker could take a request soon: none alive, or every one stuck
-        # in a request past its soft time limit.
-        "status": "healthy" if alive - stuck >= 1 else "degraded",
+        # Degraded when no worker could take a request soon (none alive, or every one stuck
+        # in a request past its soft time limit), or the database cannot keep what it is told.
+        "status": "healthy" if alive - stuck >= 1 and storage_problem is None else "degraded",
         "service": "tacoreservice",
         "version": __version__,
         "host": b.hostname,
@@ -92,6 +95,7 @@ def health(b: BrokerView, detailed: bool = False, answering: bool = False) -> di
             "broker_stalls": stats["stalls"],
             "time_limits_hit": stats["time_limits_hit"],
         },
+        "storage": {"ok": storage_problem is None, "problem": storage_problem},
         # The broker process's own CPU and memory; each worker's are in worker_list.
         "process": b.process_sampler.sample(),
     }

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,15 @@ def create_app(
     async def _gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:
         return _error(exc.status, exc.code, exc.message)
 
+    @app.exception_handler(sqlite3.Error)
+    async def _storage(_request: Request, exc: sqlite3.Error) -> JSONResponse:
+        # A database that vanished, is locked past the timeout or is not SQLite any more.
+        return _error(
+            503,
+            "STORAGE_UNAVAILABLE",
+            f"the database {settings.database.path} could not be read: {exc}",
+        )
+
     @app.exception_handler(BrokerNotResponding)
     async def _not_responding(_request: Request, exc: BrokerNotResponding) -> JSONResponse:
         return _error(503, "UNAVAILABLE", str(exc))
@@ -163,8 +173,8 @@ def create_app(
 
     @app.get("/health", tags=["health"])
     def health() -> JSONResponse:
-        """200 while the broker loop answers and at least one worker is alive and not stuck
-        past a time limit, else 503."""
+        """200 while the broker loop answers, at least one worker is alive and not stuck past
+        a time limit, and the database file is the one the service opened; else 503."""
         try:
             snap = snapshot()
         except BrokerNotResponding as exc:
@@ -179,19 +189,25 @@ def create_app(
             )
         workers = snap["status"]["workers"]
         alive, stuck = workers["alive"], workers.get("stuck", 0)
-        free = alive - stuck >= 1
+        storage = snap["status"].get("storage") or {}
+        reason = None
+        if not alive:
+            reason = "no worker is alive"
+        elif alive - stuck < 1:
+            reason = f"all {alive} workers are stuck in requests past their time limits"
+        elif storage.get("problem"):
+            reason = storage["problem"]
         body = {
-            "status": "healthy" if free else "unhealthy",
+            "status": "unhealthy" if reason else "healthy",
             "broker": "running",
             "workers_alive": alive,
             "workers_stuck": stuck,
+            "storage_ok": storage.get("ok", True),
             "uptime_s": snap["status"]["uptime_s"],
         }
-        if not alive:
-            body["reason"] = "no worker is alive"
-        elif not free:
-            body["reason"] = f"all {alive} workers are stuck in requests past their time limits"
-        return JSONResponse(body, status_code=200 if free else 503)
+        if reason:
+            body["reason"] = reason
+        return JSONResponse(body, status_code=503 if reason else 200)
 
     @app.get("/api/status", dependencies=guarded, tags=["status"])
     def api_status() -> dict[str, Any]:

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ import orjson
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
 from tacoreservice.protocol.messages import utc_timestamp
 from tacoreservice.storage.database import BUSY_TIMEOUT_MS, open_database
+from tacoreservice.storage.file_watch import DatabaseWatch, storage_error
 
 __all__ = ["Account", "Ledger", "OrderRecord", "Position", "ledger_for"]
 
@@ -140,6 +141,7 @@ class Ledger:
         self.conn: sqlite3.Connection = open_database(path)
         # Explicit BEGIN/COMMIT below; the sqlite3 module must not open transactions itself.
         self.conn.isolation_level = None
+        self.watch = DatabaseWatch(path)  # a file deleted or replaced under us: refuse writes
 
     def close(self) -> None:
         self.conn.close()
@@ -150,14 +152,16 @@ class Ledger:
     def transaction(self) -> Iterator[Ledger]:
         """A write transaction: the lock is held from the first read to the commit.
 
-        Waiting longer than the busy timeout for the lock answers OVERLOADED: nothing was
-        written, and a retry with the same request_id is safe.
+        Waiting longer than the busy timeout for the lock answers OVERLOADED, a disk or file
+        that cannot take the write STORAGE_UNAVAILABLE: either way nothing was written, and a
+        retry with the same request_id is safe.
         """
+        self.watch.check("the paper ledger")
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
+                raise storage_error(exc, "the paper ledger") from exc
             raise ServiceError(
                 ErrorCode.OVERLOADED,
                 f"the paper ledger stayed locked by other orders for {BUSY_TIMEOUT_MS} ms; "
@@ -166,9 +170,12 @@ class Ledger:
         try:
             yield self
             self._commit()
-        except BaseException:
+        except BaseException as exc:
             if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+                with suppress(sqlite3.Error):  # a failed disk may fail the rollback too
+                    self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise storage_error(exc, "the paper ledger") from exc
             raise
 
     def _commit(self) -> None:

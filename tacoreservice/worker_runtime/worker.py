@@ -42,14 +42,17 @@ from tacoreservice.service.registry import (
     registry,
 )
 from tacoreservice.service.time_limits import TimeLimits
+from tacoreservice.storage.database import open_database
 from tacoreservice.storage.job_store import JobStore
 
 __all__ = ["Worker", "default_worker_id"]
 
 log = logging.getLogger("tacoreservice.worker")
 
-# The exit status of a worker that killed itself past a request's hard time limit.
+# The exit status of a worker that killed itself past a request's hard time limit, and of one
+# that could not open the database.
 EXIT_TIME_LIMIT = 75
+EXIT_NO_DATABASE = 74
 
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
@@ -293,6 +296,8 @@ class Worker:
         from tacoreservice.cache import make_cache
 
         load_plugins(self.settings.worker.plugins)
+        if not self._database_opens():
+            return EXIT_NO_DATABASE
         set_calibration_dir(self.settings.analysis.calibration_dir)
         self.method_ctx = MethodContext(
             settings=self.settings, cache=make_cache(self.settings.cache), worker_id=self.worker_id
@@ -334,6 +339,23 @@ class Worker:
             heart.join(timeout=2)
         log.info("worker %s stopped (served %d)", self.worker_id, self.served)
         return 0
+
+    def _database_opens(self) -> bool:
+        """A worker that cannot open the database would fail every order and job it took:
+        it does not register at all, and says why."""
+        path = self.settings.database.path
+        try:
+            open_database(path).close()
+        except Exception as exc:
+            log.error(
+                "worker %s cannot open the database %s (%s: %s); not registering",
+                self.worker_id,
+                path,
+                type(exc).__name__,
+                exc,
+            )
+            return False
+        return True
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
