@@ -283,11 +283,17 @@ class LLMSettings(_Section):
 
 
 class ApiSettings(_Section):
-    """The monitoring API and dashboard, served by the broker process."""
+    """The monitoring API and dashboard, served by a process of its own beside the broker."""
 
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    # What one HTTP client may hold: connections beyond the cap are closed at once, and a
+    # connection that has not sent a request's headers within header_timeout_s is closed.
+    max_connections: int = Field(256, ge=1, le=100_000)
+    header_timeout_s: float = Field(10.0, gt=0, le=3600)
+    keep_alive_s: float = Field(5.0, ge=1, le=3600)
+    backlog: int = Field(128, ge=1, le=65_535)
     # Sliding window of the per-method latency percentiles (/methods) and of the charts.
     window_s: float = Field(900.0, ge=10, le=86_400)
 
@@ -522,6 +528,8 @@ ENV_VARS: dict[str, str] = {
     "TACORE_COMPAT": "broker.compat",
     "TACORE_PLUGINS": "worker.plugins",
     "TACORE_TIME_LIMITS": "worker.time_limits",
+    "TACORE_API_MAX_CONNECTIONS": "api.max_connections",
+    "TACORE_API_HEADER_TIMEOUT_S": "api.header_timeout_s",
     "TACORE_JOB_TIME_LIMIT_S": "worker.job_time_limit_s",
     "TACORE_LOG_DIR": "logging.dir",
     "TACORE_MARKET_DATA_PROVIDER": "market_data.provider",

@@ -36,10 +36,13 @@ def run_service(settings: Settings, with_workers: bool = True) -> int:
     """Run the broker, and with ``with_workers`` the supervised local workers, until signalled."""
     from tacoreservice.broker.broker import CONTROL_ENDPOINT, Broker
     from tacoreservice.logging_setup import setup_logging
+    from tacoreservice.monitoring.server import raise_file_limit
     from tacoreservice.worker_runtime.supervisor import Supervisor
 
     try:
         setup_logging(settings, "service")
+        soft, _ = raise_file_limit()
+        log.info("open-file limit: %d", soft)
         broker = Broker(settings)
     except ConfigError as exc:
         log.error("%s", exc)
@@ -50,8 +53,9 @@ def run_service(settings: Settings, with_workers: bool = True) -> int:
         from tacoreservice.monitoring import MonitorServer
 
         try:
-            monitor = MonitorServer(settings, broker.ctx, broker.metrics)
+            monitor = MonitorServer(settings)
             monitor.bind()
+            broker.monitor_endpoint = monitor.monitor_endpoint
         except ConfigError as exc:
             log.error("%s", exc)
             return 2

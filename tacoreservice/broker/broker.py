@@ -132,6 +132,9 @@ class Broker:
         self.pool = WorkerPool(cfg.heartbeat_expiry_s, cfg.credit)
         self.time_limits = TimeLimits.from_settings(settings.worker)
         self.storage: DatabaseWatch | None = None  # the database file as bound (health)
+        # Where the monitoring API's queries come in (service_runner gives it a private IPC
+        # path when the API runs in its own process).
+        self.monitor_endpoint = MONITOR_ENDPOINT
         self.table = PendingTable(
             cfg.reply_cache_ttl_s, cfg.reply_cache_max_entries, cfg.reply_cache_max_bytes
         )
@@ -192,7 +195,7 @@ class Broker:
         self.frontend.bind(cfg.frontend_endpoint)
         self.backend.bind(cfg.backend_endpoint)
         self.control.bind(CONTROL_ENDPOINT)
-        self.monitor.bind(MONITOR_ENDPOINT)
+        self.monitor.bind(self.monitor_endpoint)
         self._bound = True
         log.info(
             "broker listening: frontend %s, backend %s (security: %s)",
@@ -224,6 +227,8 @@ class Broker:
         self.jobs.open(time.monotonic())
         # The file just opened (created if new): the one the ledger and the jobs live in.
         self.storage = DatabaseWatch(self.settings.database.path)
+        # Prometheus state metrics come from a snapshot taken on the loop, at scrape time.
+        self.telemetry.metrics.attach_snapshot(lambda: status.snapshot(self))
         poller = zmq.Poller()
         for sock in (self.backend, self.frontend, self.control, self.monitor):
             poller.register(sock, zmq.POLLIN)
@@ -926,6 +931,9 @@ class Broker:
             try:
                 if frames[3] == b"timeseries":
                     data = status.timeseries(self)
+                elif frames[3] == b"metrics":
+                    metrics = self.telemetry.metrics
+                    data = {"text": metrics.render().decode(), "json": metrics.as_json()}
                 else:
                     data = status.snapshot(self)
                 body = orjson.dumps(data)

@@ -1,8 +1,11 @@
-"""The monitoring API and dashboard (FastAPI), served by the broker process on API_PORT.
+"""The monitoring API and dashboard (FastAPI), served on API_PORT by a process of its own
+(:mod:`tacoreservice.monitoring.server`), so that no HTTP client can take the broker's file
+descriptors or its CPU.
 
 Read-only, but for ``POST /analyze`` (the blueprint's StrategyRequest), which the API sends to
-the broker as any client would (:mod:`tacoreservice.monitoring.gateway`). Live state comes from the broker loop through :class:`BrokerLink` (a snapshot per
-call); the request log and jobs are read from SQLite with a connection per call, so nothing here
+the broker as any client would (:mod:`tacoreservice.monitoring.gateway`). Live state and the
+Prometheus metrics come from the broker loop through :class:`BrokerLink` (a query per call);
+the request log and jobs are read from SQLite with a connection per call, so nothing here
 shares a handle with the broker thread. Both route generations are served: ``/workers`` and
 ``/api/workers``, ``/logs`` and ``/api/logs``, ``/methods`` and ``/api/methods``.
 
@@ -41,7 +44,7 @@ from tacoreservice import __version__
 from tacoreservice.config import Settings
 from tacoreservice.monitoring.bridge import BrokerLink, BrokerNotResponding
 from tacoreservice.monitoring.gateway import BrokerGateway, GatewayError, StrategyRequest
-from tacoreservice.monitoring.metrics import CONTENT_TYPE, BrokerMetrics
+from tacoreservice.monitoring.metrics import CONTENT_TYPE
 from tacoreservice.monitoring.readers import (
     MAX_ID,
     MAX_METHOD,
@@ -67,7 +70,6 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 def create_app(
     settings: Settings,
     link: BrokerLink,
-    metrics: BrokerMetrics,
     *,
     token: str | None = None,
     stopping: Callable[[], bool] = lambda: False,
@@ -155,14 +157,6 @@ def create_app(
 
     def snapshot() -> dict[str, Any]:
         return link.query("snapshot")
-
-    def safe_snapshot() -> dict[str, Any] | None:
-        try:
-            return snapshot()
-        except BrokerNotResponding:
-            return None
-
-    metrics.attach_snapshot(safe_snapshot)
 
     def status_of(snap: dict[str, Any]) -> dict[str, Any]:
         status = dict(snap["status"])
@@ -281,12 +275,12 @@ def create_app(
     @app.get("/metrics", dependencies=guarded, tags=["metrics"])
     def prometheus_metrics() -> Response:
         """Prometheus text format."""
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
+        return Response(link.metrics()["text"].encode(), media_type=CONTENT_TYPE)
 
     @app.get("/api/metrics", dependencies=guarded, tags=["metrics"])
     def json_metrics() -> dict[str, Any]:
         """The figures of /metrics as JSON."""
-        return metrics.as_json()
+        return dict(link.metrics()["json"])
 
     @app.get("/api/timeseries", dependencies=guarded, tags=["metrics"])
     def timeseries() -> dict[str, Any]:

@@ -1,7 +1,8 @@
-"""How the monitoring API (its own thread) asks the broker (its loop thread) for its state.
+"""How the monitoring API (its own process) asks the broker (its loop) for its state.
 
 The broker owns its state without locks, so the API never reads it directly: it sends a query
-over an inproc socket and the broker answers from its loop with a JSON snapshot. A broker that
+over a private IPC socket (``ipc://`` in a folder only this user can enter) and the broker
+answers from its loop with a JSON snapshot, or its Prometheus metrics. A broker that
 does not answer within ``timeout_s`` is reported as not responding (``/health`` answers 503),
 which is exactly what an operator needs to know about a stuck loop.
 """
@@ -18,7 +19,7 @@ import zmq
 __all__ = ["MONITOR_ENDPOINT", "BrokerLink", "BrokerNotResponding", "QUERIES"]
 
 MONITOR_ENDPOINT = "inproc://tacore-broker-monitor"
-QUERIES = frozenset({b"snapshot", b"timeseries"})
+QUERIES = frozenset({b"snapshot", b"timeseries", b"metrics"})
 
 
 class BrokerNotResponding(RuntimeError):
@@ -60,6 +61,10 @@ class BrokerLink:
                 # A late answer to a query that already timed out: skip it.
                 if len(frames) == 3 and frames[1] == seq:
                     return dict(orjson.loads(frames[2]))
+
+    def metrics(self) -> dict[str, Any]:
+        """The broker's Prometheus figures: ``{"text": exposition format, "json": ...}``."""
+        return self.query("metrics")
 
     def close(self) -> None:
         with self._lock:

@@ -1,24 +1,37 @@
-"""Runs the monitoring API on a thread of the broker process.
+"""Runs the monitoring API in a process of its own, next to the broker.
 
-The listening socket is bound before anything else starts, so a busy API_PORT stops the service
-at once with a clear message instead of leaving a broker without its monitor.
+Why a process: HTTP clients are the one kind of peer the broker cannot bound by its own rules.
+About a thousand half-open connections once used up the broker process's file descriptors and
+every ZeroMQ client went unanswered until they closed. Now the API holds its connections in its
+own process, with a cap on them and a deadline for a request's headers (a connection that sends
+nothing is closed), and the broker raises its own file limit at start (see :func:`raise_file_limit`).
+
+The listening socket is bound by the broker process before anything else starts, so a busy
+API_PORT stops the service at once with a clear message, and handed to the API process, which
+is restarted if it dies (:mod:`tacoreservice.monitoring.api_process` is that process). The API
+reads the broker's state over a private IPC socket
+(:mod:`tacoreservice.monitoring.bridge`) and the SQLite file directly.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import os
+import resource
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 
-import uvicorn
-import zmq
-
+from tacoreservice.child_process import die_with_parent
 from tacoreservice.config import ConfigError, Settings
-from tacoreservice.monitoring.bridge import BrokerLink
-from tacoreservice.monitoring.metrics import BrokerMetrics
 
-__all__ = ["MonitorServer", "check_api_exposure"]
+__all__ = ["MonitorServer", "check_api_exposure", "raise_file_limit"]
 
 log = logging.getLogger("tacoreservice.monitoring")
 
@@ -43,16 +56,36 @@ def check_api_exposure(settings: Settings) -> None:
         )
 
 
+def raise_file_limit() -> tuple[int, int]:
+    """Raise this process's open-file limit to its hard limit (a broker holds a descriptor
+    per client and worker connection); returns (soft, hard) as they are now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d: %s", soft, exc)
+    return soft, hard
+
+
 class MonitorServer:
-    def __init__(self, settings: Settings, context: zmq.Context, metrics: BrokerMetrics):
+    """The broker process's side: binds API_PORT, runs and restarts the API process."""
+
+    def __init__(self, settings: Settings):
         check_api_exposure(settings)
         self.settings = settings
-        self.link = BrokerLink(context)
-        self.metrics = metrics
+        # The broker answers the API's queries here: a socket file in a folder only this user
+        # may enter, so no other local user can read the broker's state through it.
+        self._dir = tempfile.mkdtemp(prefix="tacore-monitor-")
+        self.monitor_endpoint = f"ipc://{self._dir}/broker.sock"
         self._sock: socket.socket | None = None
-        self._server: uvicorn.Server | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self.restarts = 0
 
     def bind(self) -> None:
         """Bind API_PORT now; raises OSError (address in use, no such address)."""
@@ -62,43 +95,16 @@ class MonitorServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-            sock.listen(128)
+            sock.listen(self.settings.api.backlog)
         except OSError:
             sock.close()
             raise
-        sock.set_inheritable(False)
         self._sock = sock
 
     def start(self) -> None:
-        from tacoreservice.monitoring.app import create_app
-
         assert self._sock is not None, "bind() first"
-        app = create_app(
-            self.settings,
-            self.link,
-            self.metrics,
-            token=self.settings.api.token,
-            stopping=self._stopping.is_set,
-        )
-        config = uvicorn.Config(
-            app,
-            log_config=None,  # keep the service's logging setup
-            # Off, and it must stay off: an access line holds the full path, and the dashboard's
-            # EventSource sends the API token as ?token= (it cannot send headers). The secret
-            # masking filter would mask the token's value too; this keeps it out in the first
-            # place, along with one log line per poll of the dashboard.
-            access_log=False,
-            timeout_graceful_shutdown=2,
-            lifespan="off",
-        )
-        self._server = uvicorn.Server(config)
-        sock = self._sock
-        server = self._server
-        # uvicorn installs no signal handlers off the main thread: the service's own handlers
-        # stay in charge of SIGTERM / SIGINT.
-        self._thread = threading.Thread(
-            target=lambda: server.run(sockets=[sock]), name="monitor-api", daemon=True
-        )
+        self._spawn()
+        self._thread = threading.Thread(target=self._watch, name="monitor-api", daemon=True)
         self._thread.start()
         log.info(
             "dashboard: http://%s:%d/ (monitoring API, token %s)",
@@ -107,12 +113,53 @@ class MonitorServer:
             "required" if self.settings.api.token else "not required",
         )
 
+    def _spawn(self) -> None:
+        assert self._sock is not None
+        fd = self._sock.fileno()
+        env = dict(os.environ)
+        env["TACORE_SETTINGS_JSON"] = self.settings.model_dump_json()
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            self._proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tacoreservice.monitoring.api_process",
+                    "--fd",
+                    str(fd),
+                    "--monitor",
+                    self.monitor_endpoint,
+                ],
+                env=env,
+                pass_fds=(fd,),
+                preexec_fn=die_with_parent,
+                process_group=0,  # a terminal's Ctrl+C reaches the service, which stops it
+            )
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(0.2):
+            proc = self._proc
+            if proc is None or proc.poll() is None:
+                continue
+            log.warning("the monitoring API process exited with %s; restarting", proc.returncode)
+            self.restarts += 1
+            time.sleep(min(5.0, 0.5 * self.restarts))
+            self._spawn()
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
-        if self._server is not None:
-            self._server.should_exit = True
+        with self._lock:
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
         if self._thread is not None:
             self._thread.join(timeout)
-        self.link.close()
         if self._sock is not None:
             self._sock.close()
+        shutil.rmtree(self._dir, ignore_errors=True)

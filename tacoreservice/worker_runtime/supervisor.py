@@ -12,7 +12,6 @@ should this process die without cleaning up, so nothing is orphaned.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -25,21 +24,12 @@ from dataclasses import dataclass, field
 
 import zmq
 
+from tacoreservice.child_process import die_with_parent
 from tacoreservice.config import Settings
 
 __all__ = ["Supervisor"]
 
 log = logging.getLogger("tacoreservice.supervisor")
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 @dataclass
@@ -98,7 +88,7 @@ class Supervisor:
                 self.endpoint,
             ],
             env=env,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
             process_group=0,
         )
         log.info("started worker %s (pid %d)", slot.worker_id, slot.proc.pid)
