@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import sys
 from typing import Any
@@ -76,12 +77,13 @@ def _serve(fd: int, monitor_endpoint: str) -> int:
     import uvicorn
     import zmq
 
+    from tacoreservice.config import Settings
     from tacoreservice.logging_setup import setup_logging
     from tacoreservice.monitoring.app import create_app
     from tacoreservice.monitoring.bridge import BrokerLink
-    from tacoreservice.service_runner import settings_for_process
 
-    settings = settings_for_process()
+    # The service's exact settings, as its workers get them (MonitorServer passes them).
+    settings = Settings.model_validate_json(os.environ["TACORE_SETTINGS_JSON"])
     setup_logging(settings, "service")
     api = settings.api
     _GuardedH11Protocol.max_connections = api.max_connections

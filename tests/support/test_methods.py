@@ -10,12 +10,19 @@ import os
 import time
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from tacoreservice.service.registry import MethodContext, method
 
 
-class SleepParams(BaseModel):
+class _Lenient(BaseModel):
+    """Test methods keep any extra key (tests pass markers, payloads and planted secrets
+    through them); the service's own methods refuse keys they do not read."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class SleepParams(_Lenient):
     seconds: float = 0.5
     marker: str | None = None
 
@@ -29,7 +36,7 @@ def sleep(params: SleepParams, ctx: MethodContext) -> dict[str, Any]:
     return {"slept": params.seconds, "pid": os.getpid()}
 
 
-class EchoParams(BaseModel):
+class EchoParams(_Lenient):
     payload: Any = None
 
 
@@ -38,7 +45,7 @@ def echo(params: EchoParams, ctx: MethodContext) -> dict[str, Any]:
     return {"payload": params.payload, "pid": os.getpid()}
 
 
-class Empty(BaseModel):
+class Empty(_Lenient):
     pass
 
 
@@ -52,7 +59,7 @@ def crash(params: Empty, ctx: MethodContext) -> None:
     os._exit(3)
 
 
-class StepsParams(BaseModel):
+class StepsParams(_Lenient):
     steps: int = 5
     delay: float = 0.1
     marker: str | None = None
