@@ -693,8 +693,9 @@ def _backtest_window(
     else:
         png = Path(f"backtest_{result.start}_{result.end}.png")
     report.equity_png(result, png)
-    payload = result.to_json() | {"chart": str(png)}
-    extra = [f"equity curves: {png}", f"wall time: {result.elapsed_s:.1f} s"]
+    usage, usage_lines = _llm_usage_lines(engine, settings)
+    payload = result.to_json() | {"chart": str(png)} | usage
+    extra = [f"equity curves: {png}", f"wall time: {result.elapsed_s:.1f} s", *usage_lines]
     return payload, result.rows(), report.comparison_table(result), extra
 
 
@@ -736,6 +737,78 @@ def _backtest_universe(
     if result.skipped:
         extra.append("skipped: " + "; ".join(f"{s['symbol']} ({s['why']})" for s in result.skipped))
     return result.to_json(), rows, report.universe_table(result), extra
+
+
+# --- tacore llm: the local model server ----------------------------------------------------
+
+llm_app = typer.Typer(help="A local model for the llm engine (llama-cpp-python, loopback).")
+app.add_typer(llm_app, name="llm")
+
+
+@llm_app.command("serve")
+def llm_serve(
+    model: Annotated[
+        str | None,
+        typer.Option(help="smollm2 (the llm-local extra's model) or a GGUF file path."),
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default: free).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: cores).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve a local GGUF model on loopback (OpenAI API) until Ctrl+C or SIGTERM.
+
+    `tacore serve` starts one by itself when llm.local_model is set; this is for
+    anything else (a lone worker, another tool): set TACORE_LLM_BASE_URL to the printed URL.
+    """
+    import signal
+    import threading
+
+    from tacoreservice.analysis.engines.llm_server import server_for
+
+    settings = _settings(
+        config,
+        {
+            "llm.local_model": model or "smollm2",
+            "llm.local_port": port,
+            "llm.local_threads": threads,
+        },
+    )
+    llm = settings.llm
+    try:
+        server = server_for(llm, settings.logging.dir).start(llm.local_start_timeout_s)
+    except Exception as exc:  # ServiceError: not installed, no such file, crashed at start
+        code = getattr(getattr(exc, "code", None), "value", type(exc).__name__)
+        err_console.print(f"[red]{code}:[/] {exc}")
+        raise typer.Exit(1) from None
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    sys.stdout.write(
+        f"serving {server.model} (pid {server.pid}); log: {server.log_path}\n"
+        f"TACORE_LLM_BASE_URL={server.base_url}\n"
+        f"TACORE_LLM_QUICK_MODEL={server.alias}\nTACORE_LLM_DEEP_MODEL={server.alias}\n"
+    )
+    sys.stdout.flush()
+    try:
+        done.wait()
+    finally:
+        server.stop()
+
+
+def _llm_usage_lines(engine_name: str | None, settings: Any) -> tuple[dict[str, Any], list[str]]:
+    """Token use of the llm engine over a backtest run (the engine is cached per process)."""
+    from tacoreservice.analysis.engines import load_engine
+
+    if (engine_name or settings.analysis.default_engine) != "llm":
+        return {}, []
+    totals = load_engine("llm", settings).usage_totals()  # type: ignore[attr-defined]
+    o = totals["outputs"]
+    return {"llm_usage": totals}, [
+        f"LLM: {totals['analyses']} analyses, {totals['calls']} calls, "
+        f"{totals['tokens_used']:,} tokens ({totals['prompt_tokens']:,} prompt, "
+        f"{totals['completion_tokens']:,} completion) in {totals['llm_seconds']:.1f} s; "
+        f"role outputs used {o['used']}, repaired {o['repaired']}, fell back {o['fell_back']}"
+    ]
 
 
 demo_app = typer.Typer(help="Demonstrations on this machine (need a repository checkout).")

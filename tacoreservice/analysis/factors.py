@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 import talib
+from scipy.stats import rankdata
 
 from tacoreservice.market_data.provider import Bars, provider_key
 from tacoreservice.market_data.symbols import SymbolInfo, periods_per_year
@@ -273,24 +274,11 @@ def _align(days: np.ndarray, own_days: np.ndarray, values: np.ndarray) -> np.nda
 def _xs_rank(values: np.ndarray) -> np.ndarray:
     """Per row, the rank of each finite value scaled to [-1, 1] (ties share the mean rank);
     a row with fewer than two values has no ranks."""
-    out = np.full_like(values, np.nan)
-    for k in range(values.shape[0]):
-        row = values[k]
-        ok = np.isfinite(row)
-        n = int(ok.sum())
-        if n < 2:
-            continue
-        vals = row[ok]
-        order = np.argsort(vals, kind="mergesort")
-        ranks = np.empty(n)
-        ranks[order] = np.arange(n, dtype=np.float64)
-        # Mean rank for ties, so equal values never rank apart by accident of order.
-        uniq, inverse = np.unique(vals, return_inverse=True)
-        if uniq.shape[0] < n:
-            sums = np.bincount(inverse, weights=ranks)
-            counts = np.bincount(inverse)
-            ranks = (sums / counts)[inverse]
-        out[k, ok] = ranks / (n - 1) * 2.0 - 1.0
+    ranks = rankdata(values, axis=1, nan_policy="omit")  # 1..n among the finite, NaN elsewhere
+    n = np.isfinite(values).sum(axis=1, keepdims=True).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (ranks - 1.0) / (n - 1.0) * 2.0 - 1.0
+    out[np.broadcast_to(n < 2, out.shape)] = np.nan
     return out
 
 

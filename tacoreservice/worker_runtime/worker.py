@@ -382,16 +382,25 @@ class Worker:
         store = self._job_store()
         if not store.start(job_id, self.worker_id):
             raise Cancelled("the job was cancelled before it started")
-        written_at, written_stage = 0.0, ""
+        written_at, written_stage, written_running = 0.0, "", ()
         checked_at, cancel_seen = 0.0, False
 
         def progress(stage: str, percent: float, detail: dict[str, Any] | None = None) -> None:
-            # Throttled: a role finishing every few ms must not turn into a write storm.
-            nonlocal written_at, written_stage
+            # Throttled: a role finishing every few ms must not turn into a write storm. A role
+            # that starts running is always written, though: it may then run for minutes (an
+            # LLM call), and job.status must not show it pending all that time.
+            nonlocal written_at, written_stage, written_running
             now = time.monotonic()
-            if stage != written_stage or now - written_at >= 0.2 or percent >= 100:
+            states = (detail or {}).get("roles") or {}
+            running = tuple(sorted(r for r, s in states.items() if s == "running"))
+            if (
+                stage != written_stage
+                or (running != written_running and running)
+                or now - written_at >= 0.2
+                or percent >= 100
+            ):
                 store.progress(job_id, stage, percent, detail)
-                written_at, written_stage = now, stage
+                written_at, written_stage, written_running = now, stage, running
 
         def cancelled() -> bool:
             nonlocal checked_at, cancel_seen

@@ -1,27 +1,34 @@
 """The ``llm`` engine: each role is one chat call to an OpenAI-compatible endpoint.
 
 Works with anything that speaks ``POST {base_url}/chat/completions``: OpenAI, DeepSeek,
-Qwen (DashScope compatible mode), Ollama and vLLM. As in TradingAgents, analysts, researchers,
-the trader and the risk debaters use the quick model; the research manager and the portfolio
-manager, which weigh everything, use the deep model.
+Qwen (DashScope compatible mode), Ollama, vLLM, and a local GGUF model served by
+llama-cpp-python (``llm.local_model``, see :mod:`.llm_server`). As in TradingAgents, analysts,
+researchers, the trader and the risk debaters use the quick model; the research manager and
+the portfolio manager, which weigh everything, use the deep model (a local model is both).
 
 Grounding: the same graph runs as for the quant engine, and every role first computes its
-quant output. The prompt carries the role's evidence and that quant output; the model argues
-the role and returns a JSON object with fixed keys, which replaces the quant role's figures
-(checked: ranges, and stops/targets on the right side of the price); later roles read the
-model's figures, so an LLM research manager's score drives the trader's levels. The debate's
-points and their weights stay the quant ones: the model argues them, it cannot invent new
-ones. Analysts without data (news and sentiment offline, fundamentals of crypto, and
-fundamentals not yet known at as_of, see ``evidence.fundamentals_usable``) are not asked at
-all: there is nothing to ground an answer on, and the model never sees figures the quant
-analyst may not use.
+quant output. The prompt (:mod:`.llm_prompts`) carries the role's evidence and that quant
+output; the model argues the role and returns a JSON object with fixed keys
+(:mod:`.llm_spec`), which replaces the quant role's figures (checked: ranges, and
+stops/targets on the right side of the price); later roles read the model's figures, so an
+LLM research manager's score drives the trader's levels. The debate's points and their
+weights stay the quant ones: the model argues them, it cannot invent new ones. Analysts
+without data (news and sentiment offline, fundamentals of crypto, and fundamentals not yet
+known at as_of, see ``evidence.fundamentals_usable``) are not asked at all.
+
+Output that parses: where the endpoint takes it, the answer's JSON schema goes as
+``response_format`` (``llm.structured_output``; llama.cpp compiles it into a grammar), and
+the prompt asks for the same keys either way. Each role's answer ends as one of:
+- ``used``: the whole answer was the JSON object and every value passed as given;
+- ``repaired``: usable after repair: the JSON cut out of prose or a code fence, a value
+  clamped or dropped, a level on the wrong side replaced, or a second request;
+- ``fell_back``: still unusable after the second request; the quant figures stand.
+The counts per role are in the reply (``model.outputs``) and each role's report says which.
 
 Failure handling:
 - transport (timeout, connection, 429/5xx): the ``openai`` client retries ``max_retries``
   times with backoff, each attempt limited to ``timeout_s``; then the analysis stops with
   UPSTREAM_ERROR. Answering with quant figures under an "llm" label would hide an outage.
-- an answer that is not the JSON asked for: asked once more, then the role falls back to its
-  quant figures and its report says "LLM output unusable; quant figures used".
 - tokens are counted from each response's ``usage`` (estimated at 4 characters a token when
   a server omits it); once the analysis has used more than ``token_budget`` it stops with
   UPSTREAM_ERROR and nothing is cached.
@@ -36,17 +43,27 @@ Failure handling:
 from __future__ import annotations
 
 import ipaddress
-import json
-import math
-import re
+import logging
 import threading
-from dataclasses import dataclass
+import time
 from typing import Any
 from urllib.parse import urlparse
 
 from tacoreservice.analysis import roles
 from tacoreservice.analysis.engines import quant as quant_engine
-from tacoreservice.analysis.evidence import compute_evidence, fundamentals_usable
+from tacoreservice.analysis.engines.llm_prompts import messages_for
+from tacoreservice.analysis.engines.llm_spec import (
+    DEEP_ROLES,
+    ROLE_SPECS,
+    OutputFormat,
+    extract_json,
+    is_plain_json,
+    refuses_format,
+    response_format,
+    role_schema,
+    validate,
+)
+from tacoreservice.analysis.evidence import compute_evidence
 from tacoreservice.analysis.graph import AnalysisRequest, Hooks, run_pipeline
 from tacoreservice.analysis.roles import RoleOutput
 from tacoreservice.config import ConfigError
@@ -60,6 +77,7 @@ __all__ = [
     "DEEP_ROLES",
     "LLMEngine",
     "LLMRunner",
+    "OUTCOMES",
     "ROLE_SPECS",
     "extract_json",
     "is_local_url",
@@ -67,122 +85,11 @@ __all__ = [
     "redact",
 ]
 
-DEEP_ROLES = frozenset({"research_manager", "portfolio_manager"})
-# Upper bound of one answer; a role's JSON with a few paragraphs fits well inside.
-MAX_ANSWER_TOKENS = 1200
-# How much of an earlier role's report is quoted to later roles: enough for the argument,
-# bounded so a deep debate does not grow prompts quadratically.
-QUOTE_CHARS = 1500
+log = logging.getLogger("tacoreservice.llm")
+
 UNUSABLE = "LLM output unusable; quant figures used"
+OUTCOMES = ("used", "repaired", "fell_back")
 _CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text, used only without `usage`
-
-
-@dataclass(frozen=True)
-class RoleSpec:
-    title: str
-    task: str
-    fields: dict[str, tuple[str, str]]  # key -> (kind, description)
-
-
-_SCORE = ("score", "number from -1 (strongly bearish) to 1 (strongly bullish)")
-_CONF = ("unit", "number from 0 to 1: how well the data supports your view")
-_REPORT = ("text", "markdown report citing the figures you used")
-_PRICE = "price"
-
-ROLE_SPECS: dict[str, RoleSpec] = {
-    "market_analyst": RoleSpec(
-        "market (technical) analyst",
-        "Assess trend, momentum, overbought/oversold state, volatility, volume and relative "
-        "performance from the indicators.",
-        {"score": _SCORE, "confidence": _CONF, "report": _REPORT},
-    ),
-    "fundamentals_analyst": RoleSpec(
-        "fundamentals analyst",
-        "Assess valuation and profitability from the fundamentals. Say when they are a "
-        "snapshot that was not known at the analysis date.",
-        {"score": _SCORE, "confidence": _CONF, "report": _REPORT},
-    ),
-    "news_analyst": RoleSpec(
-        "news analyst",
-        "Assess the news items provided.",
-        {"score": _SCORE, "confidence": _CONF, "report": _REPORT},
-    ),
-    "sentiment_analyst": RoleSpec(
-        "sentiment analyst",
-        "Assess the sentiment data provided.",
-        {"score": _SCORE, "confidence": _CONF, "report": _REPORT},
-    ),
-    "bull_researcher": RoleSpec(
-        "bull researcher",
-        "Argue the case for buying in this debate round: build on your points (given, with "
-        "their weights) and answer the bear's latest argument.",
-        {"argument": ("text", "your argument for this round, in markdown")},
-    ),
-    "bear_researcher": RoleSpec(
-        "bear researcher",
-        "Argue the case against buying in this debate round: build on your points (given, "
-        "with their weights) and answer the bull's latest argument.",
-        {"argument": ("text", "your argument for this round, in markdown")},
-    ),
-    "research_manager": RoleSpec(
-        "research manager",
-        "Judge the bull/bear debate and the analyst reports, and decide the investment view.",
-        {
-            "recommendation": ("enum:BUY,HOLD,SELL", "BUY, HOLD or SELL"),
-            "score": _SCORE,
-            "confidence": _CONF,
-            "report": ("text", "markdown summary of the debate and your decision"),
-        },
-    ),
-    "trader": RoleSpec(
-        "trader",
-        "Turn the research manager's view into a trade plan with levels from price and ATR.",
-        {
-            "action": ("enum:BUY,HOLD,SELL", "BUY, HOLD or SELL"),
-            "target_price": (_PRICE, "price target, or null"),
-            "stop_loss": (_PRICE, "stop-loss price, or null"),
-            "take_profit": (_PRICE, "take-profit price, or null (always null for HOLD)"),
-            "position_size_pct": ("pct", "position size in percent of equity, 0-100"),
-            "report": ("text", "markdown trade plan"),
-        },
-    ),
-    **{
-        f"{stance}_risk_analyst": RoleSpec(
-            f"{stance} risk analyst",
-            {
-                "aggressive": "Argue for taking more risk where the data supports it.",
-                "neutral": "Argue for a balanced position size between the other two views.",
-                "conservative": "Argue for protecting capital against the risks in the data.",
-            }[stance]
-            + " Propose a multiplier for the trader's position size.",
-            {
-                "size_multiplier": ("mult", "multiplier for the position size, 0 to 2"),
-                "argument": ("text", "your argument for this round, in markdown"),
-            },
-        )
-        for stance in ("aggressive", "neutral", "conservative")
-    },
-    "portfolio_manager": RoleSpec(
-        "portfolio manager",
-        "Make the final decision from the research view, the trade plan and the risk debate.",
-        {
-            "rating": (
-                "enum:BUY,OVERWEIGHT,HOLD,UNDERWEIGHT,SELL",
-                "BUY, OVERWEIGHT, HOLD, UNDERWEIGHT or SELL",
-            ),
-            "confidence": _CONF,
-            "target_price": (_PRICE, "price target, or null"),
-            "stop_loss": (_PRICE, "stop-loss price, or null"),
-            "take_profit": (_PRICE, "take-profit price, or null (always null for HOLD)"),
-            "position_size_pct": ("pct", "position size in percent of equity, 0-100"),
-            "risk_score": ("unit", "number from 0 (low risk) to 1 (high risk)"),
-            "reasoning": ("text", "the reasons for the decision, citing figures"),
-        },
-    ),
-}
-
-
-# --- helpers ------------------------------------------------------------------------------
 
 
 def is_local_url(base_url: str) -> bool:
@@ -197,205 +104,97 @@ def is_local_url(base_url: str) -> bool:
     return ip.is_loopback or ip.is_private
 
 
-_THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
-_FENCE = re.compile(r"```[a-zA-Z]*\s*(.*?)```", re.S)
-_MAX_SCAN = 40  # opening braces tried per candidate text
+class _Usage:
+    """Calls, tokens, time and outcomes, per role and in total (thread-safe)."""
 
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls = 0
+        self.tokens = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.estimated_calls = 0  # answers without `usage`, counted at 4 characters a token
+        self.seconds = 0.0
+        self.roles: dict[str, dict[str, Any]] = {}
+        self.outcomes: dict[str, dict[str, int]] = {}
 
-def extract_json(text: str | None) -> dict[str, Any] | None:
-    """The first JSON object in a model's answer: code fences, reasoning blocks
-    (``<think>``) and prose around it are tolerated."""
-    if not text:
-        return None
-    text = _THINK.sub("", text[:100_000])
-    decoder = json.JSONDecoder()
-    for candidate in [m.group(1) for m in _FENCE.finditer(text)] + [text]:
-        start, tries = candidate.find("{"), 0
-        while start != -1 and tries < _MAX_SCAN:
-            tries += 1
-            try:
-                obj, _end = decoder.raw_decode(candidate, start)
-            except ValueError:
-                start = candidate.find("{", start + 1)
-                continue
-            if isinstance(obj, dict):
-                return obj
-            start = candidate.find("{", start + 1)
-    return None
+    def call(self, role: str, seconds: float, prompt: int, completion: int, total: int) -> None:
+        with self.lock:
+            self.calls += 1
+            self.tokens += total
+            self.prompt_tokens += prompt
+            self.completion_tokens += completion
+            self.seconds += seconds
+            r = self.roles.setdefault(
+                role, {"calls": 0, "seconds": 0.0, "prompt_tokens": 0, "completion_tokens": 0}
+            )
+            r["calls"] += 1
+            r["seconds"] += seconds
+            r["prompt_tokens"] += prompt
+            r["completion_tokens"] += completion
 
+    def outcome(self, role: str, outcome: str) -> None:
+        with self.lock:
+            counts = self.outcomes.setdefault(role, dict.fromkeys(OUTCOMES, 0))
+            counts[outcome] += 1
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        x = float(value)
-    elif isinstance(value, str):
-        m = re.search(r"-?\d+(?:\.\d+)?", value.replace(",", ""))
-        if m is None:
-            return None
-        x = float(m.group(0))
-    else:
-        return None
-    return x if math.isfinite(x) else None
+    def add(self, other: _Usage) -> None:
+        with self.lock, other.lock:
+            self.calls += other.calls
+            self.tokens += other.tokens
+            self.prompt_tokens += other.prompt_tokens
+            self.completion_tokens += other.completion_tokens
+            self.estimated_calls += other.estimated_calls
+            self.seconds += other.seconds
+            for role, r in other.roles.items():
+                mine = self.roles.setdefault(role, dict.fromkeys(r, 0))
+                for k, v in r.items():
+                    mine[k] += v
+            for role, counts in other.outcomes.items():
+                mine_o = self.outcomes.setdefault(role, dict.fromkeys(OUTCOMES, 0))
+                for k, n in counts.items():
+                    mine_o[k] += n
 
+    def outputs(self) -> dict[str, Any]:
+        with self.lock:
+            totals = {k: sum(c[k] for c in self.outcomes.values()) for k in OUTCOMES}
+            return {**totals, "by_role": {r: dict(c) for r, c in sorted(self.outcomes.items())}}
 
-_RANGES = {"score": (-1.0, 1.0), "unit": (0.0, 1.0), "pct": (0.0, 100.0), "mult": (0.0, 2.0)}
+    def per_role(self) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            out = {}
+            for role, r in sorted(self.roles.items()):
+                secs = r["seconds"]
+                out[role] = {
+                    "calls": r["calls"],
+                    "seconds": round(secs, 3),
+                    "prompt_tokens": r["prompt_tokens"],
+                    "completion_tokens": r["completion_tokens"],
+                    "completion_tokens_per_s": round(r["completion_tokens"] / secs, 1)
+                    if secs > 0
+                    else None,
+                }
+            return out
 
-
-def validate(
-    spec: RoleSpec, obj: dict[str, Any] | None
-) -> tuple[dict[str, Any], list[str], str | None]:
-    """(values, notes, problem): a problem makes the whole answer unusable; notes record
-    values that were clamped or dropped (the quant figure is kept for a dropped one)."""
-    if obj is None:
-        return {}, [], "the answer holds no JSON object"
-    values: dict[str, Any] = {}
-    notes: list[str] = []
-    for key, (kind, _desc) in spec.fields.items():
-        if key not in obj:
-            return {}, [], f"key {key!r} is missing"
-        raw = obj[key]
-        if kind == "text":
-            if not isinstance(raw, str) or not raw.strip():
-                return {}, [], f"{key!r} must be a non-empty string"
-            values[key] = raw.strip()
-        elif kind.startswith("enum:"):
-            allowed = kind[5:].split(",")
-            word = str(raw).strip().upper() if isinstance(raw, str) else ""
-            if word not in allowed:
-                return {}, [], f"{key!r} must be one of {', '.join(allowed)}, got {raw!r}"
-            values[key] = word
-        elif kind == _PRICE:
-            if raw is None:
-                continue  # no opinion: the quant figure stays
-            x = _number(raw)
-            if x is None:
-                return {}, [], f"{key!r} must be a number or null, got {raw!r}"
-            if x <= 0:
-                notes.append(f"{key} {x:g} is not a price; quant figure kept")
-                continue
-            values[key] = x
-        else:
-            x = _number(raw)
-            if x is None:
-                return {}, [], f"{key!r} must be a number, got {raw!r}"
-            lo, hi = _RANGES[kind]
-            if not lo <= x <= hi:
-                notes.append(f"{key} {x:g} outside [{lo:g}, {hi:g}]; clamped")
-                x = min(hi, max(lo, x))
-            values[key] = x
-    return values, notes, None
-
-
-def _compact(out: RoleOutput) -> dict[str, Any]:
-    """An earlier role's output as later prompts quote it."""
-    keep = (
-        "role",
-        "round",
-        "stance",
-        "side",
-        "score",
-        "confidence",
-        "recommendation",
-        "action",
-        "rating",
-        "target_price",
-        "stop_loss",
-        "take_profit",
-        "position_size_pct",
-        "size_multiplier",
-        "strength",
-        "available",
-        "why_unavailable",
-    )
-    c = {k: out[k] for k in keep if k in out and out[k] is not None}
-    c["report"] = str(out.get("report", ""))[:QUOTE_CHARS]
-    return c
-
-
-def _quant_view(out: RoleOutput) -> dict[str, Any]:
-    """The quant role's figures as the prompt shows them (no report: the model writes it)."""
-    skip = {"report", "evidence", "role", "notes"}
-    return {k: v for k, v in out.items() if k not in skip}
-
-
-def _header(ev: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: ev.get(k)
-        for k in ("symbol", "name", "market", "kind", "currency", "timeframe", "as_of", "price")
-    }
-
-
-def _role_data(role: str, quant: RoleOutput, ctx: dict[str, Any]) -> dict[str, Any]:
-    ev = ctx["evidence"]
-    data: dict[str, Any] = {"instrument": _header(ev)}
-    if role == "market_analyst":
-        for k in ("change_pct", "technical", "returns", "risk", "relative_strength"):
-            data[k] = ev.get(k)
-    elif role == "fundamentals_analyst":
-        # The model sees only what the quant analyst may use: figures not yet known at as_of
-        # are not sent at all (the runner does not even call for an analyst without data).
-        usable, why_not = fundamentals_usable(ev.get("fundamentals"), ev.get("as_of"))
-        if usable and quant.get("available"):
-            f = dict(ev.get("fundamentals") or {})
-            f.pop("source", None)
-            data["fundamentals"] = f
-        else:
-            data["fundamentals"] = {
-                "usable": False,
-                "why": why_not or quant.get("why_unavailable") or "no fundamentals",
+    def summary(self) -> dict[str, Any]:
+        with self.lock:
+            head = {
+                "calls": self.calls,
+                "tokens_used": self.tokens,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "calls_without_usage": self.estimated_calls,
+                "llm_seconds": round(self.seconds, 3),
             }
-    elif role in ("bull_researcher", "bear_researcher"):
-        data["analyst_reports"] = [_compact(o) for o in ctx["analysts"].values()]
-        data["debate_so_far"] = [_compact(t) for t in ctx["transcript"]]
-        data["round"] = ctx["round"]
-    elif role == "research_manager":
-        data["analyst_reports"] = [_compact(o) for o in ctx["analysts"].values()]
-        data["debate"] = [_compact(t) for t in ctx["transcript"]]
-    elif role == "trader":
-        data["research_manager"] = _compact(ctx["research_manager"])
-        data["technical"] = {
-            k: ev.get("technical", {}).get(k) for k in ("atr_14", "atr_pct", "bb_upper", "bb_lower")
-        }
-        data["risk"] = ev.get("risk")
-    elif role.endswith("_risk_analyst"):
-        data["research_manager"] = _compact(ctx["research_manager"])
-        data["trade_plan"] = _compact(ctx["trader"])
-        data["risk"] = ev.get("risk")
-        data["relative_strength"] = ev.get("relative_strength")
-        data["debate_so_far"] = [_compact(t) for t in ctx["transcript"]]
-        data["round"] = ctx["round"]
-    elif role == "portfolio_manager":
-        data["analysts"] = [
-            {k: v for k, v in _compact(o).items() if k != "report"}
-            for o in ctx["analysts"].values()
-        ]
-        data["research_manager"] = _compact(ctx["research_manager"])
-        data["trade_plan"] = _compact(ctx["trader"])
-        data["risk_debate"] = [_compact(t) for t in ctx["transcript"]]
-    data["quant_figures"] = _quant_view(quant)
-    return data
+        return {**head, "outputs": self.outputs(), "roles": self.per_role()}
 
 
-def _messages(
-    role: str, spec: RoleSpec, quant: RoleOutput, ctx: dict[str, Any]
-) -> list[dict[str, str]]:
-    keys = "\n".join(f'- "{k}": {desc}' for k, (_kind, desc) in spec.fields.items())
-    system = (
-        f"role: {role}\n"
-        f"You are the {spec.title} of a trading research team organised as in TradingAgents. "
-        f"{spec.task}\n"
-        "Ground every statement in the data given. Do not invent figures, news or events that "
-        "are not in it; where something is missing, say so. `quant_figures` are what a "
-        "rule-based model computed from the same data: use them as a reference, and depart "
-        "from them only for reasons the data shows.\n"
-        "Answer with only one JSON object, no text around it, with exactly these keys:\n"
-        f"{keys}"
-    )
-    user = "Data (JSON):\n" + json.dumps(
-        _role_data(role, quant, ctx), ensure_ascii=False, default=str, separators=(",", ":")
-    )
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+def _retryable(exc: Exception, e: Any) -> bool:
+    """What the ``openai`` client itself retries: no answer, or 408/409/429/5xx."""
+    if isinstance(exc, e.APIConnectionError):  # timeouts included
+        return True
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and (status in (408, 409, 429) or status >= 500)
 
 
 # --- the runner -----------------------------------------------------------------------------
@@ -407,20 +206,40 @@ class LLMRunner:
     One runner serves one analysis: it carries the token count against the budget.
     """
 
-    def __init__(self, client: Any, settings: Any, errors: Any) -> None:
+    def __init__(
+        self,
+        client: Any,
+        settings: Any,
+        errors: Any,
+        output_format: OutputFormat | None = None,
+        models: tuple[str, str] | None = None,
+    ) -> None:
         self.client = client
         self.s = settings
         self.errors = errors  # the openai module, for its exception classes
-        self.used_tokens = 0
-        self.calls = 0
+        self.format = output_format or OutputFormat(settings.structured_output)
+        quick, deep = models or (settings.quick_model, settings.deep_model)
+        self.quick_model: str = quick
+        self.deep_model: str = deep
+        self.usage = _Usage()
         self.models: dict[str, str] = {}
         self.fallbacks: list[str] = []
+        self.formats_used: set[str] = set()
         self._lock = threading.Lock()
         # Set when the analysis fails or is cancelled: analyst threads still running make no
         # further call (one already in flight is not interrupted). The first failure is kept
         # so that a stopped role reports the cause, not just "stopped".
         self._stopped = threading.Event()
         self._cause: ServiceError | None = None
+
+    # Kept as attributes for callers that read them (the decision's model section).
+    @property
+    def used_tokens(self) -> int:
+        return self.usage.tokens
+
+    @property
+    def calls(self) -> int:
+        return self.usage.calls
 
     def stop(self, cause: ServiceError | None = None) -> None:
         with self._lock:
@@ -430,11 +249,17 @@ class LLMRunner:
 
     # one HTTP call ------------------------------------------------------------------------
 
-    def _call(self, role: str, model: str, messages: list[dict[str, str]]) -> str | None:
+    def _call(
+        self,
+        role: str,
+        model: str,
+        messages: list[dict[str, str]],
+        schema: dict[str, Any] | None = None,
+    ) -> str | None:
         if self._stopped.is_set():
             raise self._stopped_error(role)
         try:
-            return self._request(role, model, messages)
+            return self._request(role, model, messages, schema)
         except ServiceError as exc:
             self.stop(exc)
             raise
@@ -449,19 +274,83 @@ class LLMRunner:
             {"role": role},
         )
 
-    def _request(self, role: str, model: str, messages: list[dict[str, str]]) -> str | None:
-        with self._lock:
-            if self.used_tokens >= self.s.token_budget:
+    def _create(
+        self, role: str, model: str, messages: list[dict[str, str]], schema: dict[str, Any] | None
+    ) -> Any:
+        """The completion, in the first ``response_format`` dialect the endpoint takes.
+
+        The first request in a dialect not yet accepted is a probe sent without the client's
+        retries: a refusal is not worth their back-off. Any other retryable failure of a probe
+        is followed by the retries it skipped, so the attempts add up to ``max_retries + 1``.
+        """
+        e = self.errors
+        retries_left: int | None = None  # set after a probe failed for another reason
+        while True:
+            dialect = self.format.dialect() if schema is not None else None
+            kwargs: dict[str, Any] = {}
+            client = self.client
+            probe = False
+            if retries_left is not None:
+                client = self.client.with_options(max_retries=retries_left)
+            elif dialect is not None and not self.format.confirmed(dialect):
+                client, probe = self.client.with_options(max_retries=0), True
+            if dialect is not None:
+                kwargs["response_format"] = response_format(dialect, role, schema or {})
+            try:
+                resp = client.chat.completions.create(
+                    model=model,
+                    messages=messages,
+                    temperature=self.s.temperature,
+                    max_tokens=self.s.max_answer_tokens,
+                    **kwargs,
+                )
+            except e.APIError as exc:
+                status = getattr(exc, "status_code", None)
+                said = f"{exc} {getattr(exc, 'body', '')}"
+                if dialect is not None and refuses_format(status, said):
+                    self._refused(dialect, status, role, model)
+                    continue
+                if probe and self.s.max_retries > 0 and _retryable(exc, e):
+                    retries_left = self.s.max_retries - 1
+                    continue
+                raise
+            if dialect is not None:
+                self.format.accepted(dialect)
+            with self._lock:
+                self.formats_used.add(dialect or "prompt")
+            return resp
+
+    def _refused(self, dialect: str, status: int | None, role: str, model: str) -> None:
+        if not self.format.refused(dialect):
+            raise ServiceError(
+                ErrorCode.UPSTREAM_ERROR,
+                f"LLM endpoint {public_url(self.s.base_url)} refused response_format "
+                f"{dialect!r} (HTTP {status}); set llm.structured_output "
+                "(TACORE_LLM_STRUCTURED_OUTPUT) to auto or off",
+                {"role": role, "model": model, "structured_output": dialect},
+            )
+        log.info(
+            "LLM endpoint %s refused response_format %r; now %s",
+            public_url(self.s.base_url),
+            dialect,
+            self.format.describe(),
+        )
+
+    def _request(
+        self,
+        role: str,
+        model: str,
+        messages: list[dict[str, str]],
+        schema: dict[str, Any] | None = None,
+    ) -> str | None:
+        with self.usage.lock:
+            if self.usage.tokens >= self.s.token_budget:
                 raise self._over_budget(role)
         e = self.errors
         where = f"LLM endpoint {public_url(self.s.base_url)} (model {model!r}, role {role})"
+        started = time.perf_counter()
         try:
-            resp = self.client.chat.completions.create(
-                model=model,
-                messages=messages,
-                temperature=self.s.temperature,
-                max_tokens=MAX_ANSWER_TOKENS,
-            )
+            resp = self._create(role, model, messages, schema)
         except e.APITimeoutError:
             raise ServiceError(
                 ErrorCode.UPSTREAM_ERROR,
@@ -495,20 +384,25 @@ class LLMRunner:
                 f"{where} failed: {self._redact(str(exc))[:300]}",
                 {"role": role, "model": model},
             ) from None
+        seconds = time.perf_counter() - started
         content = None
         choices = getattr(resp, "choices", None) or []
         if choices and getattr(choices[0], "message", None) is not None:
             content = choices[0].message.content
         usage = getattr(resp, "usage", None)
-        tokens = getattr(usage, "total_tokens", None) if usage is not None else None
-        if not isinstance(tokens, int):
-            chars = sum(len(m["content"]) for m in messages) + len(content or "")
-            tokens = chars // _CHARS_PER_TOKEN
-        with self._lock:
-            self.used_tokens += tokens
-            self.calls += 1
-            over = self.used_tokens > self.s.token_budget
-        if over:
+        total = getattr(usage, "total_tokens", None) if usage is not None else None
+        prompt = getattr(usage, "prompt_tokens", None) if usage is not None else None
+        completion = getattr(usage, "completion_tokens", None) if usage is not None else None
+        if not isinstance(total, int):
+            prompt = sum(len(m["content"]) for m in messages) // _CHARS_PER_TOKEN
+            completion = len(content or "") // _CHARS_PER_TOKEN
+            total = prompt + completion
+            with self.usage.lock:
+                self.usage.estimated_calls += 1
+        prompt = prompt if isinstance(prompt, int) else 0
+        completion = completion if isinstance(completion, int) else 0
+        self.usage.call(role, seconds, prompt, completion, total)
+        if self.usage.tokens > self.s.token_budget:
             raise self._over_budget(role)
         return content
 
@@ -518,11 +412,15 @@ class LLMRunner:
     def _over_budget(self, role: str) -> ServiceError:
         return ServiceError(
             ErrorCode.UPSTREAM_ERROR,
-            f"LLM token budget exceeded: {self.used_tokens:,} tokens used of "
-            f"{self.s.token_budget:,} after {self.calls} calls (at role {role}); the analysis "
-            "was stopped. Raise llm.token_budget (TACORE_LLM_TOKEN_BUDGET) or lower "
+            f"LLM token budget exceeded: {self.usage.tokens:,} tokens used of "
+            f"{self.s.token_budget:,} after {self.usage.calls} calls (at role {role}); the "
+            "analysis was stopped. Raise llm.token_budget (TACORE_LLM_TOKEN_BUDGET) or lower "
             "research_depth",
-            {"tokens_used": self.used_tokens, "token_budget": self.s.token_budget, "role": role},
+            {
+                "tokens_used": self.usage.tokens,
+                "token_budget": self.s.token_budget,
+                "role": role,
+            },
         )
 
     # one role -----------------------------------------------------------------------------
@@ -534,15 +432,18 @@ class LLMRunner:
             out["source"] = "quant: no data, so no LLM call"
             return out
         spec = ROLE_SPECS[role]
-        model = self.s.deep_model if role in DEEP_ROLES else self.s.quick_model
+        model = self.deep_model if role in DEEP_ROLES else self.quick_model
         with self._lock:
             self.models[role] = model
-        messages = _messages(role, spec, quant, context)
-        content = self._call(role, model, messages)
+        schema = role_schema(spec, self.s.max_answer_tokens)
+        messages = messages_for(role, spec, quant, context)
+        content = self._call(role, model, messages, schema)
         values, notes, problem = validate(spec, extract_json(content))
+        repairs: list[str] = []
         attempts = 1
         if problem is not None:
             attempts = 2
+            repairs.append(f"asked again: the first answer was unusable ({problem})")
             retry = messages + [
                 {"role": "assistant", "content": (content or "")[:2000]},
                 {
@@ -551,19 +452,38 @@ class LLMRunner:
                     f"JSON object with the keys {', '.join(spec.fields)}.",
                 },
             ]
-            content = self._call(role, model, retry)
+            content = self._call(role, model, retry, schema)
             values, notes, problem = validate(spec, extract_json(content))
         if problem is not None:
             with self._lock:
                 self.fallbacks.append(role)
+            self.usage.outcome(role, "fell_back")
             out = dict(quant)
             out["report"] = f"**{UNUSABLE}** ({problem}).\n\n{quant['report']}"
             out["source"] = f"quant: {UNUSABLE}"
-            out["llm"] = {"model": model, "attempts": attempts, "problem": problem}
+            out["llm"] = {
+                "model": model,
+                "attempts": attempts,
+                "problem": problem,
+                "outcome": "fell_back",
+            }
             return out
+        if not is_plain_json(content):
+            repairs.append("the JSON was cut out of the text around it")
         out = _merge(role, quant, values, notes, context)
+        repairs.extend(notes)
+        outcome = "repaired" if repairs else "used"
+        self.usage.outcome(role, outcome)
+        said = f"repaired: {'; '.join(repairs)}" if repairs else "used as given"
+        out["report"] += f"\n\n_LLM answer ({model}): {said}._"
         out["source"] = "llm"
-        out["llm"] = {"model": model, "attempts": attempts, "notes": notes}
+        out["llm"] = {
+            "model": model,
+            "attempts": attempts,
+            "notes": notes,
+            "outcome": outcome,
+            "repairs": repairs,
+        }
         return out
 
 
@@ -679,23 +599,58 @@ class LLMEngine:
             ) from None
         self._openai = openai
         self.s = settings.llm
+        self._log_dir = settings.logging.dir
         self._client: Any = None
-        self._client_key: str | None = None
+        self._client_key: tuple[str | None, str] | None = None
         self._lock = threading.Lock()
+        self.format = OutputFormat(self.s.structured_output)
+        # Every analysis of this engine (process), for callers that run many: the backtest.
+        self.totals = _Usage()
+        self.analyses = 0
+        self._local: dict[str, Any] | None = None
+        if self.s.local_model:
+            from tacoreservice.analysis.engines.llm_server import find_model, model_identity
+
+            path = find_model(self.s.local_model)
+            self._local = {"path": path, **model_identity(path)}
+
+    # where the model is ---------------------------------------------------------------------
+
+    def _endpoint(self) -> tuple[str, tuple[str, str]]:
+        """(base_url, (quick, deep) model names) for the next analysis."""
+        if self._local is None:
+            return self.s.base_url, (self.s.quick_model, self.s.deep_model)
+        alias = self._local["path"].stem  # llama-cpp-python serves one model under its alias
+        url = self.s.local_server_url
+        if not url:
+            from tacoreservice.analysis.engines.llm_server import shared_server
+
+            url = shared_server(self.s, self._log_dir).base_url
+        return url, (alias, alias)
 
     def identity(self) -> dict[str, Any]:
-        return {
-            "engine": "llm",
-            "base_url": public_url(self.s.base_url),
-            "quick_model": self.s.quick_model,
-            "deep_model": self.s.deep_model,
-            "temperature": self.s.temperature,
+        ident: dict[str, Any] = {"engine": "llm"}
+        if self._local is not None:
+            # The model file, not the server's URL: its port changes with every start.
+            ident["local_model"] = {k: v for k, v in self._local.items() if k != "path"}
+        else:
+            ident.update(
+                base_url=public_url(self.s.base_url),
+                quick_model=self.s.quick_model,
+                deep_model=self.s.deep_model,
+            )
+        ident.update(
+            temperature=self.s.temperature,
+            max_answer_tokens=self.s.max_answer_tokens,
+            structured_output=self.s.structured_output,
             # Every prompt embeds the quant roles' figures, so a new quant model is a new
             # answer: part of the result cache key.
-            "quant_model_version": quant_engine.QUANT_MODEL_VERSION,
-        }
+            quant_model_version=quant_engine.QUANT_MODEL_VERSION,
+        )
+        return ident
 
-    def _get_client(self) -> Any:
+    def _get_client(self, base_url: str | None = None) -> Any:
+        base_url = base_url or self.s.base_url
         try:
             key = self.s.api_key  # read from the environment (or *_FILE) on every analysis
         except ConfigError as exc:  # a refused or unreadable TACORE_LLM_API_KEY_FILE
@@ -704,38 +659,53 @@ class LLMEngine:
                 f"the llm engine cannot read its API key: {exc}",
                 {"engine": "llm", "reason": "api key file"},
             ) from None
-        if not key and not is_local_url(self.s.base_url):
+        if not key and not is_local_url(base_url):
             raise ServiceError(
                 ErrorCode.ENGINE_UNAVAILABLE,
-                f"the llm engine has no API key for {public_url(self.s.base_url)}: set "
+                f"the llm engine has no API key for {public_url(base_url)}: set "
                 "TACORE_LLM_API_KEY (or OPENAI_API_KEY) in the environment, or point "
-                "llm.base_url (TACORE_LLM_BASE_URL) at a local server such as Ollama",
+                "llm.base_url (TACORE_LLM_BASE_URL) at a local server such as Ollama, or set "
+                "llm.local_model (TACORE_LLM_LOCAL_MODEL)",
                 {"engine": "llm", "missing": "TACORE_LLM_API_KEY"},
             )
         with self._lock:
-            if self._client is None or key != self._client_key:
+            if self._client is None or (key, base_url) != self._client_key:
                 self._client = self._openai.OpenAI(
                     # Local servers ignore the key, but the client insists on having one.
                     api_key=key or "no-key-needed-for-local-server",
-                    base_url=self.s.base_url,
+                    base_url=base_url,
                     timeout=self.s.timeout_s,
                     max_retries=self.s.max_retries,
                 )
-                self._client_key = key
+                self._client_key = (key, base_url)
             return self._client
 
     def analyze(self, provider: Any, request: AnalysisRequest, hooks: Hooks) -> dict[str, Any]:
-        client = self._get_client()
+        base_url, models = self._endpoint()
+        client = self._get_client(base_url)
         ev = compute_evidence(provider, request.symbol, request.as_of, request.timeframe)
-        runner = LLMRunner(client, self.s, self._openai)
-        decision = run_pipeline(ev, request, runner, hooks)
+        settings = self.s.model_copy(update={"base_url": base_url}) if self._local else self.s
+        runner = LLMRunner(client, settings, self._openai, self.format, models)
+        try:
+            decision = run_pipeline(ev, request, runner, hooks)
+        finally:
+            self.totals.add(runner.usage)
+            with self._lock:
+                self.analyses += 1
+        usage = runner.usage.summary()
         decision["model"] = {
             **self.identity(),
-            "calls": runner.calls,
-            "tokens_used": runner.used_tokens,
+            **usage,
             "token_budget": self.s.token_budget,
+            "structured_output_used": sorted(runner.formats_used),
             "models_by_role": dict(sorted(runner.models.items())),
             "fallback_roles": sorted(runner.fallbacks),
             "grounding": "quant evidence and quant role figures in every prompt",
         }
         return decision
+
+    def usage_totals(self) -> dict[str, Any]:
+        """Calls, tokens, time and outcomes over every analysis this engine ran."""
+        with self._lock:
+            analyses = self.analyses
+        return {"analyses": analyses, **self.totals.summary()}

@@ -77,6 +77,18 @@ def _rank_text(x: Any) -> str:
     return "" if x is None else f", rank {x:+.2f}"
 
 
+def _magnitude(x: float) -> str:
+    for div, unit in (
+        (1e12, " trillion"),
+        (1e9, " billion"),
+        (1e6, " million"),
+        (1e3, " thousand"),
+    ):
+        if abs(x) >= div:
+            return f"{x / div:.1f}{unit}"
+    return f"{x:.0f}"
+
+
 def signal_reading(sig: dict[str, Any], ev: dict[str, Any]) -> str:
     """A signal's value in words (the rank is among the market's symbols, -1 to +1)."""
     name, v, rank = sig["name"], num(sig.get("value")), _rank_text(sig.get("input"))
@@ -96,7 +108,7 @@ def signal_reading(sig: dict[str, Any], ev: dict[str, Any]) -> str:
         "rs_sector": lambda: f"3-month return {pct(v)} vs its sector peers{rank}",
         "market": lambda: f"{bench} {v:+.2f} volatilities from its SMA200",
         "vol_trend": lambda: f"volume {math.exp(v):.2f}x its 120-bar mean{rank}",
-        "liquidity": lambda: f"traded value {fmt(math.exp(v), 0)} a day{rank}",
+        "liquidity": lambda: f"traded value {_magnitude(math.exp(v))} a day{rank}",
         "rsi": lambda: f"RSI14 {50.0 + 50.0 * v:.1f}",
         "macd": lambda: f"MACD histogram {v:+.2f} ATR",
     }

@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 POINTS_PER_TURN = 2
+# How the researchers name a market's universe when they quote a signal's record.
+UNIVERSE_NAMES: dict[str, str] = {"us": "US stocks", "cn": "A-shares", "crypto": "crypto pairs"}
 
 
 def debate_points(
@@ -56,6 +58,7 @@ def debate_points(
     """
     bull: list[dict[str, Any]] = []
     bear: list[dict[str, Any]] = []
+    universe = UNIVERSE_NAMES.get(str(section(ev or {}, "forecast").get("market")), "its market")
     for name in ANALYSTS:  # fixed order keeps ties deterministic
         out = analysts.get(name)
         if not out or not out.get("available"):
@@ -67,8 +70,8 @@ def debate_points(
             point = {
                 "analyst": name,
                 "signal": s["name"],
-                "text": f"{s['label']}: {s['text']}; {ic_text(s.get('ic'))}, weight "
-                f"{float(s['weight']):+.3f}",
+                "text": f"{s['label']}: {s['text']}; on {universe} it has had "
+                f"{ic_text(s.get('ic'))}, weight {float(s['weight']):+.3f}",
                 "score": score,
                 "strength": round(abs(score), 6),
             }
