@@ -1,6 +1,7 @@
 """The operator's verbs of ``tacore``: backup, restore (directory or .tar.gz) and watchdog.
 
-Imported by :mod:`tacoreservice.cli`, which owns ``app``; the commands register on import.
+Imported by :mod:`tacoreservice.cli`; the commands register on import on the shared ``app``
+(:mod:`tacoreservice.cli_common`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tacoreservice.cli import (
+from tacoreservice.cli_common import (
     ConfigOpt,
     EndpointOpt,
     _endpoint,

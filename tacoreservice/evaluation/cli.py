@@ -34,9 +34,9 @@ ServiceOpt = Annotated[
 
 
 def _base() -> Any:
-    from tacoreservice import cli
+    from tacoreservice import cli_common
 
-    return cli
+    return cli_common
 
 
 def _load(config: str | None, data_dir: str | None) -> Any:
