@@ -3,7 +3,7 @@
 ``python -m tacoreservice.storage.request_log_process SPOOL_FOLDER`` is started by the
 broker (:class:`RequestLogProcess`) with the broker's exact settings, in its own process
 group, and is restarted by it if it dies. It does everything the request log costs, apart
-from the one ``write(2)`` per request on the broker's side (see
+from packing a record per request and one ``write(2)`` per loop turn on the broker's side (see
 :mod:`tacoreservice.storage.request_spool` for the guarantee):
 
 1. read the records appended since the last batch;
@@ -279,9 +279,11 @@ def main(argv: list[str] | None = None) -> int:
 class RequestLogProcess:
     """The broker's side: the spool it appends to and the process that writes it out.
 
-    ``append`` is the hand-off (one ``write(2)``); ``poll`` (from the broker's heartbeat tick)
-    restarts a writer that died; ``stats`` reads the writer's totals; ``close`` ends the spool
-    and waits for the writer to finish it.
+    ``append`` is the hand-off (a record kept in memory) and ``flush`` writes what was
+    appended to the spool with one ``write(2)``: the broker flushes before it sends the
+    replies of those records. ``poll`` (from the broker's heartbeat tick) restarts a writer
+    that died; ``stats`` reads the writer's totals; ``close`` ends the spool and waits for the
+    writer to finish it.
     """
 
     def __init__(self, settings: Settings):
@@ -291,6 +293,7 @@ class RequestLogProcess:
         self.restarts = 0
         self._next_start = 0.0
         self._backoff = 0.5
+        self._held: list[bytes] = []
 
     def start(self) -> None:
         self.spool = SpoolWriter(spool_root(self.settings.database.path))
@@ -307,8 +310,12 @@ class RequestLogProcess:
         )
 
     def append(self, record: bytes) -> None:
+        self._held.append(record)
+
+    def flush(self) -> None:
+        held, self._held = self._held, []
         if self.spool is not None:
-            self.spool.append(record)
+            self.spool.append_many(held)
 
     def poll(self) -> None:
         """Restart the writer if it died (with a growing pause if it keeps dying)."""
@@ -330,7 +337,7 @@ class RequestLogProcess:
     def stats(self) -> dict[str, Any]:
         spool = self.spool
         progress = read_progress(spool.folder) if spool is not None else {}
-        appended = spool.appended if spool is not None else 0
+        appended = (spool.appended if spool is not None else 0) + len(self._held)
         dropped = spool.dropped if spool is not None else 0
         totals = {key: int(progress.get(key, 0)) for key in _TOTALS}
         return {
@@ -350,6 +357,7 @@ class RequestLogProcess:
         """End the spool and wait for the writer to write it out (it then removes it)."""
         if self.spool is None:
             return
+        self.flush()
         self.spool.close()
         proc = self.proc
         if proc is None:
