@@ -153,6 +153,7 @@ def start_service(
             "PYTHONPATH": str(REPO),
             "ZMQ_FRONTEND_PORT": str(fport),
             "ZMQ_BACKEND_PORT": str(bport),
+            "API_PORT": str(free_port()),  # several services may run side by side
             "WORKER_COUNT": str(workers),
             "DATABASE_PATH": str(tmp / f"bench-{fport}.db"),
             "TACORE_LOG_DIR": str(tmp / "logs"),
@@ -267,6 +268,36 @@ def _start_bare_chain(workers: int, reply: bytes) -> tuple[list[mp.Process], str
     return procs, fe
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo += children.get(current, [])
+    return out
+
+
+def _cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds so far of ``pids`` (every thread of each)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def compare(tmp: Path, rounds: int, seconds: float, n: int) -> dict[str, Any]:
     """Issue 13: the service against the bare chain and the reference stacks, in one run.
 
@@ -279,7 +310,8 @@ def compare(tmp: Path, rounds: int, seconds: float, n: int) -> dict[str, Any]:
 
     have = _reference.available()
     running: list[Any] = []
-    setups: dict[str, tuple[Any, Any]] = {}
+    # name -> (load generator, its target, the server's root pids)
+    setups: dict[str, tuple[Any, Any, list[int]]] = {}
     proc, endpoint = start_service(4, True, tmp)
     try:
         for _ in range(50):
@@ -289,33 +321,54 @@ def compare(tmp: Path, rounds: int, seconds: float, n: int) -> dict[str, Any]:
         body_file.write_bytes(reply)
         bare, fe = _start_bare_chain(4, reply)
         running += bare
-        setups["bare Python LRU chain, 4 workers"] = (_load_generator, fe)
-        setups["service, 4 workers, request log on"] = (_load_generator, endpoint)
+        setups["bare Python LRU chain, 4 workers"] = (_load_generator, fe, [p.pid for p in bare])
+        setups["service, 4 workers, request log on"] = (_load_generator, endpoint, [proc.pid])
+        quiet, quiet_endpoint = start_service(4, False, tmp)
+        running.append(quiet)
+        setups["service, 4 workers, request log off"] = (
+            _load_generator,
+            quiet_endpoint,
+            [quiet.pid],
+        )
         if have["fastapi"]:
             port = free_port()
             running.append(_reference.start_uvicorn(port, 4, body_file))
-            setups["FastAPI + uvicorn, 4 workers"] = (_reference.http_load, port)
+            setups["FastAPI + uvicorn, 4 workers"] = (
+                _reference.http_load,
+                port,
+                [running[-1].pid],
+            )
         if have["grpcio"]:
             port = free_port()
-            running += _reference.start_grpc(port, 4, reply)
-            setups["grpcio (grpc.aio), 4 processes"] = (_reference.grpc_load, port)
+            servers = _reference.start_grpc(port, 4, reply)
+            running += servers
+            setups["grpcio (grpc.aio), 4 processes"] = (
+                _reference.grpc_load,
+                port,
+                [p.pid for p in servers],
+            )
         log_before = _drained(endpoint)
-        for generator, target in setups.values():
+        for generator, target, _roots in setups.values():
             throughput(target, 1.0, generator=generator)  # warm-up
         _drained(endpoint)
         rps: dict[str, list[float]] = {name: [] for name in setups}
+        cpu_us: dict[str, list[float]] = {name: [] for name in setups}
         errors: dict[str, int] = dict.fromkeys(setups, 0)
         pending_at_end: list[int] = []
         loads: list[float] = []
         for _ in range(rounds):
-            for name, (generator, target) in setups.items():
+            for name, (generator, target, roots) in setups.items():
                 loads.append(os.getloadavg()[0])
+                pids = [pid for root in roots for pid in _tree(root)]
+                cpu_before = _cpu_s(pids)
                 result = throughput(target, seconds, generator=generator)
-                rps[name].append(result["rps"])
-                errors[name] += result["errors"]
                 if target == endpoint:
                     pending_at_end.append(_request_log(endpoint)["pending"])
-                    _drained(endpoint)
+                    _drained(endpoint)  # the rows of this round are written on its account
+                used = _cpu_s(pids) - cpu_before
+                rps[name].append(result["rps"])
+                cpu_us[name].append(used / max(1, result["ok"]) * 1e6)
+                errors[name] += result["errors"]
         # One sequential client: the service against the bare chain, interleaved.
         chain: list[float] = []
         service: list[float] = []
@@ -326,7 +379,10 @@ def compare(tmp: Path, rounds: int, seconds: float, n: int) -> dict[str, Any]:
     finally:
         stop_service(proc)
         for p in running:
-            p.kill()
+            if isinstance(p, subprocess.Popen):
+                stop_service(p)
+            else:
+                p.kill()
     bare_name = "bare Python LRU chain, 4 workers"
     bare_median = statistics.median(rps[bare_name])
     table = {
@@ -338,6 +394,8 @@ def compare(tmp: Path, rounds: int, seconds: float, n: int) -> dict[str, Any]:
                 round(v / b, 2) for v, b in zip(values, rps[bare_name], strict=True)
             ],
             "errors": errors[name],
+            # Load-independent: what one request costs the server's processes in CPU.
+            "server_cpu_us_per_request": round(statistics.median(cpu_us[name]), 1),
         }
         for name, values in rps.items()
     }
@@ -370,10 +428,18 @@ def compare(tmp: Path, rounds: int, seconds: float, n: int) -> dict[str, Any]:
 
 def _print_compare(result: dict[str, Any]) -> None:
     print(f"\n{result['load']}; {result['reply_bytes']}-byte reply")
-    print("\n| setup | req/s (median) | rounds | vs bare chain | errors |\n|---|---|---|---|---|")
+    print(
+        "\n| setup | req/s (median) | rounds | vs bare chain | server CPU µs/request | errors |"
+        "\n|---|---|---|---|---|---|"
+    )
     for name, v in result["throughput"].items():
         rounds = ", ".join(f"{r:,}" for r in v["rps_rounds"])
-        print(f"| {name} | {v['rps_median']:,} | {rounds} | {v['vs_bare_chain']} | {v['errors']} |")
+        print(
+            f"| {name} | {v['rps_median']:,} | {rounds} | {v['vs_bare_chain']} | "
+            f"{v['server_cpu_us_per_request']} | {v['errors']} |"
+        )
+    loads = result["load_average_1min"]
+    print(f"\n1-minute load average during the rounds: {loads['min']:.1f} to {loads['max']:.1f}")
     lat = result["latency_1_client"]
     print(
         f"\n1 sequential client: bare chain p50 {lat['bare_chain_p50_us']} us, service p50 "
