@@ -552,9 +552,10 @@ class Broker:
     def _deliver(self) -> None:
         """Send the queued client replies, after one write of their request-log records: no
         reply leaves before its record, and a burst of replies costs one ``write(2)``."""
+        # Always: a job's record has no reply to go with it, and must not wait for one.
+        self.telemetry.hand_off()
         if not self._outbox:
             return
-        self.telemetry.hand_off()
         out, self._outbox = self._outbox, []
         send = self.frontend.send
         for frames in out:

@@ -313,6 +313,8 @@ class RequestLogProcess:
         self._held.append(record)
 
     def flush(self) -> None:
+        if not self._held:
+            return
         held, self._held = self._held, []
         if self.spool is not None:
             self.spool.append_many(held)
