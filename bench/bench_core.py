@@ -38,7 +38,18 @@ from bench._common import percentile, round_trips  # noqa: E402
 from tests.support.service import free_port  # noqa: E402
 
 HEALTH = orjson.dumps({"method": "health.check", "params": {}})
+DETAILED = orjson.dumps({"method": "health.check", "params": {"detailed": True}})
 MARKET = orjson.dumps({"method": "get.market_data", "params": {"symbol": "AAPL"}})
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "libzmq": zmq.zmq_version(),
+        "pyzmq": zmq.__version__,
+    }
 
 
 def _echo_server(port: int) -> None:
@@ -142,6 +153,7 @@ def start_service(
             "PYTHONPATH": str(REPO),
             "ZMQ_FRONTEND_PORT": str(fport),
             "ZMQ_BACKEND_PORT": str(bport),
+            "API_PORT": str(free_port()),  # several services may run side by side
             "WORKER_COUNT": str(workers),
             "DATABASE_PATH": str(tmp / f"bench-{fport}.db"),
             "TACORE_LOG_DIR": str(tmp / "logs"),
@@ -193,11 +205,17 @@ def stop_service(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
-def throughput(endpoint: str, seconds: float, clients: int = 16, depth: int = 8) -> dict[str, Any]:
+def throughput(
+    endpoint: Any,
+    seconds: float,
+    clients: int = 16,
+    depth: int = 8,
+    generator: Any = _load_generator,
+) -> dict[str, Any]:
     procs_n = 2  # two load processes, so the clients are not the bottleneck of one GIL
     out: mp.Queue[tuple[int, int]] = mp.Queue()
     procs = [
-        mp.Process(target=_load_generator, args=(endpoint, clients // procs_n, depth, seconds, out))
+        mp.Process(target=generator, args=(endpoint, clients // procs_n, depth, seconds, out))
         for _ in range(procs_n)
     ]
     for p in procs:
@@ -210,23 +228,250 @@ def throughput(endpoint: str, seconds: float, clients: int = 16, depth: int = 8)
     return {"ok": ok, "errors": errors, "rps": ok / seconds}
 
 
+def _call(endpoint: str, body: bytes) -> bytes:
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    sock.send(body)
+    if not sock.poll(10_000):
+        raise RuntimeError(f"no reply from {endpoint}")
+    reply: bytes = sock.recv()
+    sock.close()
+    return reply
+
+
+def _request_log(endpoint: str) -> dict[str, Any]:
+    log: dict[str, Any] = orjson.loads(_call(endpoint, DETAILED))["data"]["request_log"]
+    return log
+
+
+def _drained(endpoint: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Wait until the service's request log has written every row handed to it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = _request_log(endpoint)
+        if not log["pending"] or time.monotonic() > deadline:
+            return log
+        time.sleep(0.1)
+
+
+def _start_bare_chain(workers: int, reply: bytes) -> tuple[list[mp.Process], str]:
+    fe, be = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    procs = [mp.Process(target=_bare_broker, args=(fe, be), daemon=True)]
+    procs += [
+        mp.Process(target=_bare_worker, args=(be, reply), daemon=True) for _ in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    time.sleep(0.5)
+    return procs, fe
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo += children.get(current, [])
+    return out
+
+
+def _cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds so far of ``pids`` (every thread of each)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def compare(tmp: Path, rounds: int, seconds: float, n: int) -> dict[str, Any]:
+    """Issue 13: the service against the bare chain and the reference stacks, in one run.
+
+    Every setup serves the same bytes (the service's own reply to the cached request) with 4
+    workers and is kept running for the whole comparison; the rounds interleave the setups, so
+    a neighbour's load hits them alike. After each service round the request log is left to
+    write its backlog before the next setup runs (its rows are counted in the results).
+    """
+    from bench import _reference
+
+    have = _reference.available()
+    running: list[Any] = []
+    # name -> (load generator, its target, the server's root pids)
+    setups: dict[str, tuple[Any, Any, list[int]]] = {}
+    proc, endpoint = start_service(4, True, tmp)
+    try:
+        for _ in range(50):
+            reply = _call(endpoint, MARKET)  # fills the cache
+        assert b'"status":"success"' in reply[:40], reply[:200]
+        body_file = tmp / "quote.json"
+        body_file.write_bytes(reply)
+        bare, fe = _start_bare_chain(4, reply)
+        running += bare
+        setups["bare Python LRU chain, 4 workers"] = (_load_generator, fe, [p.pid for p in bare])
+        setups["service, 4 workers, request log on"] = (_load_generator, endpoint, [proc.pid])
+        quiet, quiet_endpoint = start_service(4, False, tmp)
+        running.append(quiet)
+        setups["service, 4 workers, request log off"] = (
+            _load_generator,
+            quiet_endpoint,
+            [quiet.pid],
+        )
+        if have["fastapi"]:
+            port = free_port()
+            running.append(_reference.start_uvicorn(port, 4, body_file))
+            setups["FastAPI + uvicorn, 4 workers"] = (
+                _reference.http_load,
+                port,
+                [running[-1].pid],
+            )
+        if have["grpcio"]:
+            port = free_port()
+            servers = _reference.start_grpc(port, 4, reply)
+            running += servers
+            setups["grpcio (grpc.aio), 4 processes"] = (
+                _reference.grpc_load,
+                port,
+                [p.pid for p in servers],
+            )
+        log_before = _drained(endpoint)
+        for generator, target, _roots in setups.values():
+            throughput(target, 1.0, generator=generator)  # warm-up
+        _drained(endpoint)
+        rps: dict[str, list[float]] = {name: [] for name in setups}
+        cpu_us: dict[str, list[float]] = {name: [] for name in setups}
+        errors: dict[str, int] = dict.fromkeys(setups, 0)
+        pending_at_end: list[int] = []
+        loads: list[float] = []
+        for _ in range(rounds):
+            for name, (generator, target, roots) in setups.items():
+                loads.append(os.getloadavg()[0])
+                pids = [pid for root in roots for pid in _tree(root)]
+                cpu_before = _cpu_s(pids)
+                result = throughput(target, seconds, generator=generator)
+                if target == endpoint:
+                    pending_at_end.append(_request_log(endpoint)["pending"])
+                    _drained(endpoint)  # the rows of this round are written on its account
+                used = _cpu_s(pids) - cpu_before
+                rps[name].append(result["rps"])
+                cpu_us[name].append(used / max(1, result["ok"]) * 1e6)
+                errors[name] += result["errors"]
+        # One sequential client: the service against the bare chain, interleaved.
+        chain: list[float] = []
+        service: list[float] = []
+        for _ in range(rounds):
+            chain += measure_latency(fe, MARKET, n // rounds)
+            service += measure_latency(endpoint, MARKET, n // rounds)
+        log_after = _drained(endpoint)
+    finally:
+        stop_service(proc)
+        for p in running:
+            if isinstance(p, subprocess.Popen):
+                stop_service(p)
+            else:
+                p.kill()
+    bare_name = "bare Python LRU chain, 4 workers"
+    bare_median = statistics.median(rps[bare_name])
+    table = {
+        name: {
+            "rps_median": round(statistics.median(values)),
+            "rps_rounds": [round(v) for v in values],
+            "vs_bare_chain": round(statistics.median(values) / bare_median, 2),
+            "per_round_vs_bare": [
+                round(v / b, 2) for v, b in zip(values, rps[bare_name], strict=True)
+            ],
+            "errors": errors[name],
+            # Load-independent: what one request costs the server's processes in CPU.
+            "server_cpu_us_per_request": round(statistics.median(cpu_us[name]), 1),
+        }
+        for name, values in rps.items()
+    }
+    p50_chain, p50_service = statistics.median(chain), statistics.median(service)
+    return {
+        "reply_bytes": len(reply),
+        "load": "2 load processes x 8 clients (DEALER sockets / keep-alive HTTP connections / "
+        "gRPC channels), 8 requests in flight on each: 16 clients, 128 in flight",
+        "rounds": rounds,
+        "seconds_per_round": seconds,
+        "reference_stacks": have,
+        "throughput": table,
+        "request_log": {
+            "rows_written": log_after["written"] - log_before["written"],
+            "failed": log_after["failed"],
+            "dropped": log_after["dropped"],
+            "pending_at_end_of_each_service_round": pending_at_end,
+        },
+        "latency_1_client": {
+            "bare_chain_p50_us": round(p50_chain, 1),
+            "bare_chain_p99_us": round(percentile(chain, 99), 1),
+            "service_p50_us": round(p50_service, 1),
+            "service_p99_us": round(percentile(service, 99), 1),
+            "p50_ratio": round(p50_service / p50_chain, 2),
+            "n_each": len(chain),
+        },
+        "load_average_1min": {"min": min(loads), "max": max(loads)},
+    }
+
+
+def _print_compare(result: dict[str, Any]) -> None:
+    print(f"\n{result['load']}; {result['reply_bytes']}-byte reply")
+    print(
+        "\n| setup | req/s (median) | rounds | vs bare chain | server CPU µs/request | errors |"
+        "\n|---|---|---|---|---|---|"
+    )
+    for name, v in result["throughput"].items():
+        rounds = ", ".join(f"{r:,}" for r in v["rps_rounds"])
+        print(
+            f"| {name} | {v['rps_median']:,} | {rounds} | {v['vs_bare_chain']} | "
+            f"{v['server_cpu_us_per_request']} | {v['errors']} |"
+        )
+    loads = result["load_average_1min"]
+    print(f"\n1-minute load average during the rounds: {loads['min']:.1f} to {loads['max']:.1f}")
+    lat = result["latency_1_client"]
+    print(
+        f"\n1 sequential client: bare chain p50 {lat['bare_chain_p50_us']} us, service p50 "
+        f"{lat['service_p50_us']} us: {lat['p50_ratio']}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="only the issue-13 comparison: service vs bare chain vs FastAPI and grpcio",
+    )
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "core.json"))
     args = parser.parse_args()
+    if args.compare:
+        tmp = Path(tempfile.mkdtemp(prefix="tacore-bench-"))
+        result = compare(tmp, args.rounds, 3.0 if args.quick else 8.0, 900 if args.quick else 3000)
+        result["machine"] = _machine()
+        out = Path(args.out).with_name("compare.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
+        _print_compare(result)
+        return
     n = 1000 if args.quick else 5000
     seconds = 3.0 if args.quick else 8.0
     tmp = Path(tempfile.mkdtemp(prefix="tacore-bench-"))
-    results: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "libzmq": zmq.zmq_version(),
-            "pyzmq": zmq.__version__,
-        }
-    }
+    results: dict[str, Any] = {"machine": _machine()}
 
     port = free_port()
     echo = mp.Process(target=_echo_server, args=(port,), daemon=True)
@@ -291,15 +536,7 @@ def main() -> None:
     # Ceiling: the same load through the bare Python broker chain with 1 and 4 workers.
     sample_reply = orjson.dumps({"status": "success", "data": {"symbol": "AAPL"}})
     for workers in (1, 4):
-        fe, be = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-        procs = [mp.Process(target=_bare_broker, args=(fe, be), daemon=True)]
-        procs += [
-            mp.Process(target=_bare_worker, args=(be, sample_reply), daemon=True)
-            for _ in range(workers)
-        ]
-        for p in procs:
-            p.start()
-        time.sleep(0.5)
+        procs, fe = _start_bare_chain(workers, sample_reply)
         try:
             throughput(fe, 1.0)
             tput[f"bare_python_chain_{workers}_workers"] = throughput(fe, seconds)

@@ -28,7 +28,6 @@ from tacoreservice.storage.request_spool import (
     decode_records,
     encode_record,
     read_progress,
-    write_progress,
 )
 from tests.support.service import ServiceProcesses, pid_alive
 
@@ -76,28 +75,60 @@ def test_markers_end_a_read_and_damage_is_refused(tmp_path: Path) -> None:
         decode_records(b"\x00" * 64)
 
 
-def test_a_batch_replayed_after_a_writer_crash_is_not_counted_twice(tmp_path: Path) -> None:
-    # The writer died after committing a batch and before noting it: the next writer reads
+class _Killed(Exception):
+    """Stands for a SIGKILL of the writer: nothing after the point it is raised runs."""
+
+
+def test_a_batch_replayed_after_a_writer_crash_is_not_counted_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer dies after committing a batch and before noting it: the next writer reads
     # the same records again and must recognise them in the table.
     db = tmp_path / "t.db"
     spool = SpoolWriter(tmp_path / "spool")
     for i in range(40):
         spool.append(_record(i))
-    settings = Settings().request_log
-    with RequestLogWriter(db, settings) as writer:
-        first = _Drain(spool.folder, writer, db)
-        first.drain()
-        assert first.progress["written"] == 40
-        write_progress(spool.folder, {"segment": 1, "offset": 0, "written": 0})  # not noted
-        for i in range(40, 50):
-            spool.append(_record(i))
-        second = _Drain(spool.folder, writer, db)
-        assert second.replay
-        second.drain()
+    writer = RequestLogWriter(db, Settings().request_log)
+    commit = writer.write_batch
+
+    def commit_then_die(entries: list[Any]) -> bool:
+        commit(entries)
+        raise _Killed
+
+    monkeypatch.setattr(writer, "write_batch", commit_then_die)
+    with pytest.raises(_Killed):
+        _Drain(spool.folder, writer, db).drain()
+    monkeypatch.undo()
+    progress = read_progress(spool.folder)
+    assert progress["offset"] == 0 and progress["writing"] > 0  # committed, not noted
+    for i in range(40, 50):
+        spool.append(_record(i))
+    second = _Drain(spool.folder, writer, db)
+    assert second.replay_to == progress["writing"]
+    second.drain()
+    writer.close()
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT COUNT(*), MAX(attempts) FROM request_logs").fetchone()
     assert rows == (50, 1)
     assert read_progress(spool.folder)["written"] == 50
+
+
+def test_only_the_batch_being_written_is_looked_up_again(tmp_path: Path) -> None:
+    # A writer that stopped cleanly between batches left nothing half done: the next one
+    # looks nothing up, and a record with the id of an older row is written as a retry.
+    db = tmp_path / "t.db"
+    spool = SpoolWriter(tmp_path / "spool")
+    spool.append(_record(1))
+    writer = RequestLogWriter(db, Settings().request_log)
+    _Drain(spool.folder, writer, db).drain()
+    spool.append(_record(1, created=1_900_000_000.0))
+    second = _Drain(spool.folder, writer, db)
+    assert second.replay_to == 0
+    second.drain()
+    writer.close()
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT COUNT(*), MAX(attempts) FROM request_logs").fetchone()
+    assert rows == (1, 2)
 
 
 # ---------------------------------------------------------------- kill -9 during a burst

@@ -84,6 +84,7 @@ _DRAIN_BATCH = 256  # messages read per socket per loop turn: amortises poll() c
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
 # How fast a method's typical processing time follows new replies (exponential average).
 _COST_WEIGHT = 0.2
 
@@ -151,6 +152,8 @@ class Broker:
         self.draining = False
         self._stop = threading.Event()
         self._bound = False
+        # Client replies of this loop turn: sent together by _deliver, after their records.
+        self._outbox: list[list[bytes]] = []
         # Typical processing time of each method (ms), from the workers' replies: a request
         # may wait in a worker behind another only when that one is known to be quick.
         self._cost: dict[str, float] = {}
@@ -259,8 +262,10 @@ class Broker:
                 events = dict(poller.poll(int(timeout * 1000.0)))
                 if self.backend in events:
                     self._drain_backend()
+                    self._deliver()
                 if self.frontend in events:
                     self._drain(self.frontend, self._on_client_message, "client")
+                    self._deliver()
                 if self.control in events:
                     self._handle_control()
                 if self.monitor in events:
@@ -289,8 +294,10 @@ class Broker:
                 if self.queue.with_deadline:
                     for pending in self.queue.expired(now):
                         self._deadline_exceeded(pending)
+                self._deliver()
         finally:
             self._abandon_remaining()
+            self._deliver()
             self._disconnect_workers()
             self.close()
             log.info("broker stopped")
@@ -558,13 +565,28 @@ class Broker:
         self._finish(pending, reply, False, code.value, BROKER_ID, 0.0)
 
     def _send_client(self, envelope: list[bytes], reply: bytes) -> None:
-        try:
-            self.frontend.send_multipart([*envelope, reply], _NOBLOCK)
-        except zmq.ZMQError as exc:
-            # EHOSTUNREACH: the client went away; EAGAIN: it stopped reading (HWM).
-            # Either way its reply has nowhere to go; the broker must not block for it.
-            self.stats["replies_dropped"] += 1
-            log.debug("reply dropped: %s", exc)
+        """Queue a client reply; :meth:`_deliver` sends it at the end of this handling step."""
+        self._outbox.append([*envelope, reply])
+
+    def _deliver(self) -> None:
+        """Send the queued client replies, after one write of their request-log records: no
+        reply leaves before its record, and a burst of replies costs one ``write(2)``."""
+        # Always: a job's record has no reply to go with it, and must not wait for one.
+        self.telemetry.hand_off()
+        if not self._outbox:
+            return
+        out, self._outbox = self._outbox, []
+        send = self.frontend.send
+        for frames in out:
+            try:
+                for frame in frames[:-1]:
+                    send(frame, _SNDMORE_NOBLOCK)
+                send(frames[-1], _NOBLOCK)
+            except zmq.ZMQError as exc:
+                # EHOSTUNREACH: the client went away; EAGAIN: it stopped reading (HWM).
+                # Either way its reply has nowhere to go; the broker must not block for it.
+                self.stats["replies_dropped"] += 1
+                log.debug("reply dropped: %s", exc)
 
     # ------------------------------------------------------------------ dispatch
 

@@ -9,9 +9,10 @@ feeds everything that watches requests:
   up), the other counters (``stats``) and the per-method totals (:class:`MethodStats`) of health.check;
 - the sliding window of the dashboard (:class:`~tacoreservice.monitoring.window.RequestWindow`);
 - the Prometheus totals (:class:`~tacoreservice.monitoring.metrics.BrokerMetrics`);
-- the request log: one record per request appended to the spool of the request-log process
-  (:mod:`tacoreservice.storage.request_log_process`): one ``write(2)`` here; decoding,
-  redaction, truncation and SQLite happen in that process, off this thread's GIL.
+- the request log: one record per request packed for the spool of the request-log process
+  (:mod:`tacoreservice.storage.request_log_process`); :meth:`Telemetry.hand_off` appends the
+  records held with one ``write(2)``, and the routing core calls it before the replies leave.
+  Decoding, redaction, truncation and SQLite happen in that process, off this thread's GIL.
 
 It also keeps the workers that left (for the dashboard, and so cache totals never go
 backwards). Everything here runs on the broker thread and costs a few dictionary operations
@@ -145,6 +146,12 @@ class Telemetry:
                     client,
                 )
             )
+
+    def hand_off(self) -> None:
+        """Write the request-log records of the requests finished since the last call to the
+        spool (one ``write(2)``); called before their replies are sent."""
+        if self.request_log is not None:
+            self.request_log.flush()
 
     def method_table(self) -> dict[str, dict[str, Any]]:
         return {name: s.row() for name, s in sorted(self.methods.items())}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlparse
@@ -149,6 +150,28 @@ def _mask_strings(value: Any, secrets: tuple[str, ...]) -> Any:
     return value
 
 
+def _cover(names: Iterable[str], shortest: int = 3) -> tuple[str, ...]:
+    """Substrings of at least ``shortest`` characters such that each name contains one:
+    greedily, the one in the most names still uncovered (the longest of those, as rarer)."""
+    left = set(names)
+    picked: list[str] = []
+    while left:
+        counts: Counter[str] = Counter()
+        for name in left:
+            size = min(shortest, len(name))
+            counts.update(
+                {
+                    name[i : i + k]
+                    for k in range(size, len(name) + 1)
+                    for i in range(len(name) - k + 1)
+                }
+            )
+        best = max(counts, key=lambda part: (counts[part], len(part)))
+        picked.append(best)
+        left = {name for name in left if best not in name}
+    return tuple(picked)
+
+
 class BodyRedactor:
     """Redacts request-log bodies: credential-named fields, then known secret values.
 
@@ -161,6 +184,9 @@ class BodyRedactor:
         # A JSON key is always quoted: '"token"' does not fire on "tokens_used" the way a bare
         # 'token' would, so most bodies skip the parse.
         self._needles = tuple(f'"{field}"' for field in self.fields)
+        # A few substrings one of which every name contains: a body with none of them needs
+        # no look for the quoted names, and most bodies have none.
+        self._prefilter = _cover(self.fields)
         self.secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
 
     def __bool__(self) -> bool:
@@ -171,7 +197,9 @@ class BodyRedactor:
         only has secret values masked: a field name cannot be told apart from prose there."""
         if self.fields:
             lowered = text.lower()
-            if any(needle in lowered for needle in self._needles):
+            if any(part in lowered for part in self._prefilter) and any(
+                needle in lowered for needle in self._needles
+            ):
                 text = self._redact_json(text)
         return mask_values(text, self.secrets)
 

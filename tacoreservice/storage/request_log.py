@@ -313,6 +313,36 @@ class RequestLogWriter:
             if len(self._backlog) == self._batch_size:
                 self._cond.notify_all()
 
+    def write_batch(self, entries: list[RequestLogEntry]) -> bool:
+        """Write ``entries`` on the calling thread, for a caller that is the writer itself
+        (the request-log process, which has no broker loop to keep free): the same performance
+        lines, retries, counters and retention as the thread, without the thread. True when
+        written, False when given up after ``max_attempts`` (counted in ``failed``).
+
+        Raises :class:`SchemaVersionError` when the file belongs to a newer release. Not for a
+        writer whose thread was started.
+        """
+        if self._thread is not None:
+            raise RuntimeError("write_batch() is for a writer without its thread")
+        if self._conn is None and not self._batches:
+            self._ensure_conn()
+            if isinstance(self._open_error, SchemaVersionError):
+                raise self._open_error
+        with self._cond:
+            self._recorded += len(entries)
+        self._write_performance(entries)
+        for attempt in range(1, self.max_attempts + 1):
+            if self._write(entries):
+                with self._cond:
+                    self._written += len(entries)
+                    self._batches += 1
+                self._maybe_purge()
+                return True
+            if attempt < self.max_attempts:
+                time.sleep(min(self._interval_s, 1.0))
+        self._give_up(entries, self.max_attempts, rest=False)
+        return False
+
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Block until every entry recorded before this call is written or given up.
 
@@ -342,6 +372,8 @@ class RequestLogWriter:
             thread.join(timeout)
             if thread.is_alive():
                 log.warning("request log writer did not stop within %.1fs", timeout)
+        elif thread is None:
+            self._reset_conn()  # used through write_batch, on this thread
 
     def stats(self) -> dict[str, Any]:
         with self._cond:

@@ -3,17 +3,19 @@
 ``python -m tacoreservice.storage.request_log_process SPOOL_FOLDER`` is started by the
 broker (:class:`RequestLogProcess`) with the broker's exact settings, in its own process
 group, and is restarted by it if it dies. It does everything the request log costs, apart
-from the one ``write(2)`` per request on the broker's side (see
+from packing a record per request and one ``write(2)`` per loop turn on the broker's side (see
 :mod:`tacoreservice.storage.request_spool` for the guarantee):
 
 1. read the records appended since the last batch;
-2. hand them to a :class:`~tacoreservice.storage.request_log.RequestLogWriter` (decoding,
-   redaction of credentials, truncation, one transaction per batch, the performance log,
-   retention) and wait until it has written them;
+2. write them in batches through
+   :meth:`~tacoreservice.storage.request_log.RequestLogWriter.write_batch` on this process's
+   own thread (decoding, redaction of credentials, truncation, one transaction per batch,
+   the performance log, retention);
 3. note in ``progress.json`` how far it got, and its totals, which the broker reads for
    health.check.
 
-After a restart the first batch is checked against the table first: rows a previous writer
+Before each batch's transaction the process notes where the batch ends; after a restart the
+records up to that point are checked against the table first: rows a previous writer
 committed before it could note them are recognised (same request_id and time) and skipped.
 The process ends when the broker closes the spool, or once the broker has died (its lock is
 free) and everything it appended is written; it then removes the spool. Spools left by a
@@ -40,7 +42,6 @@ from tacoreservice.protocol.messages import utc_timestamp
 from tacoreservice.storage.request_log import RequestLogEntry, RequestLogWriter
 from tacoreservice.storage.request_spool import (
     END_OF_SEGMENT,
-    END_OF_SPOOL,
     SpoolRecord,
     SpoolWriter,
     decode_records,
@@ -104,67 +105,107 @@ def _already_written(db_path: Any, entries: list[RequestLogEntry]) -> set[tuple[
 
 
 class _Drain:
-    """Writes one spool's records through ``writer`` and notes the progress."""
+    """Reads one spool, writes its records through ``writer`` in batches, notes the progress.
 
-    def __init__(self, folder: Path, writer: RequestLogWriter, db_path: Any):
+    A batch is written when ``batch_size`` records wait, when the first of them has waited
+    ``interval_s``, or at the end of a segment or of the spool; only then is the position
+    after it noted, so a crash loses no record. The end of the batch being written is noted
+    before its transaction, so a crash between the commit and the note makes the next writer
+    look up exactly those records, and none is counted twice.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        writer: RequestLogWriter,
+        db_path: Any,
+        batch_size: int = 500,
+        interval_s: float = 0.2,
+    ):
         self.folder = folder
         self.writer = writer
         self.db_path = db_path
+        self.batch_size = batch_size
+        self.interval_s = interval_s
         self.progress = read_progress(folder)
-        # A writer worked here before (and died): its last batch may be in the table already.
-        started = folder / "writer.started"
-        self.replay = started.exists()
-        started.touch()
+        self.segment = int(self.progress["segment"])
+        self.offset = int(self.progress["offset"])
+        # A writer before this one died while writing the batch from the noted position up to
+        # ``writing``: its transaction may have committed, so the records before that offset
+        # are looked up in the table before they are written.
+        self.replay_to = int(self.progress.pop("writing", 0))
+        self.batch: list[RequestLogEntry] = []
+        self.batch_start = self.offset  # offset of the batch's first record in the segment
+        self.first_at = 0.0
         self.closed = False
 
-    def step(self) -> int:
-        """Write what has been appended; the number of records written (0: nothing new)."""
-        segment, offset = int(self.progress["segment"]), int(self.progress["offset"])
-        path = segment_path(self.folder, segment)
+    def read(self) -> int:
+        """Take in what was appended since the last read: the number of records (a marker
+        counts as one), writing the batch whenever it is due."""
+        path = segment_path(self.folder, self.segment)
         try:
             with open(path, "rb") as f:
-                f.seek(offset)
+                f.seek(self.offset)
                 data = f.read(_CHUNK_BYTES)
         except FileNotFoundError:
             return 0
-        records, used, marker = decode_records(data, offset)
-        if records:
-            self._write([_entry(r, self.folder, segment) for r in records])
-        self.progress["offset"] = offset + used
-        if marker == END_OF_SEGMENT:
-            self.progress.update(segment=segment + 1, offset=0)
-            write_progress(self.folder, self.progress)
-            with contextlib.suppress(OSError):
-                path.unlink()
-            return len(records) or 1
-        if marker == END_OF_SPOOL:
-            self.closed = True
-        if records or marker:
-            write_progress(self.folder, self.progress)
+        records, used, marker = decode_records(data, self.offset)
+        if records and not self.batch:
+            self.first_at = time.monotonic()
+            self.batch_start = records[0].position
+        self.batch.extend(_entry(r, self.folder, self.segment) for r in records)
+        self.offset += used
+        if marker:
+            self.write()  # everything before the marker, then act on it
+            if marker == END_OF_SEGMENT:
+                self.segment, self.offset, self.replay_to = self.segment + 1, 0, 0
+                self._note()
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            else:
+                self.closed = True
+            return len(records) + 1
+        if self.batch and (
+            len(self.batch) >= self.batch_size
+            or time.monotonic() - self.first_at >= self.interval_s
+        ):
+            self.write()
         return len(records)
 
-    def _write(self, entries: list[RequestLogEntry]) -> None:
-        skipped = 0
-        if self.replay:
-            self.replay = False
-            done = _already_written(self.db_path, entries)
-            fresh = [e for e in entries if (e.request_id, e.created_at) not in done]
-            skipped, entries = len(entries) - len(fresh), fresh
-        before = self.writer.stats()
-        for entry in entries:
-            self.writer.record(entry)
-        self.writer.flush(timeout=None)
-        after = self.writer.stats()
-        for key in _TOTALS:
-            self.progress[key] = self.progress.get(key, 0) + after[key] - before[key]
-        self.progress["written"] += skipped  # rows the writer before this one wrote
-        self.progress["last_error"] = after["last_error"]
-        self.progress["last_error_at"] = after["last_error_at"]
+    def write(self) -> None:
+        """Write the batch (its records up to ``offset``), then note ``offset`` as done."""
+        entries, self.batch = self.batch, []
+        if entries:
+            skipped = 0
+            if self.batch_start < self.replay_to:
+                done = _already_written(self.db_path, entries)
+                fresh = [e for e in entries if (e.request_id, e.created_at) not in done]
+                skipped, entries = len(entries) - len(fresh), fresh
+            before = self.writer.stats()
+            if entries:
+                # Noted before the transaction: if this process dies between the commit and
+                # the note below, the next writer knows which records to look up.
+                self.progress["writing"] = self.offset
+                write_progress(self.folder, self.progress)
+                self.writer.write_batch(entries)
+            after = self.writer.stats()
+            for key in _TOTALS:
+                self.progress[key] = self.progress.get(key, 0) + after[key] - before[key]
+            self.progress["written"] += skipped  # rows the writer before this one wrote
+            self.progress["last_error"] = after["last_error"]
+            self.progress["last_error_at"] = after["last_error_at"]
+        self._note()
+
+    def _note(self) -> None:
+        self.progress.pop("writing", None)
+        self.progress.update(segment=self.segment, offset=self.offset)
+        write_progress(self.folder, self.progress)
 
     def drain(self) -> None:
         """Everything there is, now."""
-        while self.step():
+        while self.read():
             pass
+        self.write()
 
 
 def _broker_gone(folder: Path) -> bool:
@@ -184,11 +225,12 @@ def run(folder: Path, settings: Settings) -> int:
         redact_fields=settings.security.redact_fields,
         mask_values=secret_values(settings),
     )
-    writer.start()
     own_lock = try_lock(folder / "writer.lock")
     if own_lock is None:
         log.error("another writer already drains %s", folder)
         return 1
+    cfg = settings.request_log
+    interval = cfg.flush_interval_ms / 1000.0
     # Spools whose broker and writer both died: drain them first, they are the oldest rows.
     for other in spools(folder.parent):
         if other == folder:
@@ -196,21 +238,25 @@ def run(folder: Path, settings: Settings) -> int:
         locks = [try_lock(other / "writer.lock"), try_lock(other / "broker.lock")]
         if all(lock is not None for lock in locks):
             log.warning("request log: writing the rows of an abandoned spool (%s)", other.name)
-            _Drain(other, writer, settings.database.path).drain()
+            _Drain(other, writer, settings.database.path, cfg.batch_size, interval).drain()
             shutil.rmtree(other, ignore_errors=True)
         for lock in locks:
             if lock is not None:
                 lock.close()
-    drain = _Drain(folder, writer, settings.database.path)
-    pause = settings.request_log.flush_interval_ms / 1000.0
+    drain = _Drain(folder, writer, settings.database.path, cfg.batch_size, interval)
     try:
         while not drain.closed:
-            if drain.step():
+            if drain.read():
+                if len(drain.batch) < cfg.batch_size:
+                    time.sleep(min(0.02, interval))  # let a batch gather
+                continue
+            if drain.batch:
+                time.sleep(max(0.0, min(interval, drain.first_at + interval - time.monotonic())))
                 continue
             if _broker_gone(folder):
                 drain.drain()  # whatever it appended before it died
                 break
-            time.sleep(pause)
+            time.sleep(interval)
     finally:
         writer.close()
     shutil.rmtree(folder, ignore_errors=True)
@@ -233,9 +279,11 @@ def main(argv: list[str] | None = None) -> int:
 class RequestLogProcess:
     """The broker's side: the spool it appends to and the process that writes it out.
 
-    ``append`` is the hand-off (one ``write(2)``); ``poll`` (from the broker's heartbeat tick)
-    restarts a writer that died; ``stats`` reads the writer's totals; ``close`` ends the spool
-    and waits for the writer to finish it.
+    ``append`` is the hand-off (a record kept in memory) and ``flush`` writes what was
+    appended to the spool with one ``write(2)``: the broker flushes before it sends the
+    replies of those records. ``poll`` (from the broker's heartbeat tick) restarts a writer
+    that died; ``stats`` reads the writer's totals; ``close`` ends the spool and waits for the
+    writer to finish it.
     """
 
     def __init__(self, settings: Settings):
@@ -245,6 +293,7 @@ class RequestLogProcess:
         self.restarts = 0
         self._next_start = 0.0
         self._backoff = 0.5
+        self._held: list[bytes] = []
 
     def start(self) -> None:
         self.spool = SpoolWriter(spool_root(self.settings.database.path))
@@ -261,8 +310,14 @@ class RequestLogProcess:
         )
 
     def append(self, record: bytes) -> None:
+        self._held.append(record)
+
+    def flush(self) -> None:
+        if not self._held:
+            return
+        held, self._held = self._held, []
         if self.spool is not None:
-            self.spool.append(record)
+            self.spool.append_many(held)
 
     def poll(self) -> None:
         """Restart the writer if it died (with a growing pause if it keeps dying)."""
@@ -284,7 +339,7 @@ class RequestLogProcess:
     def stats(self) -> dict[str, Any]:
         spool = self.spool
         progress = read_progress(spool.folder) if spool is not None else {}
-        appended = spool.appended if spool is not None else 0
+        appended = (spool.appended if spool is not None else 0) + len(self._held)
         dropped = spool.dropped if spool is not None else 0
         totals = {key: int(progress.get(key, 0)) for key in _TOTALS}
         return {
@@ -304,6 +359,7 @@ class RequestLogProcess:
         """End the spool and wait for the writer to write it out (it then removes it)."""
         if self.spool is None:
             return
+        self.flush()
         self.spool.close()
         proc = self.proc
         if proc is None:

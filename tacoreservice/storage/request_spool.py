@@ -1,8 +1,9 @@
 """The request log's hand-off: an append-only spool between the broker and the process that
 writes ``request_logs``.
 
-The broker's loop appends one record per finished request with a single ``write(2)`` of bytes
-it already has (the request and reply frames, a few numbers), *before* the reply leaves. It
+The broker's loop packs one record per finished request from bytes it already has (the
+request and reply frames, a few numbers) and appends the records of a loop turn with a single
+``write(2)``, *before* any of their replies leaves. It
 never parses, redacts, formats or touches SQLite for the log: that is the request-log
 process's work (:mod:`tacoreservice.storage.request_log_process`), which reads the spool,
 turns records into rows and writes them in batches, and notes after each batch how far it
@@ -226,8 +227,9 @@ def spools(root: Path) -> Iterator[Path]:
 class SpoolWriter:
     """The broker's end: append records, start new segments, close with a final marker.
 
-    ``append`` is one ``write(2)``; a write that fails or comes up short (a full disk) is
-    undone and counted in ``dropped``, so the file always ends on a whole record.
+    ``append`` and ``append_many`` are one ``write(2)`` each; a write that fails or comes up
+    short (a full disk) is undone and counted in ``dropped``, so the file always ends on a
+    whole record.
     """
 
     def __init__(self, root: Path):
@@ -252,20 +254,27 @@ class SpoolWriter:
         self._size = 0
 
     def append(self, record: bytes) -> bool:
+        return self.append_many([record])
+
+    def append_many(self, records: list[bytes]) -> bool:
+        """Append ``records`` with one ``write(2)``: all of them, or (a full disk) none."""
+        if not records:
+            return True
         if self.closed:
-            self.dropped += 1
+            self.dropped += len(records)
             return False
+        data = records[0] if len(records) == 1 else b"".join(records)
         try:
-            written = os.write(self._fd, record)
+            written = os.write(self._fd, data)
         except OSError:
             written = -1
-        if written != len(record):
-            self.dropped += 1
+        if written != len(data):
+            self.dropped += len(records)
             if written > 0:  # take the torn piece back out
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, self._size)
             return False
-        self.appended += 1
+        self.appended += len(records)
         self._size += written
         if self._size >= SEGMENT_BYTES:
             try:
