@@ -208,6 +208,11 @@ class RequestLogSettings(_Section):
     flush_interval_ms: int = Field(200, ge=10, le=60_000)
     retention_days: float = Field(30.0, ge=0, le=3650)
     max_body_bytes: int = Field(65_536, ge=0, le=64 * 1024 * 1024)
+    # The rows may take this much of the database file (0: no cap); the oldest go first.
+    max_bytes: int = Field(256 * 1024 * 1024, ge=0)
+    # Below this much free disk, new rows are shed (counted) and the oldest deleted, so the
+    # log never takes the room an order needs.
+    min_free_bytes: int = Field(64 * 1024 * 1024, ge=0)
 
 
 class CacheSettings(_Section):
@@ -527,6 +532,8 @@ ENV_VARS: dict[str, str] = {
     "TACORE_MAX_MESSAGE_BYTES": "broker.max_message_bytes",
     "TACORE_COMPAT": "broker.compat",
     "TACORE_PLUGINS": "worker.plugins",
+    "TACORE_REQUEST_LOG_MAX_BYTES": "request_log.max_bytes",
+    "TACORE_REQUEST_LOG_MIN_FREE_BYTES": "request_log.min_free_bytes",
     "TACORE_TIME_LIMITS": "worker.time_limits",
     "TACORE_API_MAX_CONNECTIONS": "api.max_connections",
     "TACORE_API_HEADER_TIMEOUT_S": "api.header_timeout_s",

@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+import shutil
 import sqlite3
 import threading
 import time
@@ -45,6 +47,7 @@ __all__ = [
     "count_request_logs",
     "failure_groups",
     "purge_request_logs",
+    "request_log_bytes",
     "utc_now_iso",
     "to_iso_utc",
     "TRUNCATION_MARKER",
@@ -192,6 +195,28 @@ def _entry_row(
     )
 
 
+def request_log_bytes(conn: sqlite3.Connection) -> int:
+    """The bytes the ``request_logs`` rows and their indexes take in the file."""
+    names = [
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE tbl_name = 'request_logs'"
+        ).fetchall()
+    ]
+    try:
+        marks = ",".join("?" * len(names))
+        row = conn.execute(
+            f"SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name IN ({marks})", names
+        ).fetchone()
+        return int(row[0])
+    except sqlite3.OperationalError:  # a SQLite built without the dbstat table: estimate
+        row = conn.execute(
+            "SELECT COALESCE(SUM(LENGTH(request_data) + LENGTH(response_data) + 200), 0) "
+            "FROM request_logs"
+        ).fetchone()
+        return int(row[0])
+
+
 def purge_request_logs(conn: sqlite3.Connection, retention_days: float, chunk: int = 5000) -> int:
     """Delete rows older than ``retention_days`` (0 keeps everything); return how many.
 
@@ -257,8 +282,10 @@ class RequestLogWriter:
         self._closed = False
         self._flush_wanted = 0  # highest `recorded` count some flush() is waiting for
 
-        # Counters; recorded == written + dropped + failed + pending + in flight.
+        # Counters; recorded == written + dropped + failed + shed + pending + in flight.
         self._recorded = 0
+        self._shed = 0  # not written: the disk was low (settings.min_free_bytes)
+        self._trimmed = 0  # deleted early: over settings.max_bytes, or the disk was low
         self._written = 0
         self._dropped = 0
         self._failed = 0
@@ -271,6 +298,10 @@ class RequestLogWriter:
         # Owned by the writer thread.
         self._conn: sqlite3.Connection | None = None
         self._next_purge = 0.0
+        self._next_size_check = 0.0
+        self._disk_checked_at = -1.0
+        self._disk_was_low = False
+        self._shed_logged_at = -60.0
         self._open_error: BaseException | None = None
         self._startup_error: BaseException | None = None
         self._started = threading.Event()
@@ -331,12 +362,16 @@ class RequestLogWriter:
         with self._cond:
             self._recorded += len(entries)
         self._write_performance(entries)
+        if self._disk_low():
+            self._shed_rows(entries)
+            return True
         for attempt in range(1, self.max_attempts + 1):
             if self._write(entries):
                 with self._cond:
                     self._written += len(entries)
                     self._batches += 1
                 self._maybe_purge()
+                self._maybe_trim()
                 return True
             if attempt < self.max_attempts:
                 time.sleep(min(self._interval_s, 1.0))
@@ -388,6 +423,8 @@ class RequestLogWriter:
                 "batches": self._batches,
                 "errors": self._errors,
                 "purged": self._purged,
+                "shed": self._shed,
+                "trimmed": self._trimmed,
                 "last_error": self._last_error,
                 "last_error_at": self._last_error_at,
             }
@@ -405,7 +442,79 @@ class RequestLogWriter:
         return self._thread is not None and self._thread.is_alive()
 
     def _settled(self) -> int:
-        return self._written + self._dropped + self._failed
+        return self._written + self._dropped + self._failed + self._shed
+
+    # -- room on the disk ------------------------------------------------------------------
+
+    def _disk_low(self) -> bool:
+        """Whether the disk holding the database has less than ``min_free_bytes`` free
+        (looked at most once a second)."""
+        floor = self.settings.min_free_bytes
+        if floor <= 0 or str(self.db_path) == ":memory:":
+            return False
+        now = time.monotonic()
+        if now - self._disk_checked_at >= 1.0:
+            self._disk_checked_at = now
+            folder = Path(self.db_path).expanduser().absolute().parent
+            try:
+                self._disk_was_low = shutil.disk_usage(folder).free < floor
+            except OSError:
+                self._disk_was_low = False
+        return self._disk_was_low
+
+    def _shed_rows(self, entries: list[RequestLogEntry]) -> None:
+        """The disk is low: these rows are not written, and the oldest rows make room in the
+        file (the ledger shares it, and writes into the pages they free)."""
+        with self._cond:
+            self._shed += len(entries)
+            self._cond.notify_all()
+        now = time.monotonic()
+        if now - self._shed_logged_at >= 60.0:
+            self._shed_logged_at = now
+            log.warning(
+                "request log: the disk under %s has less than %d bytes free; %d rows shed so far",
+                self.db_path,
+                self.settings.min_free_bytes,
+                self._shed,
+            )
+        self._maybe_trim(disk_low=True)
+
+    def _maybe_trim(self, disk_low: bool = False) -> None:
+        """Keep the rows within ``max_bytes`` (checked every 10 s); with ``disk_low``, halve
+        them (at most every 2 s)."""
+        conn = self._ensure_conn()
+        now = time.monotonic()
+        if conn is None or now < self._next_size_check:
+            return
+        self._next_size_check = now + (2.0 if disk_low else 10.0)
+        cap = self.settings.max_bytes
+        if not disk_low and cap <= 0:
+            return
+        try:
+            size = request_log_bytes(conn)
+            target = size // 2 if disk_low else cap
+            if size <= target or size == 0:
+                return
+            rows = int(conn.execute("SELECT COUNT(*) FROM request_logs").fetchone()[0])
+            excess = max(1, math.ceil(rows * (size - target) / size))
+            with conn:
+                removed = conn.execute(
+                    "DELETE FROM request_logs WHERE rowid IN (SELECT rowid FROM request_logs "
+                    "ORDER BY created_at LIMIT ?)",
+                    (excess,),
+                ).rowcount
+        except sqlite3.Error as exc:
+            self._note_error("trimming the request log failed", exc)
+            return
+        with self._cond:
+            self._trimmed += removed
+        log.info(
+            "request log: deleted the %d oldest rows (%s; %d bytes of rows, target %d)",
+            removed,
+            "the disk is low" if disk_low else "over request_log.max_bytes",
+            size,
+            target,
+        )
 
     def _note_error(self, what: str, exc: BaseException) -> None:
         message = f"{what}: {type(exc).__name__}: {exc}"
@@ -539,6 +648,9 @@ class RequestLogWriter:
                 if batch and fresh:
                     # Once per request, not once per attempt at writing its row.
                     self._write_performance(batch)
+                    if self._disk_low():
+                        self._shed_rows(batch)
+                        batch = []
                 if batch:
                     if self._write(batch):
                         with self._cond:
@@ -566,6 +678,7 @@ class RequestLogWriter:
                     break
                 deadline = time.monotonic() + self._interval_s
                 self._maybe_purge()
+                self._maybe_trim()
         except BaseException as exc:  # a bug here must not stop logging silently
             self._note_error("writer thread crashed", exc)
             raise

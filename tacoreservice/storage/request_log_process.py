@@ -58,7 +58,7 @@ __all__ = ["RequestLogProcess", "main"]
 log = logging.getLogger("tacoreservice.request_log")
 
 _CHUNK_BYTES = 4 * 1024 * 1024  # read at most this much of a segment at a time
-_TOTALS = ("written", "failed", "batches", "errors", "purged")
+_TOTALS = ("written", "failed", "batches", "errors", "purged", "shed", "trimmed")
 
 
 def _unidentified(folder: Path, segment: int, position: int) -> str:
@@ -348,7 +348,7 @@ class RequestLogProcess:
             "recorded": appended + dropped,
             **totals,
             "dropped": dropped,
-            "pending": max(0, appended - totals["written"] - totals["failed"]),
+            "pending": max(0, appended - totals["written"] - totals["failed"] - totals["shed"]),
             "last_error": progress.get("last_error"),
             "last_error_at": progress.get("last_error_at"),
             "writer_restarts": self.restarts,

@@ -1,0 +1,158 @@
+"""The request log never takes the room an order needs: a cap on its size, and shedding when
+the disk runs low. Real SQLite files; the full disk is a real tmpfs (root only)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tacoreservice.config import RequestLogSettings
+from tacoreservice.storage.database import open_database
+from tacoreservice.storage.request_log import (
+    RequestLogEntry,
+    RequestLogWriter,
+    request_log_bytes,
+    utc_now_iso,
+)
+from tests.support.service import ServiceProcesses
+
+
+def _entries(n: int, body_bytes: int, tag: str) -> list[RequestLogEntry]:
+    return [
+        RequestLogEntry(
+            request_id=f"{tag}-{i}-{uuid.uuid4().hex[:6]}",
+            method="get.market_data",
+            worker_id="w",
+            request_data=b'{"method": "get.market_data", "pad": "' + b"x" * body_bytes + b'"}',
+            response_data=b'{"status": "success", "data": "' + b"y" * body_bytes + b'"}',
+            processing_time_ms=1.0,
+            status="success",
+            created_at=utc_now_iso(),
+        )
+        for i in range(n)
+    ]
+
+
+def _ids(db: Path) -> list[str]:
+    conn = open_database(db)
+    try:
+        return [r[0] for r in conn.execute("SELECT request_id FROM request_logs ORDER BY rowid")]
+    finally:
+        conn.close()
+
+
+def test_the_rows_stay_within_their_cap_and_the_oldest_go(tmp_path: Path) -> None:
+    db = tmp_path / "log.db"
+    cap = 400_000
+    writer = RequestLogWriter(db, RequestLogSettings(max_bytes=cap, min_free_bytes=0))
+    writer._next_size_check = 0.0  # noqa: SLF001 - check after every batch, not every 10 s
+    for batch in range(40):
+        assert writer.write_batch(_entries(10, 4_000, f"b{batch}"))
+        writer._next_size_check = 0.0  # noqa: SLF001
+    stats = writer.stats()
+    conn = open_database(db)
+    try:
+        size = request_log_bytes(conn)
+    finally:
+        conn.close()
+    writer.close()
+    assert size <= cap + 10 * 9_000  # at most one batch over, until the next check
+    assert stats["trimmed"] > 0 and stats["written"] == 400
+    ids = _ids(db)
+    assert ids[-1].startswith("b39-") and not any(i.startswith("b0-") for i in ids)
+
+
+def test_a_low_disk_sheds_new_rows_and_frees_old_ones(tmp_path: Path) -> None:
+    db = tmp_path / "log.db"
+    roomy = RequestLogWriter(db, RequestLogSettings(min_free_bytes=0))
+    assert roomy.write_batch(_entries(100, 2_000, "old"))
+    roomy.close()
+    # A floor above any disk's free space: the disk is "low" from the first look.
+    low = RequestLogWriter(db, RequestLogSettings(min_free_bytes=1 << 62))
+    assert low.write_batch(_entries(50, 2_000, "new"))
+    stats = low.stats()
+    low.close()
+    assert stats["shed"] == 50 and stats["written"] == 0 and stats["failed"] == 0
+    ids = _ids(db)
+    assert not any(i.startswith("new-") for i in ids)
+    assert len(ids) <= 50 and stats["trimmed"] >= 50  # halved, to give the ledger room
+
+
+@contextlib.contextmanager
+def _small_disk(path: Path, megabytes: int) -> Iterator[Path]:
+    path.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _fill(disk: Path, leave_bytes: int) -> Path:
+    filler = disk / "filler"
+    with open(filler, "wb") as f:
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+        f.truncate(max(0, f.tell() - leave_bytes))
+    return filler
+
+
+def test_on_a_nearly_full_disk_the_log_gives_way_and_orders_fill(tmp_path: Path) -> None:
+    with _small_disk(tmp_path / "disk", 64) as disk:
+        svc = ServiceProcesses(
+            tmp_path,
+            workers=1,
+            DATABASE_PATH=str(disk / "tacore.db"),
+            TACORE_REQUEST_LOG_MIN_FREE_BYTES=str(24 << 20),
+        )
+        svc.start_main()
+        try:
+            with svc.client(timeout_ms=20_000) as c:
+                c.call("get.market_data", {"symbol": "AAPL"})
+                filler = _fill(disk, leave_bytes=12 << 20)  # below the 24 MiB floor
+                time.sleep(1.5)  # the writer looks at the disk once a second
+                for _ in range(100):
+                    c.call("get.market_data", {"symbol": "AAPL", "history": 50})
+                order = c.call(
+                    "execute.order",
+                    {"symbol": "AAPL", "action": "buy", "quantity": 1, "order_type": "market"},
+                )
+                assert order["status"] == "filled"
+                deadline = time.monotonic() + 30
+                log: dict = {}
+                while time.monotonic() < deadline:
+                    log = c.health(detailed=True)["request_log"]
+                    if log["shed"] >= 100 and not log["pending"]:
+                        break
+                    time.sleep(0.2)
+                assert log["shed"] >= 100, log
+                # Room again: rows are written again.
+                filler.unlink()
+                time.sleep(1.5)
+                written = log["written"]
+                c.call("get.market_data", {"symbol": "MSFT"})
+                while time.monotonic() < deadline + 30:
+                    log = c.health(detailed=True)["request_log"]
+                    if log["written"] > written:
+                        break
+                    time.sleep(0.2)
+                assert log["written"] > written, log
+        finally:
+            svc.stop()
