@@ -111,6 +111,8 @@ class Soak:
         self.events: list[tuple[float, str]] = []
         self.started = 0.0
         self.memory: dict[str, Any] = {}
+        self.messages: dict[str, str] = {}  # the first message of each error code
+        self.failures_by_10s: dict[int, int] = {}  # failed requests, by 10 s of the run
 
     # ------------------------------------------------------------------ load
 
@@ -125,10 +127,15 @@ class Soak:
             data, ok, answered, code = None, False, False, "TIMEOUT"
         except TACoreError as exc:
             data, ok, answered, code = None, False, True, str(exc.code)
+            with self.lock:
+                self.messages.setdefault(code, str(exc)[:300])
         ms = (time.perf_counter() - t0) * 1000.0
         answered = answered and ms <= deadline_ms
         with self.lock:
             self.results.append((method, answered, ok, ms, code))
+            if not ok:
+                second = int(time.monotonic() - self.started) // 10 * 10
+                self.failures_by_10s[second] = self.failures_by_10s.get(second, 0) + 1
         return data if ok else None
 
     def _params(self, method: str, rng: random.Random) -> dict[str, Any]:
@@ -354,6 +361,8 @@ class Soak:
             else None,
             "p99_ms": round(percentile([r[3] for r in answered], 99), 1) if answered else None,
             "codes": dict(Counter(r[4] for r in everything if not r[2])),
+            "first_messages": self.messages,
+            "failures_by_10s": dict(sorted(self.failures_by_10s.items())),
             "by_method": by_method,
             "orders": self.audit(),
             "memory": self.memory,
@@ -367,7 +376,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--period", type=float, default=30.0, help="seconds between faults")
-    parser.add_argument("--disk-mb", type=int, default=256)
+    parser.add_argument("--disk-mb", type=int, default=1024)
     parser.add_argument("--json", help="also write the report here")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="tacore-chaos-"))

@@ -32,6 +32,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of WAL kept on disk after a checkpoint
 
 _REQUEST_LOGS_V1 = """
 CREATE TABLE IF NOT EXISTS request_logs (
@@ -341,6 +342,9 @@ def open_database(
         _set_wal(conn, where)
         # NORMAL in WAL mode: a power cut may lose the last commits but never corrupts.
         conn.execute("PRAGMA synchronous = NORMAL")
+        # The WAL is reused after each checkpoint but never shrinks by itself: one burst of
+        # writes would keep its size on the disk for good.
+        conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
         conn.execute("PRAGMA foreign_keys = ON")
         migrate(conn, migrations, where=where)
     except BaseException:
