@@ -15,12 +15,8 @@ import pytest
 
 from tacoreservice.config import RequestLogSettings
 from tacoreservice.storage.database import open_database
-from tacoreservice.storage.request_log import (
-    RequestLogEntry,
-    RequestLogWriter,
-    request_log_bytes,
-    utc_now_iso,
-)
+from tacoreservice.storage.log_room import request_log_bytes
+from tacoreservice.storage.request_log import RequestLogEntry, RequestLogWriter, utc_now_iso
 from tests.support.service import ServiceProcesses
 
 
@@ -52,10 +48,10 @@ def test_the_rows_stay_within_their_cap_and_the_oldest_go(tmp_path: Path) -> Non
     db = tmp_path / "log.db"
     cap = 400_000
     writer = RequestLogWriter(db, RequestLogSettings(max_bytes=cap, min_free_bytes=0))
-    writer._next_size_check = 0.0  # noqa: SLF001 - check after every batch, not every 10 s
+    writer.room.next_check = 0.0  # look after every batch, not every 10 s
     for batch in range(40):
         assert writer.write_batch(_entries(10, 4_000, f"b{batch}"))
-        writer._next_size_check = 0.0  # noqa: SLF001
+        writer.room.next_check = 0.0
     stats = writer.stats()
     conn = open_database(db)
     try:

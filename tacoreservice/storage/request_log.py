@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
-import shutil
 import sqlite3
 import threading
 import time
@@ -35,6 +33,7 @@ from tacoreservice.config import RequestLogSettings
 from tacoreservice.protocol.errors import CLIENT_ERROR_CODES, is_client_error
 from tacoreservice.security.redaction import BodyRedactor
 from tacoreservice.storage.database import SchemaVersionError, open_database
+from tacoreservice.storage.log_room import LogRoom
 
 # logs/performance.log (config/logging.yaml): one line per request, written by the writer
 # thread one batch per record, so the broker's loop never formats or writes them.
@@ -47,7 +46,6 @@ __all__ = [
     "count_request_logs",
     "failure_groups",
     "purge_request_logs",
-    "request_log_bytes",
     "utc_now_iso",
     "to_iso_utc",
     "TRUNCATION_MARKER",
@@ -195,28 +193,6 @@ def _entry_row(
     )
 
 
-def request_log_bytes(conn: sqlite3.Connection) -> int:
-    """The bytes the ``request_logs`` rows and their indexes take in the file."""
-    names = [
-        row[0]
-        for row in conn.execute(
-            "SELECT name FROM sqlite_master WHERE tbl_name = 'request_logs'"
-        ).fetchall()
-    ]
-    try:
-        marks = ",".join("?" * len(names))
-        row = conn.execute(
-            f"SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name IN ({marks})", names
-        ).fetchone()
-        return int(row[0])
-    except sqlite3.OperationalError:  # a SQLite built without the dbstat table: estimate
-        row = conn.execute(
-            "SELECT COALESCE(SUM(LENGTH(request_data) + LENGTH(response_data) + 200), 0) "
-            "FROM request_logs"
-        ).fetchone()
-        return int(row[0])
-
-
 def purge_request_logs(conn: sqlite3.Connection, retention_days: float, chunk: int = 5000) -> int:
     """Delete rows older than ``retention_days`` (0 keeps everything); return how many.
 
@@ -298,9 +274,7 @@ class RequestLogWriter:
         # Owned by the writer thread.
         self._conn: sqlite3.Connection | None = None
         self._next_purge = 0.0
-        self._next_size_check = 0.0
-        self._disk_checked_at = -1.0
-        self._disk_was_low = False
+        self.room = LogRoom(db_path, settings)
         self._shed_logged_at = -60.0
         self._open_error: BaseException | None = None
         self._startup_error: BaseException | None = None
@@ -362,7 +336,7 @@ class RequestLogWriter:
         with self._cond:
             self._recorded += len(entries)
         self._write_performance(entries)
-        if self._disk_low():
+        if self.room.disk_low():
             self._shed_rows(entries)
             return True
         for attempt in range(1, self.max_attempts + 1):
@@ -446,22 +420,6 @@ class RequestLogWriter:
 
     # -- room on the disk ------------------------------------------------------------------
 
-    def _disk_low(self) -> bool:
-        """Whether the disk holding the database has less than ``min_free_bytes`` free
-        (looked at most once a second)."""
-        floor = self.settings.min_free_bytes
-        if floor <= 0 or str(self.db_path) == ":memory:":
-            return False
-        now = time.monotonic()
-        if now - self._disk_checked_at >= 1.0:
-            self._disk_checked_at = now
-            folder = Path(self.db_path).expanduser().absolute().parent
-            try:
-                self._disk_was_low = shutil.disk_usage(folder).free < floor
-            except OSError:
-                self._disk_was_low = False
-        return self._disk_was_low
-
     def _shed_rows(self, entries: list[RequestLogEntry]) -> None:
         """The disk is low: these rows are not written, and the oldest rows make room in the
         file (the ledger shares it, and writes into the pages they free)."""
@@ -480,41 +438,17 @@ class RequestLogWriter:
         self._maybe_trim(disk_low=True)
 
     def _maybe_trim(self, disk_low: bool = False) -> None:
-        """Keep the rows within ``max_bytes`` (checked every 10 s); with ``disk_low``, halve
-        them (at most every 2 s)."""
         conn = self._ensure_conn()
-        now = time.monotonic()
-        if conn is None or now < self._next_size_check:
-            return
-        self._next_size_check = now + (2.0 if disk_low else 10.0)
-        cap = self.settings.max_bytes
-        if not disk_low and cap <= 0:
+        if conn is None:
             return
         try:
-            size = request_log_bytes(conn)
-            target = size // 2 if disk_low else cap
-            if size <= target or size == 0:
-                return
-            rows = int(conn.execute("SELECT COUNT(*) FROM request_logs").fetchone()[0])
-            excess = max(1, math.ceil(rows * (size - target) / size))
-            with conn:
-                removed = conn.execute(
-                    "DELETE FROM request_logs WHERE rowid IN (SELECT rowid FROM request_logs "
-                    "ORDER BY created_at LIMIT ?)",
-                    (excess,),
-                ).rowcount
+            removed = self.room.trim(conn, disk_low)
         except sqlite3.Error as exc:
             self._note_error("trimming the request log failed", exc)
             return
-        with self._cond:
-            self._trimmed += removed
-        log.info(
-            "request log: deleted the %d oldest rows (%s; %d bytes of rows, target %d)",
-            removed,
-            "the disk is low" if disk_low else "over request_log.max_bytes",
-            size,
-            target,
-        )
+        if removed:
+            with self._cond:
+                self._trimmed += removed
 
     def _note_error(self, what: str, exc: BaseException) -> None:
         message = f"{what}: {type(exc).__name__}: {exc}"
@@ -648,7 +582,7 @@ class RequestLogWriter:
                 if batch and fresh:
                     # Once per request, not once per attempt at writing its row.
                     self._write_performance(batch)
-                    if self._disk_low():
+                    if self.room.disk_low():
                         self._shed_rows(batch)
                         batch = []
                 if batch:
