@@ -491,9 +491,10 @@ def test_config_from_env_names_the_bad_variable() -> None:
 
 def test_tacore_demo_pipeline(redis_server: str, tmp_path: Path) -> None:
     """`tacore demo pipeline` starts the service, runs the chain, prints each hop and a
-    summary, and stops what it started; run from outside the checkout, as a user might."""
+    summary table that fits an 80-column terminal, and stops what it started; run from outside
+    the checkout, as a user might."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SCANPULSE_", "TACORE_"))}
-    env |= {"REDIS_URL": redis_server.rsplit("/", 1)[0] + "/3", "COLUMNS": "160"}
+    env |= {"REDIS_URL": redis_server.rsplit("/", 1)[0] + "/3", "COLUMNS": "80"}
     args = ["demo", "pipeline", "--as-of", AS_OF, "--symbols", ",".join(SYMBOLS)]
     args += ["--min-score", str(MIN_SCORE), "--quantity", "100"]
     proc = subprocess.run(
@@ -506,13 +507,21 @@ def test_tacore_demo_pipeline(redis_server: str, tmp_path: Path) -> None:
     )
     text = proc.stdout
     assert proc.returncode == 0, text + proc.stderr
-    assert re.search(rf"scan scan-\S+ as of {AS_OF}: 6 results, \d+ opportunities", text)
+    assert re.search(rf"scan scan-\S+ as of {AS_OF}: 6 results,\s+\d+\s+opportunities", text)
     fills = re.findall(r"(\w+): order (ord-\w+) filled 100 @ [\d.]+", text)
     notified = re.findall(r"(\w+): notification recorded for order (ord-\w+)", text)
     assert len(fills) >= 2 and sorted(fills) == sorted(notified)
     assert "analysed -> HOLD" in text and "analysed -> BUY" in text
     assert f"{BLOCKED}: risk for buy 100 -> approved" in text  # no block in the shipped config
     assert "ScanPulse: each opportunity's way through the chain" in text
+    # The summary table at 80 columns: nothing wider, no cell cut short, and one line per
+    # opportunity (a word wrapped inside a cell would add a continuation line).
+    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
+    rows = [line for line in text.splitlines() if line.startswith("│ ")]
+    assert rows[0].split("│")[1].strip() == "symbol"
+    assert sorted(r.split("│")[1].strip() for r in rows[1:]) == sorted(
+        s for s in SYMBOLS if f"  {s}: opportunity " in text
+    )
     started = re.search(r"service started on \S+ \(pid (\d+)", text)
     assert started is not None
     assert not pid_alive(int(started.group(1)))  # the demo stopped the service it started
