@@ -22,6 +22,7 @@ from tests.support.browser import (
     WAIT_MS,
     assert_fits_horizontally,
     needs_chromium,
+    next_frames,
     open_dashboard,
     save_screenshot,
     wait_live,
@@ -77,7 +78,7 @@ def shoot_both(browser: Browser, svc: ServiceProcesses, route: str, name: str, r
     for size in (DESKTOP, PHONE):
         page, errors = page_at(browser, svc, route, size)
         page.wait_for_selector(ready, timeout=WAIT_MS)
-        page.wait_for_timeout(300)  # charts draw on the next animation frame
+        next_frames(page)  # the charts draw on the next animation frame
         assert_fits_horizontally(page)
         save_screenshot(page, f"{name}-{size[0]}x{size[1]}.png")
         assert errors == []
@@ -121,9 +122,25 @@ def test_disconnected_state_after_the_service_is_killed(tmp_path: Path, browser:
         )
         assert style["opacity"] < 1 and "grayscale" in style["filter"], style
         assert style["bg"] not in ("rgba(0, 0, 0, 0)", "transparent"), style
+        # The hint (how to start the service) is as readable as the banner: white on red.
+        colors = page.evaluate(
+            """() => { const b = document.querySelector('[data-testid="disconnected-banner"]');
+                       return [getComputedStyle(b).color,
+                               getComputedStyle(b.querySelector('.hint')).color]; }"""
+        )
+        assert colors == ["rgb(255, 255, 255)"] * 2, colors
+        assert "./scripts/serve.sh" in banner.inner_text()
         assert page.get_attribute('[data-testid="card-workers"]', "data-value") == "2"
         assert_fits_horizontally(page)
         save_screenshot(page, "dashboard-disconnected-1440x900.png")
+        # On a phone the banner wraps and still nothing runs off the screen.
+        page.set_viewport_size({"width": PHONE[0], "height": PHONE[1]})
+        next_frames(page)
+        box = banner.bounding_box()
+        assert banner.is_visible() and box is not None and box["width"] <= PHONE[0], box
+        assert_fits_horizontally(page)
+        save_screenshot(page, "dashboard-disconnected-390x844.png")
+        page.set_viewport_size({"width": DESKTOP[0], "height": DESKTOP[1]})
 
         svc.start_main()  # same ports, same database: the page comes back by itself
         page.wait_for_selector(

@@ -5,6 +5,7 @@ and the report's summary block have their screenshot."""
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -30,6 +31,20 @@ def test_every_relative_link_of_the_readme_and_the_docs_resolves() -> None:
             if "://" in target or target.startswith("mailto:"):
                 continue
             assert (page.parent / target).exists(), f"{page.relative_to(REPO)} -> {target}"
+
+
+def test_the_readme_s_web_addresses_are_where_the_service_serves() -> None:
+    """The README's only web address is the dashboard: it is where the first command's
+    service serves it with the default settings (the start log names the same address)."""
+    from tacoreservice.config import ApiSettings
+
+    text = README.read_text()
+    urls = re.findall(r"<(https?://[^>]+)>", text) + re.findall(r"\]\((https?://[^)]+)\)", text)
+    assert urls, "the README names the dashboard's address"
+    api = ApiSettings()
+    for url in urls:
+        parsed = urlsplit(url)
+        assert (parsed.hostname, parsed.port, parsed.path) == (api.host, api.port, "/"), url
 
 
 def test_nav_lists_every_page_and_the_screenshots_are_there() -> None:

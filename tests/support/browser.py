@@ -59,6 +59,14 @@ def wait_live(page: Page) -> None:
     page.wait_for_selector('[data-testid="live-indicator"][data-state="live"]', timeout=WAIT_MS)
 
 
+def next_frames(page: Page) -> None:
+    """Return once the page has drawn two more animation frames: whatever it queued for the
+    next frame (the charts' drawing) is on the screen."""
+    page.evaluate(
+        "() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))"
+    )
+
+
 def save_screenshot(page: Page, name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,10 +20,23 @@ from tacoreservice.client import TACoreClient, TACoreError
 REPO = Path(__file__).resolve().parents[2]
 
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel hands out for port 0 is also
+# what it hands to outgoing connections, so between this check and the service's bind any
+# client on the machine (another test run's) could take it. Here only another bind can.
+_PORTS = (20_000, 32_767)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback TCP port nothing listens on or holds, outside the ephemeral range."""
+    rng = random.SystemRandom()
+    while True:
+        port = rng.randint(*_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (or in TIME_WAIT): another
+            return port
 
 
 class ServiceProcesses:
