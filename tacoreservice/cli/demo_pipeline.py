@@ -80,7 +80,7 @@ def import_scanpulse() -> ModuleType:
     except ModuleNotFoundError as exc:
         if exc.name not in ("examples", "examples.scanpulse"):
             raise  # ScanPulse itself is missing a dependency: say that, not "not found"
-    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
+    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
         if (root / "examples" / "scanpulse" / "__init__.py").is_file():
             sys.path.insert(0, str(root))
             return importlib.import_module("examples.scanpulse")
@@ -164,7 +164,7 @@ def start_service(stack: contextlib.ExitStack, workdir: Path, opts: DemoOptions)
             "TACORE_ALLOW_PORTFOLIO_RESET": "1",
         }
     )
-    repo_config = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
+    repo_config = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
     if "TACORE_CONFIG" not in env and repo_config.is_file():
         env["TACORE_CONFIG"] = str(repo_config)  # the permissions of scanner and trader
     log_path = workdir / "service.out"
