@@ -150,9 +150,12 @@ def test_planted_secrets_appear_in_no_output(
             llm = {"symbol": "AAPL", "engine": "llm", "research_depth": 1, "analysts": ["market"]}
             failed = send("analyze.stock", llm, "llm-401")
             assert failed["error"]["code"] == "ENGINE_UNAVAILABLE", failed
-            # Credential-named params: a method that ignores them ...
+            # Credential-named params: a method that does not read them refuses them, naming
+            # the keys and never their values (every reply is searched below) ...
             data = send("get.market_data", {"symbol": "AAPL", **CREDENTIAL_PARAMS}, "md-creds")
-            assert data["status"] == "success", data
+            assert data["error"]["code"] == "INVALID_PARAMS", data
+            # (a valid request fills the password-protected cache checked below)
+            assert send("get.market_data", {"symbol": "AAPL"}, "md")["status"] == "success"
             # ... and one that echoes them back: the test's own data, not a leak, so its reply
             # is not searched; its request-log row is.
             echoed = client.request("test.echo", {"payload": CREDENTIAL_PARAMS}, request_id="echo")
