@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))
 from bench._common import percentile  # noqa: E402
 from tacoreservice.client import TACoreClient, TACoreError, TACoreTimeout  # noqa: E402
 from tests.support.redis_process import redis_process  # noqa: E402
-from tests.support.service import ServiceProcesses  # noqa: E402
+from tests.support.service import ServiceProcesses, child_pids, cmdline  # noqa: E402
 
 SYMBOLS = ["AAPL", "MSFT", "GOOGL", "AMZN", "NVDA", "JPM", "600519.SH", "BTCUSDT"]
 # (method, share of the load, deadline in ms)
@@ -72,22 +72,6 @@ def _rss_kib(pid: int) -> int | None:
     except OSError:
         return None
     return None
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError):
-                found += [int(p) for p in (task / "children").read_text().split()]
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 class Soak:
@@ -201,7 +185,7 @@ class Soak:
         main = self.svc.main
         if main is None:
             return []
-        return [p for p in _children(main.pid) if "-m tacoreservice.worker" in _cmdline(p)]
+        return [p for p in child_pids(main.pid) if "-m tacoreservice.worker" in cmdline(p)]
 
     def kill_worker(self) -> None:
         pids = self._worker_pids()

@@ -6,7 +6,6 @@ API port, ZeroMQ clients asking the broker meanwhile.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import resource
 import signal
@@ -18,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.service import ServiceProcesses, pid_alive
+from tests.support.service import ServiceProcesses, child_pids, cmdline, pid_alive
 
 
 @pytest.fixture
@@ -34,26 +33,12 @@ def svc(tmp_path: Path) -> Iterator[ServiceProcesses]:
     service.stop()
 
 
-def _children(pid: int) -> list[int]:
-    """Children of every thread of ``pid`` (a thread that spawns one is its parent here)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):
-            found += [int(p) for p in (task / "children").read_text().split()]
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    with open(f"/proc/{pid}/cmdline", "rb") as f:
-        return f.read().replace(b"\0", b" ").decode()
-
-
 def _api_pid(svc: ServiceProcesses) -> int:
     assert svc.main is not None
     [pid] = [
         p
-        for p in _children(svc.main.pid)
-        if "-m tacoreservice.monitoring.api_process" in _cmdline(p)
+        for p in child_pids(svc.main.pid)
+        if "-m tacoreservice.monitoring.api_process" in cmdline(p)
     ]
     return pid
 

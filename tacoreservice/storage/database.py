@@ -24,6 +24,7 @@ __all__ = [
     "BUSY_TIMEOUT_MS",
     "SchemaVersionError",
     "MigrationError",
+    "is_in_memory",
     "open_database",
     "migrate",
     "schema_version",
@@ -319,6 +320,12 @@ def _set_wal(conn: sqlite3.Connection, where: str) -> None:
         log.warning("database %s: could not switch to WAL journal mode (got %s)", where, mode)
 
 
+def is_in_memory(path: str | Path) -> bool:
+    """Whether ``path`` names an in-memory database rather than a file."""
+    text = str(path)
+    return text == ":memory:" or text.startswith("file::memory:")
+
+
 def open_database(
     path: str | Path,
     *,
@@ -330,8 +337,7 @@ def open_database(
     :class:`MigrationError` when a step fails. The connection belongs to the calling thread.
     """
     where = str(path)
-    in_memory = where == ":memory:" or where.startswith("file::memory:")
-    if not in_memory:
+    if not is_in_memory(path):
         Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         where = str(Path(path).expanduser())
     conn = sqlite3.connect(where, timeout=BUSY_TIMEOUT_MS / 1000.0)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
+from tacoreservice.storage.database import is_in_memory
 
 __all__ = ["DatabaseWatch", "FileIdentity", "identity_of", "storage_error"]
 
@@ -35,17 +36,12 @@ def identity_of(path: str | Path) -> FileIdentity | None:
     return FileIdentity(st.st_dev, st.st_ino)
 
 
-def _in_memory(path: str | Path) -> bool:
-    text = str(path)
-    return text == ":memory:" or text.startswith("file::memory:")
-
-
 class DatabaseWatch:
     """Remembers the identity of the database file at ``path`` as it is now (just opened)."""
 
     def __init__(self, path: str | Path):
-        self.path = str(path) if _in_memory(path) else str(Path(path).expanduser())
-        self.opened = None if _in_memory(path) else identity_of(self.path)
+        self.path = str(path) if is_in_memory(path) else str(Path(path).expanduser())
+        self.opened = None if is_in_memory(path) else identity_of(self.path)
 
     def problem(self) -> str | None:
         """Why writing to this file would be lost, or None while it is the one at its path."""

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from tacoreservice.config import RequestLogSettings
+from tacoreservice.storage.database import is_in_memory
 
 __all__ = ["LogRoom", "request_log_bytes"]
 
@@ -63,7 +64,7 @@ class LogRoom:
         """Whether the disk holding the database has less than ``min_free_bytes`` free
         (looked at most once a second)."""
         floor = self.settings.min_free_bytes
-        if floor <= 0 or str(self.db_path) == ":memory:":
+        if floor <= 0 or is_in_memory(self.db_path):
             return False
         now = time.monotonic()
         if now - self._disk_checked_at >= 1.0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -201,6 +202,24 @@ def raw_request(endpoint: str, body: bytes, timeout_ms: int = 5000) -> dict[str,
         return orjson.loads(sock.recv())  # type: ignore[no-any-return]
     finally:
         sock.close(linger=0)
+
+
+def child_pids(pid: int) -> list[int]:
+    """Children of every thread of ``pid`` (a thread that spawns one is its parent here)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+def cmdline(pid: int) -> str:
+    """The command line of ``pid``, or "" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def pid_alive(pid: int) -> bool:
