@@ -1,14 +1,14 @@
 """Backup and restore benchmarks (``tacoreservice.storage.backup``), in-process; Markdown output.
 
-    python bench/bench_backup.py                    # 100k request-log rows, 5 runs
+    python bench/bench_backup.py                    # 100k job rows, 5 runs
     python bench/bench_backup.py --rows 500000 --redis-keys 20000
 
-A database filled like a busy service's (``--rows`` request-log rows with JSON bodies of about
-0.5 kB, plus orders and jobs) is backed up and restored ``--runs`` times:
+A ledger filled like a busy service's (``--rows`` job rows with JSON params and results of
+about 0.5 kB) is backed up and restored ``--runs`` times:
 
 - ``create_backup``: online backup API copy, integrity_check of the copy, row counts, sha256;
 - ``create_backup`` under write load: the same while a second thread commits a request-log
-  row every millisecond, as the broker's log writer does (the single-step copy holds one read
+  job row every millisecond, as a busy job lane does (the single-step copy holds one read
   snapshot, so the writer is not blocked and the copy does not restart);
 - ``restore_backup``: manifest and sha256 checks, copy, integrity_check, atomic rename;
 - with ``--redis-keys`` > 0 and redis-server installed, a private redis-server holds that many
@@ -48,10 +48,10 @@ def _fill(db: Path, rows: int) -> None:
     body = '{"method": "analyze.stock", "params": {"symbol": "AAPL"}, "pad": "' + "x" * 400 + '"}'
     with conn:
         conn.executemany(
-            "INSERT INTO request_logs (request_id, method, worker_id, request_data, "
-            "response_data, processing_time_ms, status, created_at) VALUES "
-            "(?, 'analyze.stock', 'local-1', ?, ?, 12.5, 'success', '2026-01-08T00:00:00Z')",
-            ((f"req-{i}", body, body) for i in range(rows)),
+            "INSERT INTO jobs (job_id, method, params, state, result, created_at, updated_at) "
+            "VALUES (?, 'analyze.stock', ?, 'succeeded', ?, '2026-01-08T00:00:00Z', "
+            "'2026-01-08T00:00:00Z')",
+            ((f"job-{i}", body, body) for i in range(rows)),
         )
     conn.close()
 
@@ -116,7 +116,7 @@ def bench_backup(args: argparse.Namespace) -> list[Row]:
         settings.broker.frontend_port = 1
 
         times = _timed(args.runs, lambda i: create_backup(settings, work / f"b{i}"))
-        rows.append(_row("create_backup", times, f"{args.rows:,} log rows, {size_mb:.0f} MB"))
+        rows.append(_row("create_backup", times, f"{args.rows:,} job rows, {size_mb:.0f} MB"))
 
         stop = threading.Event()
         commits = [0]
@@ -128,8 +128,10 @@ def bench_backup(args: argparse.Namespace) -> list[Row]:
             while not stop.is_set():
                 with conn:
                     conn.execute(
-                        "INSERT INTO request_logs (request_id, method, status, created_at) "
-                        "VALUES ('load', 'health.check', 'success', '2026-01-08T00:00:00Z')"
+                        "INSERT INTO jobs (job_id, method, params, state, created_at, "
+                        "updated_at) VALUES (?, 'health.check', '{}', 'queued', "
+                        "'2026-01-08T00:00:00Z', '2026-01-08T00:00:00Z')",
+                        (f"load-{commits[0]}",),
                     )
                 commits[0] += 1
                 now = time.perf_counter()
@@ -197,7 +199,7 @@ BENCHMARKS = [bench_backup]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per case (default 5)")
-    parser.add_argument("--rows", type=int, default=100_000, help="request-log rows")
+    parser.add_argument("--rows", type=int, default=100_000, help="job rows")
     parser.add_argument("--redis-keys", type=int, default=10_000, help="0: no Redis part")
     args = parser.parse_args(argv)
     rows: list[Row] = []

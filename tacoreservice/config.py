@@ -18,7 +18,14 @@ from typing import Any, Literal
 from urllib.parse import urlparse, urlunparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "ConfigError",
@@ -27,6 +34,8 @@ __all__ = [
     "SecuritySettings",
     "Settings",
     "load_settings",
+    "default_request_log_path",
+    "is_in_memory",
     "public_url",
     "read_secret",
 ]
@@ -199,11 +208,16 @@ class WorkerSettings(_Section):
 
 
 class DatabaseSettings(_Section):
+    # The ledger: orders, fills, positions, the paper account and jobs. The request log has a
+    # file of its own (request_log.path), so a flood of logged requests can never fill the
+    # disk under an order.
     path: str = "data/tacoreservice.db"
 
 
 class RequestLogSettings(_Section):
     enabled: bool = True
+    # The log's own SQLite file; unset: next to database.path, as NAME-requests.db.
+    path: str | None = None
     batch_size: int = Field(500, ge=1, le=100_000)
     flush_interval_ms: int = Field(200, ge=10, le=60_000)
     retention_days: float = Field(30.0, ge=0, le=3650)
@@ -482,6 +496,26 @@ class LoggingSettings(_Section):
         return v.upper() if isinstance(v, str) else v
 
 
+def is_in_memory(path: str | Path) -> bool:
+    """Whether ``path`` names an in-memory SQLite database rather than a file."""
+    text = str(path)
+    return text == ":memory:" or text.startswith("file::memory:")
+
+
+def default_request_log_path(database_path: str) -> str:
+    """``data/tacoreservice.db`` -> ``data/tacoreservice-requests.db``; in memory stays so."""
+    if is_in_memory(database_path):
+        return database_path
+    path = Path(database_path)
+    return str(path.with_name(f"{path.stem}-requests{path.suffix or '.db'}"))
+
+
+def _same_file(a: str, b: str) -> bool:
+    if is_in_memory(a) or is_in_memory(b):
+        return False  # each connection gets a database of its own
+    return Path(a).expanduser().absolute() == Path(b).expanduser().absolute()
+
+
 class Settings(_Section):
     env: str = "development"
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
@@ -496,6 +530,21 @@ class Settings(_Section):
     trading: TradingSettings = Field(default_factory=TradingSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @model_validator(mode="after")
+    def _two_files(self) -> Settings:
+        if self.request_log.path and _same_file(self.request_log.path, self.database.path):
+            raise ValueError(
+                "request_log.path must name another file than database.path: the ledger and "
+                "the request log live in separate databases (unset it for the default, "
+                f"{default_request_log_path(self.database.path)})"
+            )
+        return self
+
+    @property
+    def request_log_path(self) -> str:
+        """The request log's database file: ``request_log.path``, or beside the ledger."""
+        return self.request_log.path or default_request_log_path(self.database.path)
 
     def public_summary(self) -> dict[str, Any]:
         """The settings without anything secret (the Redis URL may carry a password, the LLM
@@ -532,6 +581,7 @@ ENV_VARS: dict[str, str] = {
     "TACORE_MAX_MESSAGE_BYTES": "broker.max_message_bytes",
     "TACORE_COMPAT": "broker.compat",
     "TACORE_PLUGINS": "worker.plugins",
+    "TACORE_REQUEST_LOG_PATH": "request_log.path",
     "TACORE_REQUEST_LOG_MAX_BYTES": "request_log.max_bytes",
     "TACORE_REQUEST_LOG_MIN_FREE_BYTES": "request_log.min_free_bytes",
     "TACORE_TIME_LIMITS": "worker.time_limits",

@@ -264,7 +264,7 @@ def test_clean_chain_every_hop(service: ServiceProcesses, redis_server: str) -> 
     # The service saw ScanPulse's calls under the names its permissions know.
     def logged() -> list[sqlite3.Row]:
         return _read_only(
-            service.db_path,
+            service.log_path,
             "SELECT method, client_id, request_data FROM request_logs "
             "WHERE method IN ('scan.market', 'evaluate.risk', 'execute.order')",
         )

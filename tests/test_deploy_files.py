@@ -871,7 +871,7 @@ def test_compose_processes_run_and_pass_their_healthchecks(
     )
     assert _wait(scanpulse, 120) == 0, running.output()
     # The broker knew each caller by its CURVE key's name, and refused none of them.
-    database = running.tmp / "volumes" / "tacore_data" / "tacoreservice.db"
+    database = running.tmp / "volumes" / "tacore_data" / "tacoreservice-requests.db"
     calls = _logged_calls(database, until={("trader", "analyze.stock")})
     assert {("healthcheck", "health.check"), ("console", "health.check")} <= set(calls)
     assert ("api", "strategy.signals") in calls

@@ -31,7 +31,12 @@ import redis
 from tacoreservice.client import TACoreClient
 from tacoreservice.config import load_settings
 from tacoreservice.market_data.bundled_provider import BundledProvider
-from tacoreservice.storage.database import MIGRATIONS, open_database, schema_version
+from tacoreservice.storage.database import (
+    MIGRATIONS,
+    open_database,
+    open_request_log_database,
+    schema_version,
+)
 from tacoreservice.storage.request_log import RequestLogEntry, RequestLogWriter
 from tests.support.http_server import serve_http
 from tests.support.service import REPO, ServiceProcesses, free_port, raw_request
@@ -213,8 +218,18 @@ def test_request_logs_ddl_retries_and_migration(tmp_path: Path) -> None:
         )
     old.close()
 
-    conn = open_database(db)  # migrates in place
-    assert schema_version(conn) == len(MIGRATIONS) >= 4
+    open_database(db).close()  # migrates in place; the log's rows wait for the log's file
+    log_db = tmp_path / "tacore-requests.db"
+    # Retention off: these rows are from January.
+    settings = load_settings(env={}).request_log.model_copy(update={"retention_days": 0})
+    with RequestLogWriter(log_db, settings, ledger_path=db) as writer:
+        assert writer.flush()  # the first open moved the ledger's rows over
+    conn = open_request_log_database(log_db)
+    ledger = open_database(db)
+    assert schema_version(ledger) == len(MIGRATIONS) >= 5
+    ledger_tables = {r[0] for r in ledger.execute("SELECT name FROM sqlite_master")}
+    assert not {t for t in ledger_tables if "request_logs" in t}, ledger_tables
+    ledger.close()
     ddl = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'request_logs'").fetchone()[0]
     for clause in (
         "request_id         VARCHAR(100) PRIMARY KEY",
@@ -242,13 +257,13 @@ def test_request_logs_ddl_retries_and_migration(tmp_path: Path) -> None:
     conn.close()
 
     # The writer: a retried request id is one row with its attempts; no row is lost.
-    with RequestLogWriter(db, load_settings(env={}).request_log) as writer:
+    with RequestLogWriter(log_db, settings, ledger_path=db) as writer:
         for i in range(50):
             writer.record(RequestLogEntry(f"w-{i}", "m", "w", b"{}", b"{}", 1.0, "success"))
         writer.record(RequestLogEntry("w-7", "m", "w9", b"{}", b"{}", 3.0, "error", "x"))
         writer.record(RequestLogEntry(None, None, "broker", b"x", b"{}", 0.0, "error"))
         assert writer.flush()
-    check = sqlite3.connect(db)
+    check = sqlite3.connect(log_db)
     assert (
         check.execute("SELECT COUNT(*) FROM request_logs WHERE request_id LIKE 'w-%'").fetchone()[0]
         == 50
@@ -397,7 +412,7 @@ def test_post_analyze_strategy_request(service: ServiceProcesses) -> None:
     deadline = time.monotonic() + 10
     found: list[Any] = []
     while time.monotonic() < deadline and len(found) < 3:
-        with sqlite3.connect(service.db_path) as conn:
+        with sqlite3.connect(service.log_path) as conn:
             found = conn.execute(
                 "SELECT status FROM request_logs WHERE method = 'strategy.signals' "
                 "AND client_id = 'http-api'"
@@ -554,8 +569,9 @@ def test_backup_archive_holds_db_rdb_and_config_and_restores(
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert sorted(client.scan_iter("tacore:*")) == keys
-    with sqlite3.connect(svc.db_path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM request_logs").fetchone()[0] >= 2
+    with sqlite3.connect(svc.db_path) as conn:  # the ledger is back, at today's schema
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert schema_version(conn) == len(MIGRATIONS)
     assert (config_out / "config.yaml").read_bytes() == (REPO / "config/config.yaml").read_bytes()
 
 

@@ -290,13 +290,22 @@ def _check_reply(reply: dict[str, Any], context: Any, short: bool = True) -> Non
 
 
 def _db(svc: ServiceProcesses) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{svc.db_path}?mode=ro", uri=True, timeout=10.0)
+    """The ledger, with the request log's file attached (unqualified names find both)."""
+    conn = sqlite3.connect(f"file:{svc.db_path}?mode=ro", uri=True, timeout=10.0)
+    conn.execute("ATTACH DATABASE ? AS log", (f"file:{svc.log_path}?mode=ro",))
+    return conn
 
 
 def _snapshot(svc: ServiceProcesses) -> dict[str, Any]:
     conn = _db(svc)
     try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = {
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM main.sqlite_master WHERE type='table' UNION "
+                "SELECT name FROM log.sqlite_master WHERE type='table'"
+            )
+        }
         return {
             "tables": tables,
             "integrity": conn.execute("PRAGMA integrity_check").fetchall(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import subprocess
 import time
 import uuid
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tacoreservice.config import RequestLogSettings
-from tacoreservice.storage.database import open_database
+from tacoreservice.storage.database import open_request_log_database
 from tacoreservice.storage.log_room import request_log_bytes
 from tacoreservice.storage.request_log import RequestLogEntry, RequestLogWriter, utc_now_iso
 from tests.support.service import ServiceProcesses
@@ -37,7 +38,7 @@ def _entries(n: int, body_bytes: int, tag: str) -> list[RequestLogEntry]:
 
 
 def _ids(db: Path) -> list[str]:
-    conn = open_database(db)
+    conn = open_request_log_database(db)
     try:
         return [r[0] for r in conn.execute("SELECT request_id FROM request_logs ORDER BY rowid")]
     finally:
@@ -53,7 +54,7 @@ def test_the_rows_stay_within_their_cap_and_the_oldest_go(tmp_path: Path) -> Non
         assert writer.write_batch(_entries(10, 4_000, f"b{batch}"))
         writer.room.next_check = 0.0
     stats = writer.stats()
-    conn = open_database(db)
+    conn = open_request_log_database(db)
     try:
         size = request_log_bytes(conn)
     finally:
@@ -70,6 +71,7 @@ def test_a_low_disk_sheds_new_rows_and_frees_old_ones(tmp_path: Path) -> None:
     roomy = RequestLogWriter(db, RequestLogSettings(min_free_bytes=0))
     assert roomy.write_batch(_entries(100, 2_000, "old"))
     roomy.close()
+    size_before = db.stat().st_size
     # A floor above any disk's free space: the disk is "low" from the first look.
     low = RequestLogWriter(db, RequestLogSettings(min_free_bytes=1 << 62))
     assert low.write_batch(_entries(50, 2_000, "new"))
@@ -79,6 +81,9 @@ def test_a_low_disk_sheds_new_rows_and_frees_old_ones(tmp_path: Path) -> None:
     ids = _ids(db)
     assert not any(i.startswith("new-") for i in ids)
     assert len(ids) <= 50 and stats["trimmed"] >= 50  # halved, to give the ledger room
+    # ... and their pages went back to the disk, where the ledger's file can use them.
+    assert db.stat().st_size < 0.7 * size_before, (db.stat().st_size, size_before)
+    assert not Path(f"{db}-wal").exists() or Path(f"{db}-wal").stat().st_size == 0
 
 
 @contextlib.contextmanager
@@ -152,3 +157,47 @@ def test_on_a_nearly_full_disk_the_log_gives_way_and_orders_fill(tmp_path: Path)
                 assert log["written"] > written, log
         finally:
             svc.stop()
+
+
+def test_the_log_in_a_file_of_its_own_on_a_full_disk_never_stops_an_order(
+    tmp_path: Path,
+) -> None:
+    with _small_disk(tmp_path / "logdisk", 16) as disk:
+        log_path = disk / "requests.db"
+        svc = ServiceProcesses(
+            tmp_path,
+            workers=1,
+            TACORE_REQUEST_LOG_PATH=str(log_path),
+            TACORE_REQUEST_LOG_MIN_FREE_BYTES="0",  # no shedding: the log fails, loudly
+        )
+        svc.start_main()
+        try:
+            with svc.client(timeout_ms=20_000) as c:
+                c.call("get.market_data", {"symbol": "AAPL"})
+                deadline = time.monotonic() + 15
+                while c.health(detailed=True)["request_log"]["written"] < 1:
+                    assert time.monotonic() < deadline, "the log never wrote its first row"
+                    time.sleep(0.1)
+                _fill(disk, leave_bytes=0)
+                orders = [
+                    c.call(
+                        "execute.order",
+                        {"symbol": "AAPL", "action": "buy", "quantity": 1, "order_type": "market"},
+                    )
+                    for _ in range(20)
+                ]
+                assert all(o["status"] == "filled" for o in orders), orders
+                assert len(c.call("order.list", {})["orders"]) == 20
+                while c.health(detailed=True)["request_log"]["errors"] < 1:
+                    assert time.monotonic() < deadline + 30, "a full disk went unnoticed"
+                    time.sleep(0.2)
+        finally:
+            svc.stop()
+        # The log's rows are in its file, none in the ledger's.
+        assert _ids(log_path)
+        ledger = sqlite3.connect(svc.db_path)
+        try:
+            names = {r[0] for r in ledger.execute("SELECT name FROM sqlite_master")}
+        finally:
+            ledger.close()
+        assert "orders" in names and not {n for n in names if "request_logs" in n}, names

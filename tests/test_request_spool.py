@@ -221,7 +221,7 @@ def test_kill9_of_the_broker_mid_burst_loses_no_row_of_a_reply_sent(tmp_path: Pa
         burst.finish()
         # The writer outlives the broker: it writes what the broker handed off, then leaves.
         _wait_gone(writer)
-        rows = _rows(svc.db_path, "b9")
+        rows = _rows(svc.log_path, "b9")
         assert burst.answered <= rows.keys()  # every reply a client got has its row
         assert rows.keys() <= set(burst.sent)  # and no row was made up
         assert set(rows.values()) == {1}  # none twice
@@ -252,7 +252,7 @@ def test_kill9_of_the_writer_mid_burst_loses_no_row(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert log["writer_restarts"] >= 1 and log["writer_pid"] != writer, log
         assert log["running"] and not log["pending"] and not log["failed"], log
-        rows = _rows(svc.db_path, "w9")
+        rows = _rows(svc.log_path, "w9")
         assert rows.keys() == burst.answered
         assert set(rows.values()) == {1}
     finally:
@@ -272,14 +272,14 @@ def test_a_spool_left_by_a_dead_broker_and_writer_is_written_by_the_next(tmp_pat
         main.wait()
         burst.finish()
         _wait_gone(writer)
-        assert not _rows(svc.db_path, "both")  # nothing written yet: all in the spool
+        assert not _rows(svc.log_path, "both")  # nothing written yet: all in the spool
         svc.procs.clear()
         svc.start_main()  # the same database: its writer finds the abandoned spool
         deadline = time.monotonic() + 60
-        while not burst.answered <= _rows(svc.db_path, "both").keys():
+        while not burst.answered <= _rows(svc.log_path, "both").keys():
             assert time.monotonic() < deadline, "the abandoned spool was not written"
             time.sleep(0.1)
-        rows = _rows(svc.db_path, "both")
+        rows = _rows(svc.log_path, "both")
         assert rows.keys() <= set(burst.sent) and set(rows.values()) == {1}
     finally:
         svc.stop()

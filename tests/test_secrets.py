@@ -235,7 +235,7 @@ def test_planted_secrets_appear_in_no_output(
     worker_log = (tmp_path / "logs" / "worker.log").read_text()
     assert "X-Echo-Authorization" in worker_log and "Bearer ***" in worker_log
 
-    with sqlite3.connect(svc.db_path) as conn:
+    with sqlite3.connect(svc.log_path) as conn:
         rows = {
             r[0]: (r[1], r[2])
             for r in conn.execute(

@@ -342,7 +342,7 @@ def test_permissions_allow_and_deny_by_client(named_service: ServiceProcesses) -
 
     # The denial is in the request log, with who asked, and in the broker's log.
     def logged() -> Any:
-        with sqlite3.connect(svc.db_path) as db:
+        with sqlite3.connect(svc.log_path) as db:
             return db.execute(
                 "SELECT client_id, method, error_code FROM request_logs WHERE request_id = ?",
                 (denied_id,),

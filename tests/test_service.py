@@ -599,7 +599,7 @@ def test_request_log_has_a_row_per_request_of_a_burst(service: ServiceProcesses)
     deadline = time.monotonic() + 10
     count = 0
     while time.monotonic() < deadline:
-        with sqlite3.connect(service.db_path) as conn:
+        with sqlite3.connect(service.log_path) as conn:
             count = conn.execute(
                 "SELECT COUNT(*) FROM request_logs WHERE request_id LIKE ?", (f"{prefix}-%",)
             ).fetchone()[0]
@@ -607,7 +607,7 @@ def test_request_log_has_a_row_per_request_of_a_burst(service: ServiceProcesses)
             break
         time.sleep(0.1)
     assert count == 1000
-    with sqlite3.connect(service.db_path) as conn:
+    with sqlite3.connect(service.log_path) as conn:
         row = conn.execute(
             "SELECT method, worker_id, status, processing_time_ms, request_data, response_data,"
             " created_at FROM request_logs WHERE request_id = ?",

@@ -18,6 +18,8 @@ import pytest
 from tacoreservice.config import RequestLogSettings
 from tacoreservice.storage import (
     MIGRATIONS,
+    REQUEST_LOG_MIGRATIONS,
+    REQUEST_LOG_SCHEMA_VERSION,
     SCHEMA_VERSION,
     MigrationError,
     RequestLogEntry,
@@ -25,6 +27,7 @@ from tacoreservice.storage import (
     SchemaVersionError,
     count_request_logs,
     open_database,
+    open_request_log_database,
     query_request_logs,
     schema_version,
 )
@@ -94,16 +97,31 @@ def db(tmp_path: Path) -> Path:
 # -- database and migrations ----------------------------------------------------------------
 
 
-def test_fresh_file_gets_schema_and_pragmas(tmp_path: Path) -> None:
+@pytest.mark.parametrize("which", ["ledger", "request log"])
+def test_fresh_file_gets_schema_and_pragmas(tmp_path: Path, which: str) -> None:
     path = tmp_path / "a" / "b" / "tacore.db"
-    conn = open_database(path)
+    ledger = which == "ledger"
+    conn = open_database(path) if ledger else open_request_log_database(path)
     try:
         assert path.exists()
-        assert schema_version(conn) == SCHEMA_VERSION == len(MIGRATIONS)
+        if ledger:
+            assert schema_version(conn) == SCHEMA_VERSION == len(MIGRATIONS)
+        else:
+            assert schema_version(conn) == REQUEST_LOG_SCHEMA_VERSION == len(REQUEST_LOG_MIGRATIONS)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+        # Only the log's file gives pages back to the disk (incremental auto-vacuum).
+        assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == (0 if ledger else 2)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if ledger:
+            assert {"orders", "fills", "positions", "paper_account", "jobs"} <= tables
+            # Migration 5 moved the log's table aside; the log's writer empties and drops it.
+            assert {t for t in tables if "request_logs" in t} == {"legacy_request_logs"}
+            assert conn.execute("SELECT COUNT(*) FROM legacy_request_logs").fetchone() == (0,)
+            return
+        assert tables == {"request_logs"}
         cols = {r[1]: r[2] for r in conn.execute("PRAGMA table_info(request_logs)")}
         assert cols == {**SPEC_COLUMNS, **EXTRA_COLUMNS}
         indexed = {
@@ -120,12 +138,15 @@ def test_fresh_file_gets_schema_and_pragmas(tmp_path: Path) -> None:
 def test_reopen_is_idempotent_and_keeps_rows(db: Path) -> None:
     conn = open_database(db)
     with conn:
-        conn.execute("INSERT INTO request_logs (request_id, method) VALUES ('keep-me', 'x')")
+        conn.execute(
+            "INSERT INTO positions (symbol, quantity, avg_cost, updated_at) "
+            "VALUES ('KEEP', 1, 1, '')"
+        )
     conn.close()
     for _ in range(3):
         conn = open_database(db)
         assert schema_version(conn) == SCHEMA_VERSION
-        assert conn.execute("SELECT request_id FROM request_logs").fetchall() == [("keep-me",)]
+        assert conn.execute("SELECT symbol FROM positions").fetchall() == [("KEEP",)]
         conn.close()
 
 
@@ -183,7 +204,7 @@ def test_migration_statements_split_like_sqlite(db: Path) -> None:
 
 def test_failed_migration_rolls_back(db: Path) -> None:
     open_database(db).close()
-    broken = (NEXT, "CREATE TABLE half_done (x); CREATE TABLE request_logs (x);")
+    broken = (NEXT, "CREATE TABLE half_done (x); CREATE TABLE orders (x);")
     with pytest.raises(MigrationError, match=f"migration {NEXT}"):
         open_database(db, migrations=[*MIGRATIONS, broken])
     conn = open_database(db)
@@ -201,7 +222,7 @@ def test_migration_list_must_be_contiguous(db: Path) -> None:
 _CHILD = textwrap.dedent(
     """
     import os, sys, time
-    from tacoreservice.storage import open_database, schema_version
+    from tacoreservice.storage import open_database, open_request_log_database, schema_version
     path, go = sys.argv[1], sys.argv[2]
     open(f"{go}.{os.getpid()}.ready", "w").close()
     while not os.path.exists(go):
@@ -209,9 +230,16 @@ _CHILD = textwrap.dedent(
     conn = open_database(path)
     with conn:
         conn.execute(
+            "INSERT INTO positions (symbol, quantity, avg_cost, updated_at) VALUES (?, 0, 0, '')",
+            (str(os.getpid()),),
+        )
+    log = open_request_log_database(path + "-requests")
+    with log:
+        log.execute(
             "INSERT INTO request_logs (request_id, method) VALUES (?, 'x')", (str(os.getpid()),)
         )
     print(schema_version(conn), conn.execute("PRAGMA journal_mode").fetchone()[0])
+    print(schema_version(log), log.execute("PRAGMA journal_mode").fetchone()[0])
     """
 )
 
@@ -246,8 +274,14 @@ def test_concurrent_first_open_from_processes(tmp_path: Path) -> None:
         outputs = [p.communicate(timeout=60) for p in procs]
         for p, (out, err) in zip(procs, outputs, strict=True):
             assert p.returncode == 0, err
-            assert out.split() == [str(SCHEMA_VERSION), "wal"]
-        assert count(path) == n
+            assert out.split() == [
+                str(SCHEMA_VERSION),
+                "wal",
+                str(REQUEST_LOG_SCHEMA_VERSION),
+                "wal",
+            ]
+        assert rows(path, "SELECT COUNT(*) FROM positions") == [(n,)]
+        assert count(Path(f"{path}-requests")) == n
 
 
 # -- request log writer ---------------------------------------------------------------------
@@ -398,7 +432,7 @@ def test_zero_body_limit_keeps_only_the_marker(db: Path) -> None:
 
 
 def _insert_aged(db: Path, days_old: float, n: int, tag: str) -> None:
-    conn = open_database(db)
+    conn = open_request_log_database(db)
     stamp = to_iso_utc(datetime.now(UTC) - timedelta(days=days_old))
     with conn:
         conn.executemany(
@@ -469,8 +503,8 @@ def test_dropped_table_is_counted_not_raised_and_writer_recovers(db: Path) -> No
         assert "no such table" in stats["last_error"]
         assert stats["running"]
 
-        # The table as a fresh file has it: the first version, then the documented DDL.
-        other.executescript(MIGRATIONS[0][1] + MIGRATIONS[3][1])
+        # The table as a fresh file has it: the documented DDL.
+        other.executescript(REQUEST_LOG_MIGRATIONS[0][1])
         other.close()
         for i in range(15, 18):
             writer.record(entry(i))
@@ -582,7 +616,7 @@ def filled(db: Path) -> Iterator[sqlite3.Connection]:
             )
         )
     writer.close()
-    conn = open_database(db)
+    conn = open_request_log_database(db)
     yield conn
     conn.close()
 

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,12 +66,24 @@ def test_a_deleted_database_refuses_orders_and_health_says_why(svc: ServiceProce
     assert http.status_code == 503 and "deleted" in http.json()["reason"]
 
 
-def test_a_broken_file_is_a_503_with_the_reason_not_a_bare_500(svc: ServiceProcesses) -> None:
-    svc.db_path.with_name("garbage").write_bytes(b"this is not a database" * 100)
-    os.replace(svc.db_path.with_name("garbage"), svc.db_path)
+@pytest.mark.parametrize("which", ["request log", "ledger"])
+def test_a_broken_file_is_a_503_with_the_reason_not_a_bare_500(
+    svc: ServiceProcesses, which: str
+) -> None:
+    # /api/logs reads the request log's file, /api/jobs the ledger's.
+    path, endpoint = (svc.log_path, "logs") if which == "request log" else (svc.db_path, "jobs")
+    if which == "request log":  # its writer makes the file with the first row
+        with svc.client() as c:
+            c.call("health.check", {})
+        deadline = time.monotonic() + 15
+        while not path.exists():
+            assert time.monotonic() < deadline, f"{path} never appeared"
+            time.sleep(0.1)
+    path.with_name("garbage").write_bytes(b"this is not a database" * 100)
+    os.replace(path.with_name("garbage"), path)
     for suffix in ("-wal", "-shm"):
-        Path(f"{svc.db_path}{suffix}").unlink(missing_ok=True)
-    reply = httpx.get(f"{svc.api_url}/api/logs", timeout=10)
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    reply = httpx.get(f"{svc.api_url}/api/{endpoint}", timeout=10)
     assert reply.status_code == 503
     error = reply.json()["error"]
     assert error["code"] == "STORAGE_UNAVAILABLE" and "could not be read" in error["message"]

@@ -74,7 +74,7 @@ def create_app(
     token: str | None = None,
     stopping: Callable[[], bool] = lambda: False,
 ) -> FastAPI:
-    db = Database(settings.database.path)
+    db = Database(settings.database.path, settings.request_log_path)
     expected = token.encode() if token else None
     public_docs = expected is None  # with a token, the description needs it too (below)
     app = FastAPI(
@@ -113,7 +113,8 @@ def create_app(
         return _error(
             503,
             "STORAGE_UNAVAILABLE",
-            f"the database {settings.database.path} could not be read: {exc}",
+            f"the databases (ledger {settings.database.path}, request log "
+            f"{settings.request_log_path}) could not be read: {exc}",
         )
 
     @app.exception_handler(BrokerNotResponding)

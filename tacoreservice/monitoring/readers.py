@@ -1,5 +1,5 @@
-"""What the monitoring API reads from the service's SQLite file, with a short-lived read-only
-connection per call (nothing here shares a handle with the broker thread), and the shapes the
+"""What the monitoring API reads from the service's SQLite files (the ledger for jobs, the
+request log for requests and decisions), with a short-lived read-only connection per call (nothing here shares a handle with the broker thread), and the shapes the
 dashboard reads: request-log items, jobs with their timing, failure groups, decisions.
 """
 
@@ -103,15 +103,19 @@ def api_job(job: dict[str, Any], with_result: bool = False) -> dict[str, Any]:
 
 
 class Database:
-    """Read-only access to the service's SQLite file, a short-lived connection per call."""
+    """Read-only access to the service's two SQLite files, a short-lived connection per call:
+    ``ledger_path`` (jobs) and ``log_path`` (request_logs)."""
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, ledger_path: str, log_path: str):
+        self.ledger_path = ledger_path
+        self.log_path = log_path
 
-    def connect(self) -> sqlite3.Connection:
-        if not Path(self.path).is_file():
-            raise ApiError(503, "DATA_UNAVAILABLE", f"database {self.path} does not exist yet")
-        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0)
+    def connect(self, path: str | None = None) -> sqlite3.Connection:
+        """A read-only connection to the request log, or to ``path``."""
+        path = self.log_path if path is None else path
+        if not Path(path).is_file():
+            raise ApiError(503, "DATA_UNAVAILABLE", f"database {path} does not exist yet")
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
         conn.execute("PRAGMA query_only = 1")
         return conn
 
@@ -148,7 +152,7 @@ class Database:
         offset: int = 0,
         with_result: bool = False,
     ) -> tuple[int, list[dict]]:
-        conn = self.connect()
+        conn = self.connect(self.ledger_path)
         try:
             if job_id is not None:
                 one = get_job(conn, job_id, with_result=with_result)

@@ -1,12 +1,15 @@
-"""SQLite storage: the versioned database and the batched request log."""
+"""SQLite storage: the versioned ledger database, and the batched request log in its own file."""
 
 from tacoreservice.storage.database import (
     MIGRATIONS,
+    REQUEST_LOG_MIGRATIONS,
+    REQUEST_LOG_SCHEMA_VERSION,
     SCHEMA_VERSION,
     MigrationError,
     SchemaVersionError,
     migrate,
     open_database,
+    open_request_log_database,
     schema_version,
 )
 from tacoreservice.storage.request_log import (
@@ -20,11 +23,14 @@ from tacoreservice.storage.request_log import (
 
 __all__ = [
     "MIGRATIONS",
+    "REQUEST_LOG_MIGRATIONS",
+    "REQUEST_LOG_SCHEMA_VERSION",
     "SCHEMA_VERSION",
     "MigrationError",
     "SchemaVersionError",
     "migrate",
     "open_database",
+    "open_request_log_database",
     "schema_version",
     "RequestLogEntry",
     "RequestLogWriter",

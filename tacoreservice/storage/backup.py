@@ -1,4 +1,9 @@
-"""Backups of the service's state: the SQLite database and, when Redis is used, our Redis keys.
+"""Backups of the service's state: the ledger database and, when Redis is used, our Redis keys.
+
+The ledger (``database.path``: orders, fills, positions, the paper account, jobs) is the state
+a restore must bring back. The request log (``request_log.path``) is an audit trail with its
+own retention and is not part of a backup; a backup made before the two were split still holds
+its rows, and after a restore they move to the log's file when the service starts.
 
 A backup is a directory (not an archive, so an operator can inspect it and copy it with rsync):
 

@@ -1,13 +1,19 @@
-"""The service's SQLite database: connection settings and versioned schema.
+"""The service's SQLite databases: connection settings and versioned schemas.
 
-Every part that stores something (request log, orders, positions, jobs) opens its own
-connection with :func:`open_database`; a connection is used by the thread that opened it, so
-no ``check_same_thread=False`` sharing. Several processes (broker, workers) use the same file,
-which is why the file runs in WAL mode (readers never block the writer) with a busy timeout.
+There are two files. The ledger (``database.path``) holds orders, fills, positions, the paper
+account and jobs; the request log (``request_log.path``, by default beside the ledger as
+``NAME-requests.db``) holds ``request_logs``. Apart, a flood of logged requests can only fill
+its own file, and the log's writer can give pages back to the disk when it runs low.
 
-The schema is a list of forward-only migrations, tracked in ``PRAGMA user_version``. To change
-the schema, append one ``(next_version, SQL)`` line to :data:`MIGRATIONS`; never edit a step
-that has shipped, because existing files have already applied it.
+Every part that stores something opens its own connection with :func:`open_database` or
+:func:`open_request_log_database`; a connection is used by the thread that opened it, so no
+``check_same_thread=False`` sharing. Several processes (broker, workers) use the same files,
+which is why they run in WAL mode (readers never block the writer) with a busy timeout.
+
+Each schema is a list of forward-only migrations, tracked in ``PRAGMA user_version``. To change
+one, append a ``(next_version, SQL)`` line to :data:`MIGRATIONS` (the ledger) or
+:data:`REQUEST_LOG_MIGRATIONS`; never edit a step that has shipped, because existing files
+have already applied it.
 """
 
 from __future__ import annotations
@@ -18,14 +24,19 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from tacoreservice.config import is_in_memory
+
 __all__ = [
     "MIGRATIONS",
+    "REQUEST_LOG_MIGRATIONS",
     "SCHEMA_VERSION",
+    "REQUEST_LOG_SCHEMA_VERSION",
     "BUSY_TIMEOUT_MS",
     "SchemaVersionError",
     "MigrationError",
     "is_in_memory",
     "open_database",
+    "open_request_log_database",
     "migrate",
     "schema_version",
 ]
@@ -153,8 +164,7 @@ CREATE TABLE IF NOT EXISTS positions (
 # and INTEGER affinity keeps a fractional processing time as REAL (sub-millisecond figures).
 # Version-3 rows move over in id order: an empty or NULL request_id becomes 'legacy-<id>',
 # and rows sharing a request_id merge into one with their count in `attempts`.
-_REQUEST_LOGS_DDL_V4 = """
-CREATE TABLE request_logs_v4 (
+_REQUEST_LOGS_COLUMNS = """(
     request_id         VARCHAR(100) PRIMARY KEY,
     method             VARCHAR(50) NOT NULL,
     worker_id          VARCHAR(50),
@@ -168,7 +178,14 @@ CREATE TABLE request_logs_v4 (
     queue_wait_ms      REAL,
     attempts           INTEGER NOT NULL DEFAULT 1,
     updated_at         TEXT
-);
+)"""
+_REQUEST_LOGS_INDEXES = """
+CREATE INDEX IF NOT EXISTS idx_request_logs_created_at ON request_logs(created_at);
+CREATE INDEX IF NOT EXISTS idx_request_logs_method ON request_logs(method);
+CREATE INDEX IF NOT EXISTS idx_request_logs_status ON request_logs(status);
+"""
+_REQUEST_LOGS_DDL_V4 = f"""
+CREATE TABLE request_logs_v4 {_REQUEST_LOGS_COLUMNS};
 INSERT INTO request_logs_v4 (
     request_id, method, worker_id, request_data, response_data, processing_time_ms, status,
     created_at, error_code, client_id, queue_wait_ms, attempts, updated_at
@@ -190,9 +207,17 @@ ON CONFLICT (request_id) DO UPDATE SET
     queue_wait_ms = excluded.queue_wait_ms;
 DROP TABLE request_logs;
 ALTER TABLE request_logs_v4 RENAME TO request_logs;
-CREATE INDEX IF NOT EXISTS idx_request_logs_created_at ON request_logs(created_at);
-CREATE INDEX IF NOT EXISTS idx_request_logs_method ON request_logs(method);
-CREATE INDEX IF NOT EXISTS idx_request_logs_status ON request_logs(status);
+{_REQUEST_LOGS_INDEXES}
+"""
+
+# The request log moves to a file of its own (REQUEST_LOG_MIGRATIONS below), so that a flood
+# of logged requests cannot fill the disk under an order. Its rows stay here, renamed, until
+# the log's writer has copied them over and dropped the table (adopt_legacy_rows).
+_LEDGER_ALONE_V5 = """
+ALTER TABLE request_logs RENAME TO legacy_request_logs;
+DROP INDEX IF EXISTS idx_request_logs_created_at;
+DROP INDEX IF EXISTS idx_request_logs_method;
+DROP INDEX IF EXISTS idx_request_logs_status;
 """
 
 MIGRATIONS: list[tuple[int, str]] = [
@@ -200,6 +225,17 @@ MIGRATIONS: list[tuple[int, str]] = [
     (2, _JOBS_V2),
     (3, _TRADING_V3),
     (4, _REQUEST_LOGS_DDL_V4),
+    (5, _LEDGER_ALONE_V5),
+]
+
+# The request log's own file (request_log.path): its versions count from 1 apart from the
+# ledger's. Version 1 is the table as ledger version 4 left it. Append only.
+REQUEST_LOG_MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        f"CREATE TABLE IF NOT EXISTS request_logs {_REQUEST_LOGS_COLUMNS};\n"
+        f"{_REQUEST_LOGS_INDEXES}",
+    ),
 ]
 
 
@@ -214,6 +250,7 @@ def _check_migrations(migrations: Sequence[tuple[int, str]]) -> int:
 
 
 SCHEMA_VERSION = _check_migrations(MIGRATIONS)
+REQUEST_LOG_SCHEMA_VERSION = _check_migrations(REQUEST_LOG_MIGRATIONS)
 
 
 class SchemaVersionError(RuntimeError):
@@ -320,18 +357,16 @@ def _set_wal(conn: sqlite3.Connection, where: str) -> None:
         log.warning("database %s: could not switch to WAL journal mode (got %s)", where, mode)
 
 
-def is_in_memory(path: str | Path) -> bool:
-    """Whether ``path`` names an in-memory database rather than a file."""
-    text = str(path)
-    return text == ":memory:" or text.startswith("file::memory:")
-
-
 def open_database(
     path: str | Path,
     *,
     migrations: Sequence[tuple[int, str]] = MIGRATIONS,
+    reclaimable: bool = False,
 ) -> sqlite3.Connection:
     """Open (creating if needed) the database at ``path`` with the schema up to date.
+
+    ``reclaimable``: a new file is made with incremental auto-vacuum, so that pages freed by
+    deleted rows can be given back to the disk (``PRAGMA incremental_vacuum``).
 
     Raises :class:`SchemaVersionError` when the file comes from a newer release, and
     :class:`MigrationError` when a step fails. The connection belongs to the calling thread.
@@ -345,6 +380,9 @@ def open_database(
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         # Refuse a newer file before touching it, not even its journal mode.
         _refuse_newer(schema_version(conn), _check_migrations(migrations), where)
+        if reclaimable and schema_version(conn) == 0:
+            # Only takes effect before the first table is made, so: on a new file.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         _set_wal(conn, where)
         # NORMAL in WAL mode: a power cut may lose the last commits but never corrupts.
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -357,3 +395,8 @@ def open_database(
         conn.close()
         raise
     return conn
+
+
+def open_request_log_database(path: str | Path) -> sqlite3.Connection:
+    """Open the request log's own file (``Settings.request_log_path``), schema up to date."""
+    return open_database(path, migrations=REQUEST_LOG_MIGRATIONS, reclaimable=True)

@@ -1,14 +1,15 @@
-"""What keeps the request log out of the way of what matters more: its share of the file, and
+"""What keeps the request log out of the way of what matters more: the size of its file, and
 the disk's last free bytes.
 
-The log shares the database file with the ledger. Unbounded, it once grew to 1.29 GB in 37 s
-of requests and, on a full disk, every order failed, the freed space refilled by the log's
-backlog within a second. Now:
+The log once shared the ledger's file. Unbounded, it grew to 1.29 GB in 37 s of requests and,
+on a full disk, every order failed, the freed space refilled by the log's backlog within a
+second. Now it has a file of its own (``request_log.path``), and:
 
-- its rows may take ``request_log.max_bytes`` of the file; past that the oldest are deleted
-  (their pages are reused by later rows, so the file stops growing);
+- its rows may take ``request_log.max_bytes``; past that the oldest are deleted (their pages
+  are reused by later rows, so the file stops growing);
 - below ``request_log.min_free_bytes`` of free disk, new rows are shed (the writer counts them)
-  and half the old ones deleted, so the pages they free inside the file go to the ledger.
+  and half the old ones deleted, their pages given back to the disk (the file is made with
+  incremental auto-vacuum, and its WAL truncated), where the ledger can use them.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from tacoreservice.config import RequestLogSettings
-from tacoreservice.storage.database import is_in_memory
+from tacoreservice.config import RequestLogSettings, is_in_memory
 
 __all__ = ["LogRoom", "request_log_bytes"]
 
@@ -100,6 +100,12 @@ class LogRoom:
                     (excess,),
                 ).rowcount
             )
+        if disk_low:
+            # Free pages back to the file system: the vacuum shrinks the file at the
+            # checkpoint, and TRUNCATE leaves no WAL behind. (execute() would step the
+            # vacuum once, freeing one page; executescript runs it to the end.)
+            conn.executescript("PRAGMA incremental_vacuum;")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         log.info(
             "request log: deleted the %d oldest rows (%s; %d bytes of rows, target %d)",
             removed,

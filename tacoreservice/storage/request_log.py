@@ -29,10 +29,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tacoreservice.config import RequestLogSettings
+from tacoreservice.config import RequestLogSettings, is_in_memory
 from tacoreservice.protocol.errors import CLIENT_ERROR_CODES, is_client_error
 from tacoreservice.security.redaction import BodyRedactor
-from tacoreservice.storage.database import SchemaVersionError, open_database
+from tacoreservice.storage.database import (
+    SchemaVersionError,
+    open_database,
+    open_request_log_database,
+)
 from tacoreservice.storage.log_room import LogRoom
 
 # logs/performance.log (config/logging.yaml): one line per request, written by the writer
@@ -46,6 +50,7 @@ __all__ = [
     "count_request_logs",
     "failure_groups",
     "purge_request_logs",
+    "adopt_legacy_rows",
     "utc_now_iso",
     "to_iso_utc",
     "TRUNCATION_MARKER",
@@ -193,6 +198,39 @@ def _entry_row(
     )
 
 
+def adopt_legacy_rows(conn: sqlite3.Connection, ledger_path: str | Path) -> int:
+    """Move the ``request_logs`` rows a release before the split kept in the ledger file
+    into the log's file ``conn``; returns how many rows were new here.
+
+    The copy commits before the ledger's table is dropped, and a row already here is kept, so
+    a crash between the two steps only means the copy runs again at the next start.
+    """
+    if is_in_memory(ledger_path) or not Path(ledger_path).expanduser().is_file():
+        return 0
+    open_database(ledger_path).close()  # a file still at version 4 renames its table now
+    conn.execute("ATTACH DATABASE ? AS ledger", (str(Path(ledger_path).expanduser()),))
+    try:
+        found = conn.execute(
+            "SELECT 1 FROM ledger.sqlite_master WHERE type = 'table' "
+            "AND name = 'legacy_request_logs'"
+        ).fetchone()
+        if not found:
+            return 0
+        columns = ", ".join((*_COLUMNS, "attempts", "updated_at"))
+        with conn:
+            moved = conn.execute(
+                f"INSERT OR IGNORE INTO main.request_logs ({columns}) "
+                f"SELECT {columns} FROM ledger.legacy_request_logs ORDER BY rowid"
+            ).rowcount
+        with conn:
+            conn.execute("DROP TABLE ledger.legacy_request_logs")
+    finally:
+        conn.execute("DETACH DATABASE ledger")
+    if moved:
+        log.info("request log: moved %d rows out of the ledger file %s", moved, ledger_path)
+    return int(moved)
+
+
 def purge_request_logs(conn: sqlite3.Connection, retention_days: float, chunk: int = 5000) -> int:
     """Delete rows older than ``retention_days`` (0 keeps everything); return how many.
 
@@ -238,10 +276,13 @@ class RequestLogWriter:
         purge_interval_s: float = 3600.0,
         redact_fields: Sequence[str] = (),
         mask_values: Sequence[str] = (),
+        ledger_path: str | Path | None = None,
     ) -> None:
         if max_backlog < 1:
             raise ValueError("max_backlog must be at least 1")
         self.db_path = db_path
+        # Rows an older release kept in the ledger file move here on the first open.
+        self.ledger_path = ledger_path
         self.settings = settings
         self.max_backlog = max_backlog
         self.max_attempts = max(1, max_attempts)
@@ -421,8 +462,8 @@ class RequestLogWriter:
     # -- room on the disk ------------------------------------------------------------------
 
     def _shed_rows(self, entries: list[RequestLogEntry]) -> None:
-        """The disk is low: these rows are not written, and the oldest rows make room in the
-        file (the ledger shares it, and writes into the pages they free)."""
+        """The disk is low: these rows are not written, and the oldest rows give their pages
+        back to the disk, for the ledger."""
         with self._cond:
             self._shed += len(entries)
             self._cond.notify_all()
@@ -467,10 +508,16 @@ class RequestLogWriter:
     def _ensure_conn(self) -> sqlite3.Connection | None:
         if self._conn is None:
             try:
-                self._conn = open_database(self.db_path)
+                self._conn = open_request_log_database(self.db_path)
             except (sqlite3.Error, OSError, RuntimeError) as exc:
                 self._open_error = exc
                 self._note_error("cannot open database", exc)
+                return None
+            if self.ledger_path is not None:
+                try:
+                    adopt_legacy_rows(self._conn, self.ledger_path)
+                except sqlite3.Error as exc:  # tried again at the next start; nothing lost
+                    self._note_error("moving the ledger's old request_logs rows failed", exc)
         return self._conn
 
     def _reset_conn(self) -> None:

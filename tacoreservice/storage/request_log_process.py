@@ -220,10 +220,11 @@ def run(folder: Path, settings: Settings) -> int:
     from tacoreservice.security.secrets import secret_values
 
     writer = RequestLogWriter(
-        settings.database.path,
+        settings.request_log_path,
         settings.request_log,
         redact_fields=settings.security.redact_fields,
         mask_values=secret_values(settings),
+        ledger_path=settings.database.path,
     )
     own_lock = try_lock(folder / "writer.lock")
     if own_lock is None:
@@ -238,12 +239,12 @@ def run(folder: Path, settings: Settings) -> int:
         locks = [try_lock(other / "writer.lock"), try_lock(other / "broker.lock")]
         if all(lock is not None for lock in locks):
             log.warning("request log: writing the rows of an abandoned spool (%s)", other.name)
-            _Drain(other, writer, settings.database.path, cfg.batch_size, interval).drain()
+            _Drain(other, writer, settings.request_log_path, cfg.batch_size, interval).drain()
             shutil.rmtree(other, ignore_errors=True)
         for lock in locks:
             if lock is not None:
                 lock.close()
-    drain = _Drain(folder, writer, settings.database.path, cfg.batch_size, interval)
+    drain = _Drain(folder, writer, settings.request_log_path, cfg.batch_size, interval)
     try:
         while not drain.closed:
             if drain.read():

@@ -48,7 +48,8 @@ class ServiceProcesses:
         self.frontend_port = free_port()
         self.backend_port = free_port()
         self.api_port = free_port()
-        self.db_path = tmp / "tacore.db"
+        self.db_path = tmp / "tacore.db"  # the ledger
+        self.log_path = tmp / "tacore-requests.db"  # the request log (default: beside it)
         self.workers = workers
         self.env = dict(os.environ)
         self.env.pop("TACORE_SETTINGS_JSON", None)
