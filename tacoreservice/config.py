@@ -513,7 +513,8 @@ def default_request_log_path(database_path: str) -> str:
 def _same_file(a: str, b: str) -> bool:
     if is_in_memory(a) or is_in_memory(b):
         return False  # each connection gets a database of its own
-    return Path(a).expanduser().absolute() == Path(b).expanduser().absolute()
+    # resolve(): data/../data/x.db and a symlink to it are the same file as data/x.db.
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 class Settings(_Section):

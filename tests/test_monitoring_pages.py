@@ -51,6 +51,9 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcesses]:
         c.call("execute.order", {"symbol": "KO", "action": "sell", "quantity": 4})
         c.call("clock.advance", {"bars": 5})
         c.call("analyze.stock", {"symbol": "MSFT"})
+        # A decision kept in the ledger (a job's result), not in the request log.
+        job = c.call("job.submit", {"method": "analyze.stock", "params": {"symbol": "NVDA"}})
+        wait_job(c, job["job_id"], {"succeeded"})
         for _ in range(3):
             c.request("get.market_data", {"symbol": "NOPE1"})
         c.request("test.fail", {})
@@ -142,6 +145,10 @@ def test_decisions_and_the_analysis_page(svc: ServiceProcesses) -> None:
     msft = next(d for d in decisions if d["symbol"] == "MSFT")
     assert msft["rating"] in {"BUY", "OVERWEIGHT", "HOLD", "UNDERWEIGHT", "SELL"}
     assert 0 <= msft["risk_score"] <= 100 and msft["source"].startswith("request ")
+    # The two files read together: the job's decision comes from the ledger.
+    nvda = next(d for d in decisions if d["symbol"] == "NVDA")
+    assert nvda["source"].startswith("job ") and nvda["rating"], nvda
+    assert _get(svc, "/api/analysis/NVDA").json()["decision"]["source"].startswith("job ")
     view = _get(svc, "/api/analysis/MSFT").json()
     labels = [row["label"] for row in view["summary"]]
     assert labels[:3] == ["Rating", "Action", "Confidence"] and "Data" in labels

@@ -225,7 +225,7 @@ def test_kill9_of_the_broker_mid_burst_loses_no_row_of_a_reply_sent(tmp_path: Pa
         assert burst.answered <= rows.keys()  # every reply a client got has its row
         assert rows.keys() <= set(burst.sent)  # and no row was made up
         assert set(rows.values()) == {1}  # none twice
-        assert not list((tmp_path / "tacore.db-spool").glob("*"))  # drained and removed
+        assert not list((tmp_path / "tacore-requests.db-spool").glob("*"))  # drained and removed
     finally:
         svc.stop()
 

@@ -315,13 +315,13 @@ def create_app(
             "methods": snap["methods"],
             "point": snap["point"],
         }
+        _t, recent = db.logs(20)  # empty while the request log has no file
+        groups = db.failure_groups()
         try:
-            _t, recent = db.logs(20)
-            groups = db.failure_groups()
             _n, running = db.jobs("running", 20)
             _n, queued = db.jobs("queued", 20)
-        except ApiError:  # no database yet
-            recent, groups, running, queued = [], [], [], []
+        except ApiError:  # no ledger yet
+            running, queued = [], []
         out["recent_requests"] = [log_item(r) for r in recent]
         out["failure_groups"] = groups
         out["jobs"] = running + queued

@@ -5,7 +5,9 @@ dashboard reads: request-log items, jobs with their timing, failure groups, deci
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,8 +121,15 @@ class Database:
         conn.execute("PRAGMA query_only = 1")
         return conn
 
+    def _connect_if_there(self, path: str) -> sqlite3.Connection | None:
+        # The request log's file is made by its writer, which a service with the log off
+        # never starts: no file there is no rows, not an outage.
+        return self.connect(path) if Path(path).is_file() else None
+
     def logs(self, limit: int, offset: int = 0, **filters: Any) -> tuple[int, list[dict]]:
-        conn = self.connect()
+        conn = self._connect_if_there(self.log_path)
+        if conn is None:
+            return 0, []
         try:
             total = count_request_logs(conn, **filters)
             rows = query_request_logs(conn, limit=limit, offset=offset, **filters)
@@ -131,7 +140,9 @@ class Database:
         return total, rows
 
     def failure_groups(self, since: str | None = None) -> list[dict[str, Any]]:
-        conn = self.connect()
+        conn = self._connect_if_there(self.log_path)
+        if conn is None:
+            return []
         try:
             groups = failure_groups(conn, since)
         except ValueError as exc:
@@ -167,16 +178,22 @@ class Database:
             conn.close()
         return total, [api_job(job, with_result) for job in found]
 
+    @contextlib.contextmanager
+    def _both(self) -> Iterator[tuple[sqlite3.Connection | None, sqlite3.Connection | None]]:
+        """The request log and the ledger, either None while its file does not exist."""
+        with contextlib.ExitStack() as stack:
+            conns = []
+            for path in (self.log_path, self.ledger_path):
+                conn = self._connect_if_there(path)
+                if conn is not None:
+                    stack.callback(conn.close)
+                conns.append(conn)
+            yield conns[0], conns[1]
+
     def decisions(self, limit: int = 100) -> list[dict[str, Any]]:
-        conn = self.connect()
-        try:
-            return latest_decisions(conn, limit)
-        finally:
-            conn.close()
+        with self._both() as (log, ledger):
+            return latest_decisions(log, ledger, limit)
 
     def decision(self, symbol: str) -> dict[str, Any] | None:
-        conn = self.connect()
-        try:
-            return latest_decision(conn, symbol)
-        finally:
-            conn.close()
+        with self._both() as (log, ledger):
+            return latest_decision(log, ledger, symbol)

@@ -6,8 +6,9 @@ holds a quant decision of ~20 KB) and a job's result in ``jobs.result``. This mo
 back; nothing extra is written on the analysis path. A reply cut by the body limit, or older
 than ``request_log.retention_days``, is not found here.
 
-Readers take a SQLite connection, so the monitoring API (read-only connection) and any other
-caller share them.
+Readers take SQLite connections, one to each file (the request log's and the ledger's, either
+may be None when that file does not exist yet), so the monitoring API (read-only connections)
+and any other caller share them.
 """
 
 from __future__ import annotations
@@ -50,36 +51,43 @@ def _loads(text: Any) -> Any:
         return None  # cut by the body limit
 
 
-def _candidates(conn: sqlite3.Connection, symbol: str | None) -> list[tuple[str, str, Any]]:
+def _rows(conn: sqlite3.Connection | None, sql: str, params: list[Any]) -> list[Any]:
+    if conn is None:
+        return []
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError:  # the table is not there yet
+        return []
+
+
+def _candidates(
+    log: sqlite3.Connection | None, ledger: sqlite3.Connection | None, symbol: str | None
+) -> list[tuple[str, str, Any]]:
     """(decided_at, source, decision) newest first, from the request log and the jobs."""
     marks = ", ".join("?" for _ in ANALYSIS_METHODS)
     like = [] if symbol is None else [f'%"{symbol}"%']
     found: list[tuple[str, str, Any]] = []
-    try:
-        rows = conn.execute(
-            f"SELECT created_at, request_id, response_data FROM request_logs WHERE method IN "
-            f"({marks}) AND status = 'success'"
-            + (" AND response_data LIKE ?" if symbol else "")
-            + " ORDER BY created_at DESC LIMIT ?",
-            [*ANALYSIS_METHODS, *like, SCAN_ROWS],
-        ).fetchall()
-    except sqlite3.OperationalError:  # no request log table yet
-        rows = []
+    rows = _rows(
+        log,
+        f"SELECT created_at, request_id, response_data FROM request_logs WHERE method IN "
+        f"({marks}) AND status = 'success'"
+        + (" AND response_data LIKE ?" if symbol else "")
+        + " ORDER BY created_at DESC LIMIT ?",
+        [*ANALYSIS_METHODS, *like, SCAN_ROWS],
+    )
     for created, request_id, body in rows:
         reply = _loads(body)
         data = reply.get("data") if isinstance(reply, dict) else None
         if isinstance(data, dict):
             found.append((str(created), f"request {request_id}", data))
-    try:
-        jobs = conn.execute(
-            f"SELECT finished_at, job_id, result FROM jobs WHERE method IN ({marks}) AND "
-            "state = 'succeeded'"
-            + (" AND result LIKE ?" if symbol else "")
-            + " ORDER BY finished_at DESC LIMIT ?",
-            [*ANALYSIS_METHODS, *like, SCAN_ROWS],
-        ).fetchall()
-    except sqlite3.OperationalError:  # no jobs table yet
-        jobs = []
+    jobs = _rows(
+        ledger,
+        f"SELECT finished_at, job_id, result FROM jobs WHERE method IN ({marks}) AND "
+        "state = 'succeeded'"
+        + (" AND result LIKE ?" if symbol else "")
+        + " ORDER BY finished_at DESC LIMIT ?",
+        [*ANALYSIS_METHODS, *like, SCAN_ROWS],
+    )
     for finished, job_id, result in jobs:
         data = _loads(result)
         if isinstance(data, dict):
@@ -95,11 +103,13 @@ def _summary(decided_at: str, source: str, data: dict[str, Any]) -> dict[str, An
     return out
 
 
-def latest_decisions(conn: sqlite3.Connection, limit: int = 100) -> list[dict[str, Any]]:
+def latest_decisions(
+    log: sqlite3.Connection | None, ledger: sqlite3.Connection | None, limit: int = 100
+) -> list[dict[str, Any]]:
     """The newest decision of each symbol (its summary fields), newest first."""
     seen: set[str] = set()
     out = []
-    for decided_at, source, data in _candidates(conn, None):
+    for decided_at, source, data in _candidates(log, ledger, None):
         symbol = str(data.get("symbol") or "")
         if not symbol or symbol in seen or "rating" not in data:
             continue
@@ -110,11 +120,13 @@ def latest_decisions(conn: sqlite3.Connection, limit: int = 100) -> list[dict[st
     return out
 
 
-def latest_decision(conn: sqlite3.Connection, symbol: str) -> dict[str, Any] | None:
+def latest_decision(
+    log: sqlite3.Connection | None, ledger: sqlite3.Connection | None, symbol: str
+) -> dict[str, Any] | None:
     """The newest whole decision for ``symbol`` (as the decision names it: AAPL, 600519,
     BTCUSDT), with ``decided_at`` and ``source``; None when none is recorded."""
     wanted = symbol.strip().upper()
-    for decided_at, source, data in _candidates(conn, wanted):
+    for decided_at, source, data in _candidates(log, ledger, wanted):
         if str(data.get("symbol") or "").upper() == wanted and "rating" in data:
             return {**data, "decided_at": decided_at, "source": source}
     return None

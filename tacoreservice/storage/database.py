@@ -286,8 +286,10 @@ def _refuse_newer(version: int, known: int, where: str) -> None:
     if version > known:
         raise SchemaVersionError(
             f"database {where} has schema version {version}, but this TACoreService only knows "
-            f"versions up to {known}: it was written by a newer release. Upgrade TACoreService "
-            f"(pip install -U tacoreservice) or point DATABASE_PATH at another file."
+            f"versions up to {known}: it was written by a newer release, or it is the other "
+            f"of the service's two files (the ledger, DATABASE_PATH; the request log, "
+            f"TACORE_REQUEST_LOG_PATH). Upgrade TACoreService (pip install -U tacoreservice) or "
+            f"point that setting at another file."
         )
 
 

@@ -198,34 +198,57 @@ def _entry_row(
     )
 
 
-def adopt_legacy_rows(conn: sqlite3.Connection, ledger_path: str | Path) -> int:
+def _cutoff(retention_days: float) -> str:
+    """The stored time before which a row is past ``retention_days``."""
+    return (datetime.now(UTC) - timedelta(days=retention_days)).strftime(ISO_FORMAT)
+
+
+def adopt_legacy_rows(
+    conn: sqlite3.Connection, ledger_path: str | Path, since: str | None = None
+) -> int:
     """Move the ``request_logs`` rows a release before the split kept in the ledger file
-    into the log's file ``conn``; returns how many rows were new here.
+    into the log's file ``conn`` (only those created at or after ``since``: older ones are
+    past retention); returns how many rows were new here.
 
     The copy commits before the ledger's table is dropped, and a row already here is kept, so
-    a crash between the two steps only means the copy runs again at the next start.
+    a crash between the two steps only means the copy runs again at the next start, and two
+    writers doing it at once copy each row once. The ledger keeps the dropped table's pages
+    for its own later rows (``VACUUM`` it with the service stopped to give them back).
     """
     if is_in_memory(ledger_path) or not Path(ledger_path).expanduser().is_file():
         return 0
     open_database(ledger_path).close()  # a file still at version 4 renames its table now
+    columns = ", ".join((*_COLUMNS, "attempts", "updated_at"))
+    recent = "" if since is None else " WHERE created_at >= ?"
+    saved_isolation = conn.isolation_level
+    conn.isolation_level = None  # explicit transactions below
     conn.execute("ATTACH DATABASE ? AS ledger", (str(Path(ledger_path).expanduser()),))
+    moved = 0
     try:
-        found = conn.execute(
-            "SELECT 1 FROM ledger.sqlite_master WHERE type = 'table' "
-            "AND name = 'legacy_request_logs'"
-        ).fetchone()
-        if not found:
-            return 0
-        columns = ", ".join((*_COLUMNS, "attempts", "updated_at"))
-        with conn:
-            moved = conn.execute(
-                f"INSERT OR IGNORE INTO main.request_logs ({columns}) "
-                f"SELECT {columns} FROM ledger.legacy_request_logs ORDER BY rowid"
-            ).rowcount
-        with conn:
-            conn.execute("DROP TABLE ledger.legacy_request_logs")
+        # IMMEDIATE takes the write lock of both files before the table is looked for, so a
+        # second writer waits and then finds it gone (or copies nothing new).
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            found = conn.execute(
+                "SELECT 1 FROM ledger.sqlite_master WHERE type = 'table' "
+                "AND name = 'legacy_request_logs'"
+            ).fetchone()
+            if found:
+                moved = conn.execute(
+                    f"INSERT OR IGNORE INTO main.request_logs ({columns}) "
+                    f"SELECT {columns} FROM ledger.legacy_request_logs{recent} ORDER BY rowid",
+                    () if since is None else (since,),
+                ).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if found:  # only once the copy is durable
+            conn.execute("DROP TABLE IF EXISTS ledger.legacy_request_logs")
     finally:
         conn.execute("DETACH DATABASE ledger")
+        conn.isolation_level = saved_isolation
     if moved:
         log.info("request log: moved %d rows out of the ledger file %s", moved, ledger_path)
     return int(moved)
@@ -239,7 +262,7 @@ def purge_request_logs(conn: sqlite3.Connection, retention_days: float, chunk: i
     """
     if retention_days <= 0:
         return 0
-    cutoff = (datetime.now(UTC) - timedelta(days=retention_days)).strftime(ISO_FORMAT)
+    cutoff = _cutoff(retention_days)
     total = 0
     while True:
         with conn:
@@ -459,6 +482,11 @@ class RequestLogWriter:
     def _settled(self) -> int:
         return self._written + self._dropped + self._failed + self._shed
 
+    def open(self) -> bool:
+        """Open the file now (its schema, and the ledger's rows from before the split moved
+        in) instead of at the first batch; a failure is counted as a batch's would be."""
+        return self._ensure_conn() is not None
+
     # -- room on the disk ------------------------------------------------------------------
 
     def _shed_rows(self, entries: list[RequestLogEntry]) -> None:
@@ -513,10 +541,14 @@ class RequestLogWriter:
                 self._open_error = exc
                 self._note_error("cannot open database", exc)
                 return None
-            if self.ledger_path is not None:
+            if self.ledger_path is not None and not self.room.disk_low():
+                since = None
+                if self.settings.retention_days > 0:
+                    since = _cutoff(self.settings.retention_days)
                 try:
-                    adopt_legacy_rows(self._conn, self.ledger_path)
-                except sqlite3.Error as exc:  # tried again at the next start; nothing lost
+                    adopt_legacy_rows(self._conn, self.ledger_path, since)
+                except (sqlite3.Error, OSError, RuntimeError) as exc:
+                    # Tried again at the next start; the rows stay in the ledger meanwhile.
                     self._note_error("moving the ledger's old request_logs rows failed", exc)
         return self._conn
 

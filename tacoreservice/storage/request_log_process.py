@@ -92,11 +92,16 @@ def _already_written(db_path: Any, entries: list[RequestLogEntry]) -> set[tuple[
     with contextlib.closing(sqlite3.connect(str(db_path), timeout=30)) as conn:
         for i in range(0, len(ids), 500):
             part = ids[i : i + 500]
-            rows = conn.execute(
-                "SELECT request_id, created_at, updated_at FROM request_logs "
-                f"WHERE request_id IN ({','.join('?' * len(part))})",
-                part,
-            ).fetchall()
+            try:
+                rows = conn.execute(
+                    "SELECT request_id, created_at, updated_at FROM request_logs "
+                    f"WHERE request_id IN ({','.join('?' * len(part))})",
+                    part,
+                ).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise
+                return found  # no table, no row written
             for rid, created, updated in rows:
                 found.add((rid, created))
                 if updated:
@@ -230,10 +235,18 @@ def run(folder: Path, settings: Settings) -> int:
     if own_lock is None:
         log.error("another writer already drains %s", folder)
         return 1
+    # The file, its schema and the rows a release before the split kept in the ledger, before
+    # any replayed batch is looked up in it.
+    writer.open()
     cfg = settings.request_log
     interval = cfg.flush_interval_ms / 1000.0
     # Spools whose broker and writer both died: drain them first, they are the oldest rows.
-    for other in spools(folder.parent):
+    # Before the request log had a file of its own, spools lived beside the ledger.
+    before_split = spool_root(settings.database.path)
+    others = list(spools(folder.parent))
+    if before_split != folder.parent:
+        others += spools(before_split)
+    for other in others:
         if other == folder:
             continue
         locks = [try_lock(other / "writer.lock"), try_lock(other / "broker.lock")]
@@ -244,6 +257,9 @@ def run(folder: Path, settings: Settings) -> int:
         for lock in locks:
             if lock is not None:
                 lock.close()
+    if before_split != folder.parent:
+        with contextlib.suppress(OSError):
+            before_split.rmdir()  # only once no spool is left there
     drain = _Drain(folder, writer, settings.request_log_path, cfg.batch_size, interval)
     try:
         while not drain.closed:
@@ -297,7 +313,7 @@ class RequestLogProcess:
         self._held: list[bytes] = []
 
     def start(self) -> None:
-        self.spool = SpoolWriter(spool_root(self.settings.database.path))
+        self.spool = SpoolWriter(spool_root(self.settings.request_log_path))
         self._spawn()
 
     def _spawn(self) -> None:

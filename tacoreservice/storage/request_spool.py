@@ -22,7 +22,7 @@ What this guarantees, and the crash tests in ``tests/test_request_spool.py`` che
   ``synchronous=NORMAL``), when the disk refuses the append (counted as ``dropped``), or when
   the database keeps refusing a batch (given up after a few attempts, counted as ``failed``).
 
-Layout: ``<database>-spool/<broker pid>-<start ms>/`` holds ``broker.lock`` (held by the
+Layout: ``<request log's file>-spool/<broker pid>-<start ms>/`` holds ``broker.lock`` (held by the
 broker while it runs), ``writer.lock`` (held by its writer), segments ``seg-000001`` ... of at
 most :data:`SEGMENT_BYTES` each (the broker ends one with a marker and starts the next; the
 writer deletes a segment it has finished), ``progress.json`` (the writer's position and
@@ -68,7 +68,7 @@ END_OF_SPOOL = 2
 
 
 def spool_root(db_path: str | Path) -> Path:
-    """Where the spools of the brokers using ``db_path`` live."""
+    """Where the spools of the brokers writing the request log ``db_path`` live."""
     return Path(f"{Path(db_path).expanduser()}-spool")
 
 
