@@ -83,6 +83,7 @@ class Soak:
             workers=args.workers,
             REDIS_URL=redis_url,
             DATABASE_PATH=str(disk / "tacore.db"),
+            TACORE_DATABASE_RESERVE_BYTES=str(32 << 20),  # the default (the harness uses 1 MiB)
             TACORE_HEARTBEAT_INTERVAL_MS="500",
             TACORE_PLUGINS="",
         )

@@ -212,6 +212,9 @@ class DatabaseSettings(_Section):
     # file of its own (request_log.path), so a flood of logged requests can never fill the
     # disk under an order.
     path: str = "data/tacoreservice.db"
+    # Kept free for orders in a file beside the ledger, given up when the disk fills
+    # (storage/disk_reserve.py); 0: none.
+    reserve_bytes: int = Field(32 * 1024 * 1024, ge=0, le=1 << 40)
 
 
 class RequestLogSettings(_Section):
@@ -564,6 +567,7 @@ ENV_VARS: dict[str, str] = {
     "TACORESERVICE_LOG_LEVEL": "logging.level",
     "REDIS_URL": "cache.redis_url",
     "DATABASE_PATH": "database.path",
+    "TACORE_DATABASE_RESERVE_BYTES": "database.reserve_bytes",
     "WORKER_COUNT": "worker.count",
     "ZMQ_FRONTEND_PORT": "broker.frontend_port",
     "ZMQ_BACKEND_PORT": "broker.backend_port",

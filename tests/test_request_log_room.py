@@ -3,21 +3,16 @@ the disk runs low. Real SQLite files; the full disk is a real tmpfs (root only).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sqlite3
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tacoreservice.config import RequestLogSettings
 from tacoreservice.storage.database import open_request_log_database
 from tacoreservice.storage.log_room import request_log_bytes
 from tacoreservice.storage.request_log import RequestLogEntry, RequestLogWriter, utc_now_iso
+from tests.support.disk import fill_disk, small_disk
 from tests.support.service import ServiceProcesses
 
 
@@ -88,37 +83,8 @@ def test_a_low_disk_sheds_new_rows_and_frees_old_ones(tmp_path: Path) -> None:
     assert len(ids) <= 50 and stats["trimmed"] >= 50  # halved, to give the ledger room
 
 
-@contextlib.contextmanager
-def _small_disk(path: Path, megabytes: int) -> Iterator[Path]:
-    path.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def _fill(disk: Path, leave_bytes: int) -> Path:
-    filler = disk / "filler"
-    with open(filler, "wb") as f:
-        with contextlib.suppress(OSError):
-            while True:
-                f.write(b"\0" * (1 << 20))
-                f.flush()
-        f.truncate(max(0, f.tell() - leave_bytes))
-    return filler
-
-
-def test_on_a_nearly_full_disk_the_log_gives_way_and_orders_fill(tmp_path: Path) -> None:
-    with _small_disk(tmp_path / "disk", 64) as disk:
+def test_on_a_nearly_full_disk_the_log_gives_way_and_ordersfill_disk(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", 64) as disk:
         svc = ServiceProcesses(
             tmp_path,
             workers=1,
@@ -129,7 +95,7 @@ def test_on_a_nearly_full_disk_the_log_gives_way_and_orders_fill(tmp_path: Path)
         try:
             with svc.client(timeout_ms=20_000) as c:
                 c.call("get.market_data", {"symbol": "AAPL"})
-                filler = _fill(disk, leave_bytes=12 << 20)  # below the 24 MiB floor
+                filler = fill_disk(disk, leave_bytes=12 << 20)  # below the 24 MiB floor
                 time.sleep(1.5)  # the writer looks at the disk once a second
                 for _ in range(100):
                     c.call("get.market_data", {"symbol": "AAPL", "history": 50})
@@ -164,7 +130,7 @@ def test_on_a_nearly_full_disk_the_log_gives_way_and_orders_fill(tmp_path: Path)
 def test_the_log_in_a_file_of_its_own_on_a_full_disk_never_stops_an_order(
     tmp_path: Path,
 ) -> None:
-    with _small_disk(tmp_path / "logdisk", 16) as disk:
+    with small_disk(tmp_path / "logdisk", 16) as disk:
         log_path = disk / "requests.db"
         svc = ServiceProcesses(
             tmp_path,
@@ -180,7 +146,7 @@ def test_the_log_in_a_file_of_its_own_on_a_full_disk_never_stops_an_order(
                 while c.health(detailed=True)["request_log"]["written"] < 1:
                     assert time.monotonic() < deadline, "the log never wrote its first row"
                     time.sleep(0.1)
-                _fill(disk, leave_bytes=0)
+                fill_disk(disk, leave_bytes=0)
                 orders = [
                     c.call(
                         "execute.order",
@@ -210,3 +176,51 @@ def test_the_log_in_a_file_of_its_own_on_a_full_disk_never_stops_an_order(
         finally:
             ledger.close()
         assert "orders" in names and not {n for n in names if "request_logs" in n}, names
+
+
+def test_a_disk_filled_by_something_else_leaves_room_for_orders(tmp_path: Path) -> None:
+    # Not the log this time: another program takes every free byte at once. The ledger's
+    # reserve file is given up before the next order's transaction, and made again later.
+    with small_disk(tmp_path / "disk", 128) as disk:
+        svc = ServiceProcesses(
+            tmp_path,
+            workers=1,
+            DATABASE_PATH=str(disk / "tacore.db"),
+            TACORE_DATABASE_RESERVE_BYTES=str(16 << 20),
+            TACORE_REQUEST_LOG_MIN_FREE_BYTES=str(16 << 20),
+        )
+        reserve = disk / "tacore.db-reserve"
+        svc.start_main()
+        try:
+            with svc.client(timeout_ms=20_000) as c:
+                assert reserve.stat().st_size == 16 << 20  # made when the broker started
+                assert c.health()["storage"]["reserve"] == {
+                    "bytes": 16 << 20,
+                    "kept": True,
+                    "enabled": True,
+                }
+                filler = fill_disk(disk, leave_bytes=0)
+                orders = [
+                    c.call(
+                        "execute.order",
+                        {"symbol": "AAPL", "action": "buy", "quantity": 1, "order_type": "market"},
+                    )
+                    for _ in range(30)
+                ]
+                assert all(o["status"] == "filled" for o in orders), orders
+                assert not reserve.exists()
+                health = c.health()
+                assert health["storage"]["reserve"]["kept"] is False
+                assert health["storage"]["ok"] is True  # orders are still written
+                filler.unlink()
+                deadline = time.monotonic() + 30
+                while not reserve.exists():  # made again by a later order, at most every 10 s
+                    assert time.monotonic() < deadline, "the reserve was not made again"
+                    c.call(
+                        "execute.order",
+                        {"symbol": "AAPL", "action": "buy", "quantity": 1, "order_type": "market"},
+                    )
+                    time.sleep(0.5)
+                assert c.health()["storage"]["reserve"]["kept"] is True
+        finally:
+            svc.stop()

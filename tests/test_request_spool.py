@@ -19,7 +19,7 @@ import orjson
 import pytest
 import zmq
 
-from tacoreservice.config import Settings
+from tacoreservice.config import RequestLogSettings, Settings
 from tacoreservice.storage.request_log import RequestLogWriter
 from tacoreservice.storage.request_log_process import _Drain
 from tacoreservice.storage.request_spool import (
@@ -29,6 +29,7 @@ from tacoreservice.storage.request_spool import (
     encode_record,
     read_progress,
 )
+from tests.support.disk import fill_disk, small_disk
 from tests.support.service import ServiceProcesses, pid_alive
 
 # ---------------------------------------------------------------- the record format
@@ -91,8 +92,8 @@ def test_a_batch_replayed_after_a_writer_crash_is_not_counted_twice(
     writer = RequestLogWriter(db, Settings().request_log)
     commit = writer.write_batch
 
-    def commit_then_die(entries: list[Any]) -> bool:
-        commit(entries)
+    def commit_then_die(entries: list[Any], **kw: Any) -> bool:
+        commit(entries, **kw)
         raise _Killed
 
     monkeypatch.setattr(writer, "write_batch", commit_then_die)
@@ -283,3 +284,32 @@ def test_a_spool_left_by_a_dead_broker_and_writer_is_written_by_the_next(tmp_pat
         assert rows.keys() <= set(burst.sent) and set(rows.values()) == {1}
     finally:
         svc.stop()
+
+
+def test_a_full_disk_holds_the_writer_back_and_loses_nothing(tmp_path: Path) -> None:
+    # The note before a batch cannot be written: the batch goes back to the spool (no row
+    # written without its note, so a crash then could not write one twice) and the process
+    # lives on; once the disk has room, every record is written once.
+    with small_disk(tmp_path / "disk", 8) as disk:
+        db = disk / "log.db"
+        spool = SpoolWriter(disk / "spool")
+        for i in range(30):
+            spool.append(_record(i))
+        writer = RequestLogWriter(db, RequestLogSettings(min_free_bytes=0))  # no shedding
+        assert writer.open()
+        drain = _Drain(spool.folder, writer, db)
+        filler = fill_disk(disk, leave_bytes=0)
+        assert drain.drain() is False
+        assert drain.offset == 0 and not drain.batch
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM request_logs").fetchone() == (0,)
+        filler.unlink()
+        for i in range(30, 40):
+            spool.append(_record(i))
+        assert drain.drain() is True
+        writer.close()
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT COUNT(*), MAX(attempts) FROM request_logs").fetchone()
+        assert rows == (40, 1)
+        assert read_progress(spool.folder)["written"] == 40
+        spool.close()

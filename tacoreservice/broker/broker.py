@@ -69,6 +69,7 @@ from tacoreservice.security.redaction import BodyRedactor
 from tacoreservice.security.secrets import secret_values
 from tacoreservice.service.compat import health_fields
 from tacoreservice.service.time_limits import TimeLimits
+from tacoreservice.storage.disk_reserve import DiskReserve
 from tacoreservice.storage.file_watch import DatabaseWatch
 from tacoreservice.storage.request_log_process import RequestLogProcess
 
@@ -133,6 +134,7 @@ class Broker:
         self.pool = WorkerPool(cfg.heartbeat_expiry_s, cfg.credit)
         self.time_limits = TimeLimits.from_settings(settings.worker)
         self.storage: DatabaseWatch | None = None  # the database file as bound (health)
+        self.reserve: DiskReserve | None = None  # room kept for orders on the ledger's disk
         # Where the monitoring API's queries come in (service_runner gives it a private IPC
         # path when the API runs in its own process).
         self.monitor_endpoint = MONITOR_ENDPOINT
@@ -230,6 +232,11 @@ class Broker:
         self.jobs.open(time.monotonic())
         # The file just opened (created if new): the one the ledger and the jobs live in.
         self.storage = DatabaseWatch(self.settings.database.path)
+        db = self.settings.database
+        self.reserve = DiskReserve(
+            db.path, db.reserve_bytes, self.settings.request_log.min_free_bytes
+        )
+        self.reserve.before_write()  # made now when there is room, not at the first order
         # Prometheus state metrics come from a snapshot taken on the loop, at scrape time.
         self.telemetry.metrics.attach_snapshot(lambda: status.snapshot(self))
         poller = zmq.Poller()

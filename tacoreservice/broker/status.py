@@ -23,6 +23,7 @@ from tacoreservice.protocol.messages import utc_timestamp
 from tacoreservice.security.curve import RefusalLog
 from tacoreservice.security.guard import RequestGuard
 from tacoreservice.service.time_limits import TimeLimits
+from tacoreservice.storage.disk_reserve import DiskReserve
 from tacoreservice.storage.file_watch import DatabaseWatch
 
 __all__ = ["BrokerView", "describe_worker", "health", "snapshot", "timeseries"]
@@ -44,6 +45,7 @@ class BrokerView(Protocol):
     draining: bool
     time_limits: TimeLimits
     storage: DatabaseWatch | None
+    reserve: DiskReserve | None
 
 
 def health(b: BrokerView, detailed: bool = False, answering: bool = False) -> dict[str, Any]:
@@ -95,7 +97,12 @@ def health(b: BrokerView, detailed: bool = False, answering: bool = False) -> di
             "broker_stalls": stats["stalls"],
             "time_limits_hit": stats["time_limits_hit"],
         },
-        "storage": {"ok": storage_problem is None, "problem": storage_problem},
+        "storage": {
+            "ok": storage_problem is None,
+            "problem": storage_problem,
+            # kept False while enabled: the disk filled up and orders live on the reserve
+            "reserve": b.reserve.state() if b.reserve is not None else None,
+        },
         # The broker process's own CPU and memory; each worker's are in worker_list.
         "process": b.process_sampler.sample(),
     }

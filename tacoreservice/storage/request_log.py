@@ -382,11 +382,14 @@ class RequestLogWriter:
             if len(self._backlog) == self._batch_size:
                 self._cond.notify_all()
 
-    def write_batch(self, entries: list[RequestLogEntry]) -> bool:
+    def write_batch(self, entries: list[RequestLogEntry], disk_low: bool | None = None) -> bool:
         """Write ``entries`` on the calling thread, for a caller that is the writer itself
         (the request-log process, which has no broker loop to keep free): the same performance
         lines, retries, counters and retention as the thread, without the thread. True when
-        written, False when given up after ``max_attempts`` (counted in ``failed``).
+        written (or shed), False when given up after ``max_attempts`` (counted in ``failed``).
+
+        ``disk_low``: the caller already looked at the disk (and acted on what it saw), so the
+        rows are shed or written as it says; None looks now.
 
         Raises :class:`SchemaVersionError` when the file belongs to a newer release. Not for a
         writer whose thread was started.
@@ -400,7 +403,7 @@ class RequestLogWriter:
         with self._cond:
             self._recorded += len(entries)
         self._write_performance(entries)
-        if self.room.disk_low():
+        if self.room.disk_low() if disk_low is None else disk_low:
             self._shed_rows(entries)
             return True
         for attempt in range(1, self.max_attempts + 1):

@@ -143,6 +143,8 @@ class _Drain:
         self.batch_start = self.offset  # offset of the batch's first record in the segment
         self.first_at = 0.0
         self.closed = False
+        self.stalled = False  # the last write could not be noted: the batch went back
+        self._save_failed_at = -60.0
 
     def read(self) -> int:
         """Take in what was appended since the last read: the number of records (a marker
@@ -161,26 +163,43 @@ class _Drain:
         self.batch.extend(_entry(r, self.folder, self.segment) for r in records)
         self.offset += used
         if marker:
-            self.write()  # everything before the marker, then act on it
+            if not self.write():  # everything before the marker, then act on it
+                return 0
             if marker == END_OF_SEGMENT:
                 self.segment, self.offset, self.replay_to = self.segment + 1, 0, 0
-                self._note()
-                with contextlib.suppress(OSError):
-                    path.unlink()
+                if self._note():  # else the next writer may still need the segment
+                    with contextlib.suppress(OSError):
+                        path.unlink()
             else:
                 self.closed = True
             return len(records) + 1
-        if self.batch and (
+        due = self.batch and (
             len(self.batch) >= self.batch_size
             or time.monotonic() - self.first_at >= self.interval_s
-        ):
-            self.write()
+        )
+        if due and not self.write():
+            return 0
         return len(records)
 
-    def write(self) -> None:
-        """Write the batch (its records up to ``offset``), then note ``offset`` as done."""
+    def write(self) -> bool:
+        """Write the batch (its records up to ``offset``), then note ``offset`` as done.
+
+        False when the disk cannot take the note that must come before the rows (a full disk):
+        the batch is then given back to the spool, to be read again, and nothing is written.
+        """
         entries, self.batch = self.batch, []
         if entries:
+            # Rows shed on a low disk are not written, so they need no note before.
+            disk_low = self.writer.room.disk_low()
+            if not disk_low:
+                # Noted before the transaction: if this process dies between the commit and
+                # the note below, the next writer knows which records to look up.
+                self.progress["writing"] = self.offset
+                if not self._save():
+                    self.progress.pop("writing", None)
+                    self.offset = self.batch_start
+                    self.stalled = True
+                    return False
             skipped = 0
             if self.batch_start < self.replay_to:
                 done = _already_written(self.db_path, entries)
@@ -188,29 +207,40 @@ class _Drain:
                 skipped, entries = len(entries) - len(fresh), fresh
             before = self.writer.stats()
             if entries:
-                # Noted before the transaction: if this process dies between the commit and
-                # the note below, the next writer knows which records to look up.
-                self.progress["writing"] = self.offset
-                write_progress(self.folder, self.progress)
-                self.writer.write_batch(entries)
+                self.writer.write_batch(entries, disk_low=disk_low)
             after = self.writer.stats()
             for key in _TOTALS:
                 self.progress[key] = self.progress.get(key, 0) + after[key] - before[key]
             self.progress["written"] += skipped  # rows the writer before this one wrote
             self.progress["last_error"] = after["last_error"]
             self.progress["last_error_at"] = after["last_error_at"]
+        self.stalled = False
         self._note()
+        return True
 
-    def _note(self) -> None:
+    def _note(self) -> bool:
         self.progress.pop("writing", None)
         self.progress.update(segment=self.segment, offset=self.offset)
-        write_progress(self.folder, self.progress)
+        # A note that fails leaves the last one in place, which is safe: it is older, and
+        # names the batch it was written for if that batch was not noted as done.
+        return self._save()
 
-    def drain(self) -> None:
-        """Everything there is, now."""
+    def _save(self) -> bool:
+        try:
+            write_progress(self.folder, self.progress)
+        except OSError as exc:
+            now = time.monotonic()
+            if now - self._save_failed_at >= 60.0:
+                self._save_failed_at = now
+                log.warning("request log: cannot note progress in %s: %s", self.folder, exc)
+            return False
+        return True
+
+    def drain(self) -> bool:
+        """Everything there is, now; False when the disk stopped it (the rest stays)."""
         while self.read():
             pass
-        self.write()
+        return self.write() and not self.stalled
 
 
 def _broker_gone(folder: Path) -> bool:
@@ -252,8 +282,8 @@ def run(folder: Path, settings: Settings) -> int:
         locks = [try_lock(other / "writer.lock"), try_lock(other / "broker.lock")]
         if all(lock is not None for lock in locks):
             log.warning("request log: writing the rows of an abandoned spool (%s)", other.name)
-            _Drain(other, writer, settings.request_log_path, cfg.batch_size, interval).drain()
-            shutil.rmtree(other, ignore_errors=True)
+            if _Drain(other, writer, settings.request_log_path, cfg.batch_size, interval).drain():
+                shutil.rmtree(other, ignore_errors=True)
         for lock in locks:
             if lock is not None:
                 lock.close()
@@ -261,6 +291,7 @@ def run(folder: Path, settings: Settings) -> int:
         with contextlib.suppress(OSError):
             before_split.rmdir()  # only once no spool is left there
     drain = _Drain(folder, writer, settings.request_log_path, cfg.batch_size, interval)
+    drained = True
     try:
         while not drain.closed:
             if drain.read():
@@ -271,11 +302,14 @@ def run(folder: Path, settings: Settings) -> int:
                 time.sleep(max(0.0, min(interval, drain.first_at + interval - time.monotonic())))
                 continue
             if _broker_gone(folder):
-                drain.drain()  # whatever it appended before it died
+                drained = drain.drain()  # whatever it appended before it died
                 break
             time.sleep(interval)
     finally:
         writer.close()
+    if not drained:  # a full disk: the next writer finds it as an abandoned spool
+        log.warning("request log: %s is left for the next writer (the disk is full)", folder)
+        return 0
     shutil.rmtree(folder, ignore_errors=True)
     with contextlib.suppress(OSError):
         folder.parent.rmdir()  # the last spool of this database: leave no empty folder

@@ -107,7 +107,12 @@ def load_broker_adapter(
         from tacoreservice.trading.ledger import ledger_for
         from tacoreservice.trading.paper_broker import PaperBroker
 
-        return PaperBroker(ledger_for(settings.database.path), market_data, settings.trading)
+        ledger = ledger_for(
+            settings.database.path,
+            settings.database.reserve_bytes,
+            keep_free=settings.request_log.min_free_bytes,
+        )
+        return PaperBroker(ledger, market_data, settings.trading)
     if key == "ccxt":
         return CcxtBroker(market_data)
     raise ServiceError(

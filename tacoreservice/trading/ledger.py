@@ -33,6 +33,7 @@ import orjson
 from tacoreservice.protocol.errors import ErrorCode, ServiceError
 from tacoreservice.protocol.messages import utc_timestamp
 from tacoreservice.storage.database import BUSY_TIMEOUT_MS, open_database
+from tacoreservice.storage.disk_reserve import DiskReserve
 from tacoreservice.storage.file_watch import DatabaseWatch, storage_error
 
 __all__ = ["Account", "Ledger", "OrderRecord", "Position", "ledger_for"]
@@ -137,11 +138,13 @@ def _fill(row: tuple[Any, ...]) -> dict[str, Any]:
 class Ledger:
     """One connection to the ledger tables, used from one thread."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, reserve: DiskReserve | None = None):
         self.conn: sqlite3.Connection = open_database(path)
         # Explicit BEGIN/COMMIT below; the sqlite3 module must not open transactions itself.
         self.conn.isolation_level = None
         self.watch = DatabaseWatch(path)  # a file deleted or replaced under us: refuse writes
+        # Room on the disk for orders when something else fills it.
+        self.reserve = reserve if reserve is not None else DiskReserve(path, 0)
 
     def close(self) -> None:
         self.conn.close()
@@ -157,6 +160,7 @@ class Ledger:
         retry with the same request_id is safe.
         """
         self.watch.check("the paper ledger")
+        self.reserve.before_write()
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -461,13 +465,14 @@ class Ledger:
 _local = threading.local()
 
 
-def ledger_for(path: str | Path) -> Ledger:
-    """This thread's ledger connection to the database at ``path`` (opened on first use)."""
+def ledger_for(path: str | Path, reserve_bytes: int = 0, keep_free: int = 0) -> Ledger:
+    """This thread's ledger connection to the database at ``path`` (opened on first use),
+    keeping ``reserve_bytes`` for it on the disk (:class:`DiskReserve`)."""
     ledgers: dict[str, Ledger] | None = getattr(_local, "ledgers", None)
     if ledgers is None:
         ledgers = _local.ledgers = {}
     key = str(Path(path).expanduser().resolve()) if str(path) != ":memory:" else ":memory:"
     ledger = ledgers.get(key)
     if ledger is None:
-        ledger = ledgers[key] = Ledger(path)
+        ledger = ledgers[key] = Ledger(path, DiskReserve(path, reserve_bytes, keep_free))
     return ledger

@@ -65,6 +65,8 @@ class ServiceProcesses:
                 "TACORE_LOG_DIR": str(tmp / "logs"),
                 "TACORE_HEARTBEAT_INTERVAL_MS": "250",
                 "TACORE_CONFIG": str(REPO / "config" / "config.yaml"),
+                # 1 MiB, not 32, beside each of the suite's hundreds of databases.
+                "TACORE_DATABASE_RESERVE_BYTES": str(1 << 20),
             }
         )
         self.env.update({k: str(v) for k, v in env.items()})
