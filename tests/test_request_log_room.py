@@ -3,11 +3,14 @@ the disk runs low. Real SQLite files; the full disk is a real tmpfs (root only).
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
+from tacoreservice.client import TACoreClient
 from tacoreservice.config import RequestLogSettings
 from tacoreservice.storage.database import open_request_log_database
 from tacoreservice.storage.log_room import request_log_bytes
@@ -30,6 +33,12 @@ def _entries(n: int, body_bytes: int, tag: str) -> list[RequestLogEntry]:
         )
         for i in range(n)
     ]
+
+
+def _buy_one(c: TACoreClient) -> dict[str, Any]:
+    return c.call(
+        "execute.order", {"symbol": "AAPL", "action": "buy", "quantity": 1, "order_type": "market"}
+    )
 
 
 def _ids(db: Path) -> list[str]:
@@ -83,7 +92,31 @@ def test_a_low_disk_sheds_new_rows_and_frees_old_ones(tmp_path: Path) -> None:
     assert len(ids) <= 50 and stats["trimmed"] >= 50  # halved, to give the ledger room
 
 
-def test_on_a_nearly_full_disk_the_log_gives_way_and_ordersfill_disk(tmp_path: Path) -> None:
+def test_a_nearly_full_disk_gets_the_log_pages_back_a_step_at_a_time(tmp_path: Path) -> None:
+    # 40 MB of rows, then the disk filled to its last 2 MiB: half the rows go, and their pages
+    # reach the file system through a WAL that never needs more than a step's room.
+    with small_disk(tmp_path / "disk", 64) as disk:
+        db = disk / "log.db"
+        roomy = RequestLogWriter(db, RequestLogSettings(min_free_bytes=0, max_bytes=0))
+        for batch in range(10):
+            assert roomy.write_batch(_entries(250, 8_000, f"b{batch}"))
+        roomy.close()
+        size_before = db.stat().st_size
+        assert size_before > 35_000_000
+        filler = fill_disk(disk, leave_bytes=2 << 20)
+        free_before = shutil.disk_usage(disk).free
+        low = RequestLogWriter(db, RequestLogSettings(min_free_bytes=16 << 20))
+        assert low.write_batch(_entries(10, 8_000, "new"))
+        stats = low.stats()
+        assert stats["shed"] == 10 and stats["trimmed"] >= 1_000, repr(stats)
+        assert stats["errors"] == 0, stats["last_error"]
+        assert db.stat().st_size < 0.7 * size_before
+        assert shutil.disk_usage(disk).free > free_before + 10_000_000
+        low.close()
+        filler.unlink()
+
+
+def test_on_a_nearly_full_disk_the_log_gives_way_and_orders_fill(tmp_path: Path) -> None:
     with small_disk(tmp_path / "disk", 64) as disk:
         svc = ServiceProcesses(
             tmp_path,
@@ -99,10 +132,7 @@ def test_on_a_nearly_full_disk_the_log_gives_way_and_ordersfill_disk(tmp_path: P
                 time.sleep(1.5)  # the writer looks at the disk once a second
                 for _ in range(100):
                     c.call("get.market_data", {"symbol": "AAPL", "history": 50})
-                order = c.call(
-                    "execute.order",
-                    {"symbol": "AAPL", "action": "buy", "quantity": 1, "order_type": "market"},
-                )
+                order = _buy_one(c)
                 assert order["status"] == "filled"
                 deadline = time.monotonic() + 30
                 log: dict = {}
@@ -147,13 +177,7 @@ def test_the_log_in_a_file_of_its_own_on_a_full_disk_never_stops_an_order(
                     assert time.monotonic() < deadline, "the log never wrote its first row"
                     time.sleep(0.1)
                 fill_disk(disk, leave_bytes=0)
-                orders = [
-                    c.call(
-                        "execute.order",
-                        {"symbol": "AAPL", "action": "buy", "quantity": 1, "order_type": "market"},
-                    )
-                    for _ in range(20)
-                ]
+                orders = [_buy_one(c) for _ in range(20)]
                 assert all(o["status"] == "filled" for o in orders), orders
                 assert len(c.call("order.list", {})["orders"]) == 20
                 for _ in range(50):
@@ -200,13 +224,7 @@ def test_a_disk_filled_by_something_else_leaves_room_for_orders(tmp_path: Path) 
                     "enabled": True,
                 }
                 filler = fill_disk(disk, leave_bytes=0)
-                orders = [
-                    c.call(
-                        "execute.order",
-                        {"symbol": "AAPL", "action": "buy", "quantity": 1, "order_type": "market"},
-                    )
-                    for _ in range(30)
-                ]
+                orders = [_buy_one(c) for _ in range(30)]
                 assert all(o["status"] == "filled" for o in orders), orders
                 assert not reserve.exists()
                 health = c.health()
@@ -216,10 +234,7 @@ def test_a_disk_filled_by_something_else_leaves_room_for_orders(tmp_path: Path) 
                 deadline = time.monotonic() + 30
                 while not reserve.exists():  # made again by a later order, at most every 10 s
                     assert time.monotonic() < deadline, "the reserve was not made again"
-                    c.call(
-                        "execute.order",
-                        {"symbol": "AAPL", "action": "buy", "quantity": 1, "order_type": "market"},
-                    )
+                    _buy_one(c)
                     time.sleep(0.5)
                 assert c.health()["storage"]["reserve"]["kept"] is True
         finally:

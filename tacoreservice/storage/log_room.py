@@ -9,7 +9,8 @@ second. Now it has a file of its own (``request_log.path``), and:
   are reused by later rows, so the file stops growing);
 - below ``request_log.min_free_bytes`` of free disk, new rows are shed (the writer counts them)
   and half the old ones deleted, their pages given back to the disk (the file is made with
-  incremental auto-vacuum, and its WAL truncated), where the ledger can use them.
+  incremental auto-vacuum), where the ledger can use them. That is done in small steps, each
+  through a WAL emptied before the next, because a nearly full disk has no room for more.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from tacoreservice.config import RequestLogSettings, is_in_memory
 __all__ = ["LogRoom", "request_log_bytes"]
 
 log = logging.getLogger("tacoreservice.request_log")
+
+_STEP_PAGES = 256  # pages handed back to the disk per step (1 MiB of 4 KiB pages)
+_STEP_ROWS = 1000  # rows deleted per transaction on a low disk
+_GIVE_BACK_BUDGET_S = 1.0  # of one trim; the rest waits for the next (2 s later)
 
 
 def request_log_bytes(conn: sqlite3.Connection) -> int:
@@ -78,11 +83,15 @@ class LogRoom:
 
     def trim(self, conn: sqlite3.Connection, disk_low: bool = False) -> int:
         """Delete the oldest rows beyond ``max_bytes`` (looked at every 10 s), or, with
-        ``disk_low``, half of them (at most every 2 s); returns how many were deleted."""
+        ``disk_low``, half of them (at most every 2 s), giving their pages back to the disk;
+        returns how many were deleted."""
         now = time.monotonic()
         if now < self.next_check:
             return 0
         self.next_check = now + (2.0 if disk_low else 10.0)
+        deadline = now + _GIVE_BACK_BUDGET_S
+        if disk_low:
+            self._give_back(conn, deadline)  # pages an earlier trim freed, first
         cap = self.settings.max_bytes
         if not disk_low and cap <= 0:
             return 0
@@ -92,20 +101,24 @@ class LogRoom:
             return 0
         rows = int(conn.execute("SELECT COUNT(*) FROM request_logs").fetchone()[0])
         excess = max(1, math.ceil(rows * (size - target) / size))
-        with conn:
-            removed = int(
-                conn.execute(
-                    "DELETE FROM request_logs WHERE rowid IN (SELECT rowid FROM request_logs "
-                    "ORDER BY created_at LIMIT ?)",
-                    (excess,),
-                ).rowcount
-            )
-        if disk_low:
-            # Free pages back to the file system: the vacuum shrinks the file at the
-            # checkpoint, and TRUNCATE leaves no WAL behind. (execute() would step the
-            # vacuum once, freeing one page; executescript runs it to the end.)
-            conn.executescript("PRAGMA incremental_vacuum;")
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        # On a low disk in small transactions, each followed by a give-back: the WAL then
+        # never needs much more than one step's room, which a nearly full disk still has.
+        step = _STEP_ROWS if disk_low else excess
+        removed = 0
+        while removed < excess:
+            with conn:
+                deleted = int(
+                    conn.execute(
+                        "DELETE FROM request_logs WHERE rowid IN (SELECT rowid FROM "
+                        "request_logs ORDER BY created_at LIMIT ?)",
+                        (min(step, excess - removed),),
+                    ).rowcount
+                )
+            removed += deleted
+            if deleted == 0:
+                break
+            if disk_low:
+                self._give_back(conn, deadline)
         log.info(
             "request log: deleted the %d oldest rows (%s; %d bytes of rows, target %d)",
             removed,
@@ -114,3 +127,26 @@ class LogRoom:
             target,
         )
         return removed
+
+    def _give_back(self, conn: sqlite3.Connection, deadline: float) -> int:
+        """Hand the file's free pages back to the file system, a step of ``_STEP_PAGES`` at a
+        time, until ``deadline``; returns how many pages went back.
+
+        Each step's moved pages pass through the WAL, which a TRUNCATE checkpoint empties
+        before the next step: so this needs about one step of free disk (1 MiB), where a
+        single ``incremental_vacuum`` of a large file would need room for all the pages it
+        moves, and fail for want of it on exactly the disk it is meant to relieve.
+        """
+        given = 0
+        while time.monotonic() < deadline:
+            free_pages = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+            if free_pages == 0:
+                break
+            pages = min(free_pages, _STEP_PAGES)
+            # execute() would step the vacuum once (one page); executescript runs it through.
+            conn.executescript(f"PRAGMA incremental_vacuum({pages});")
+            given += pages
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            if busy:  # a reader still uses the WAL: go on at the next trim
+                break
+        return given
