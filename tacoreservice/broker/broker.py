@@ -232,10 +232,7 @@ class Broker:
         self.jobs.open(time.monotonic())
         # The file just opened (created if new): the one the ledger and the jobs live in.
         self.storage = DatabaseWatch(self.settings.database.path)
-        db = self.settings.database
-        self.reserve = DiskReserve(
-            db.path, db.reserve_bytes, self.settings.request_log.min_free_bytes
-        )
+        self.reserve = DiskReserve.from_settings(self.settings)
         self.reserve.before_write()  # made now when there is room, not at the first order
         # Prometheus state metrics come from a snapshot taken on the loop, at scrape time.
         self.telemetry.metrics.attach_snapshot(lambda: status.snapshot(self))

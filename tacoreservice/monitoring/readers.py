@@ -1,6 +1,7 @@
 """What the monitoring API reads from the service's SQLite files (the ledger for jobs, the
-request log for requests and decisions), with a short-lived read-only connection per call (nothing here shares a handle with the broker thread), and the shapes the
-dashboard reads: request-log items, jobs with their timing, failure groups, decisions.
+request log for requests, both for decisions), with a short-lived read-only connection per
+call (nothing here shares a handle with the broker thread), and the shapes the dashboard
+reads: request-log items, jobs with their timing, failure groups, decisions.
 """
 
 from __future__ import annotations
@@ -112,9 +113,8 @@ class Database:
         self.ledger_path = ledger_path
         self.log_path = log_path
 
-    def connect(self, path: str | None = None) -> sqlite3.Connection:
-        """A read-only connection to the request log, or to ``path``."""
-        path = self.log_path if path is None else path
+    def connect(self, path: str) -> sqlite3.Connection:
+        """A read-only connection to ``path`` (the ledger or the request log)."""
         if not Path(path).is_file():
             raise ApiError(503, "DATA_UNAVAILABLE", f"database {path} does not exist yet")
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)

@@ -9,8 +9,8 @@ file beside it, ``NAME-reserve``. Before each write transaction they look at the
 its room is the ledger's; once the disk has room for the reserve and the request log's floor
 (``request_log.min_free_bytes``) again, it is made again (at most every 10 s).
 
-A reserve that is gone is counted and visible (``health.check``'s ``storage.reserve``): the
-disk filled up, and orders are living on the reserve until someone makes room.
+A reserve that is gone is visible (``health.check``'s ``storage.reserve``): the disk filled
+up, and orders are living on the reserve until someone makes room.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
-from tacoreservice.config import is_in_memory
+from tacoreservice.config import Settings, is_in_memory
 
 __all__ = ["RELEASE_BELOW", "DiskReserve", "reserve_path"]
 
@@ -42,16 +43,21 @@ class DiskReserve:
     def __init__(self, ledger_path: str | Path, size: int, keep_free: int = 0):
         self.size = size
         self.keep_free = keep_free
-        self.enabled = size > 0 and not is_in_memory(ledger_path)
-        self.path = reserve_path(ledger_path) if self.enabled else None
-        self.released = 0  # times this writer gave the reserve up
+        # None: no reserve (size 0, or a database in memory).
+        enabled = size > 0 and not is_in_memory(ledger_path)
+        self.path = reserve_path(ledger_path) if enabled else None
         self._next_make = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DiskReserve:
+        """The reserve the settings ask for, made again only above the request log's floor."""
+        db = settings.database
+        return cls(db.path, db.reserve_bytes, settings.request_log.min_free_bytes)
 
     def _free(self) -> int | None:
         assert self.path is not None
         try:
-            st = os.statvfs(self.path.parent)
-            return st.f_bavail * st.f_frsize
+            return shutil.disk_usage(self.path.parent).free
         except OSError:
             return None
 
@@ -65,7 +71,6 @@ class DiskReserve:
         if free < RELEASE_BELOW:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-                self.released += 1
                 log.warning(
                     "the disk under %s had %d bytes free: its %d-byte reserve is given up so "
                     "that orders can be written; make room on that disk",

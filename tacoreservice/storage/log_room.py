@@ -128,16 +128,15 @@ class LogRoom:
         )
         return removed
 
-    def _give_back(self, conn: sqlite3.Connection, deadline: float) -> int:
+    def _give_back(self, conn: sqlite3.Connection, deadline: float) -> None:
         """Hand the file's free pages back to the file system, a step of ``_STEP_PAGES`` at a
-        time, until ``deadline``; returns how many pages went back.
+        time, until ``deadline``.
 
         Each step's moved pages pass through the WAL, which a TRUNCATE checkpoint empties
         before the next step: so this needs about one step of free disk (1 MiB), where a
         single ``incremental_vacuum`` of a large file would need room for all the pages it
         moves, and fail for want of it on exactly the disk it is meant to relieve.
         """
-        given = 0
         while time.monotonic() < deadline:
             free_pages = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
             if free_pages == 0:
@@ -145,8 +144,6 @@ class LogRoom:
             pages = min(free_pages, _STEP_PAGES)
             # execute() would step the vacuum once (one page); executescript runs it through.
             conn.executescript(f"PRAGMA incremental_vacuum({pages});")
-            given += pages
             busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
             if busy:  # a reader still uses the WAL: go on at the next trim
                 break
-        return given

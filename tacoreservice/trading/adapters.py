@@ -104,14 +104,11 @@ def load_broker_adapter(
 
         market_data = load_provider(settings.market_data)
     if key == "paper":
+        from tacoreservice.storage.disk_reserve import DiskReserve
         from tacoreservice.trading.ledger import ledger_for
         from tacoreservice.trading.paper_broker import PaperBroker
 
-        ledger = ledger_for(
-            settings.database.path,
-            settings.database.reserve_bytes,
-            keep_free=settings.request_log.min_free_bytes,
-        )
+        ledger = ledger_for(settings.database.path, DiskReserve.from_settings(settings))
         return PaperBroker(ledger, market_data, settings.trading)
     if key == "ccxt":
         return CcxtBroker(market_data)

@@ -465,14 +465,14 @@ class Ledger:
 _local = threading.local()
 
 
-def ledger_for(path: str | Path, reserve_bytes: int = 0, keep_free: int = 0) -> Ledger:
+def ledger_for(path: str | Path, reserve: DiskReserve | None = None) -> Ledger:
     """This thread's ledger connection to the database at ``path`` (opened on first use),
-    keeping ``reserve_bytes`` for it on the disk (:class:`DiskReserve`)."""
+    keeping ``reserve`` for it on the disk (none by default)."""
     ledgers: dict[str, Ledger] | None = getattr(_local, "ledgers", None)
     if ledgers is None:
         ledgers = _local.ledgers = {}
     key = str(Path(path).expanduser().resolve()) if str(path) != ":memory:" else ":memory:"
     ledger = ledgers.get(key)
     if ledger is None:
-        ledger = ledgers[key] = Ledger(path, DiskReserve(path, reserve_bytes, keep_free))
+        ledger = ledgers[key] = Ledger(path, reserve)
     return ledger
