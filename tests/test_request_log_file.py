@@ -75,6 +75,33 @@ def test_the_log_sits_beside_the_ledger_unless_told_otherwise(tmp_path: Path) ->
     assert Settings(database={"path": ":memory:"}).request_log_path == ":memory:"
 
 
+def _page_size(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("PRAGMA page_size").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_a_new_log_file_has_large_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    # 16 KiB pages: rows of a KiB or two each write less per row (BENCHMARKS.md). A file made
+    # by an earlier release stays as it is (a page size changes only with a VACUUM).
+    new = tmp_path / "new-requests.db"
+    open_request_log_database(new).close()
+    assert _page_size(new) == 16 * 1024
+    old = tmp_path / "old-requests.db"
+    conn = sqlite3.connect(old)
+    conn.execute("PRAGMA page_size = 4096")
+    conn.execute("CREATE TABLE t (x)")  # made: its page size is fixed now
+    conn.close()
+    open_request_log_database(old).close()
+    assert _page_size(old) == 4096
+    # The ledger keeps SQLite's default.
+    ledger = tmp_path / "ledger.db"
+    open_database(ledger).close()
+    assert _page_size(ledger) == 4096
+
+
 @pytest.mark.parametrize("spelling", ["{d}/x.db", "{d}/../{n}/x.db", "{d}/./x.db", "link/x.db"])
 def test_the_log_may_not_be_the_ledger_under_any_spelling(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spelling: str

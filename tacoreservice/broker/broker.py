@@ -5,9 +5,9 @@ promises (DESIGN.md, "Reliability"):
 
 - admission: a request is parsed, checked (security guard, known method, bounded queue:
   past ``max_queue_size`` waiting requests OVERLOADED at once) and queued, or refused at once;
-- dispatch: idle workers first, least recently used first; when none is idle, a worker whose
-  running request is known to be quick may take one more (``broker.credit``), so it starts
-  that one without waiting a broker round trip (see worker_pool.py);
+- dispatch: idle workers first, least recently used first; when none is idle, a worker holding
+  fewer than ``broker.credit`` requests, all known to be quick, may take one more, so it
+  starts that one without waiting a broker round trip (see worker_pool.py);
 - a worker that dies or is evicted (supervisor notice, DISCONNECT, missed heartbeats) has
   every request it held re-dispatched, running or waiting alike, up to ``max_redispatch``
   times, then the client gets WORKER_LOST (a request that kills every worker it touches must
@@ -39,19 +39,20 @@ from typing import Any
 import orjson
 import zmq
 
-from tacoreservice.broker import status
-from tacoreservice.broker.job_lane import JOB_METHODS, JobLane
+from tacoreservice.broker import admission, status
+from tacoreservice.broker.admission import BROKER_ID, BROKER_METHODS
+from tacoreservice.broker.job_lane import JobLane
 from tacoreservice.broker.pending import CONFLICT, JOINED, Pending, PendingTable, WaitQueue
+from tacoreservice.broker.side_channels import CONTROL_ENDPOINT, SideChannels
 from tacoreservice.broker.telemetry import Telemetry
 from tacoreservice.broker.worker_pool import WorkerPool, WorkerRecord
 from tacoreservice.config import Settings
-from tacoreservice.monitoring.bridge import MONITOR_ENDPOINT, QUERIES
+from tacoreservice.monitoring.bridge import MONITOR_ENDPOINT
 from tacoreservice.monitoring.process_stats import ProcessSampler
 from tacoreservice.protocol import worker_protocol as wp
 from tacoreservice.protocol.errors import (
     ErrorCode,
     ServiceError,
-    did_you_mean,
     is_client_error,
 )
 from tacoreservice.protocol.messages import (
@@ -77,9 +78,6 @@ __all__ = ["Broker", "CONTROL_ENDPOINT"]
 
 log = logging.getLogger("tacoreservice.broker")
 
-CONTROL_ENDPOINT = "inproc://tacore-broker-control"
-BROKER_ID = "broker"
-_BROKER_METHODS = frozenset({"health.check", *JOB_METHODS})
 _DRAIN_BATCH = 256  # messages read per socket per loop turn: amortises poll() cost
 # Plain ints: pyzmq's enum wrappers cost more than the socket calls on the hot path.
 _EVENTS = int(zmq.EVENTS)
@@ -88,31 +86,6 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
 # How fast a method's typical processing time follows new replies (exponential average).
 _COST_WEIGHT = 0.2
-
-
-_SHUTTING_DOWN = "the broker is shutting down; retry on another broker or in a moment"
-_TOO_DEEP = "params are nested too deeply (more than 255 levels)"
-
-
-def _reused(req: ClientRequest) -> str:
-    return (
-        f"request_id {req.request_id!r} is already used by a different request; use a fresh "
-        "request_id per request (retries reuse it with the same content)"
-    )
-
-
-def _unframed(content: list[bytes], limit: int) -> RequestRejected:
-    """The refusal of a message that is not one frame of at most ``limit`` bytes."""
-    if len(content) != 1:
-        return RequestRejected(
-            ErrorCode.INVALID_REQUEST,
-            f"expected exactly one frame holding a JSON object, got {len(content)} frames",
-        )
-    return RequestRejected(
-        ErrorCode.PAYLOAD_TOO_LARGE,
-        f"request is {len(content[0])} bytes; the limit is {limit} "
-        "(broker.max_message_bytes / TACORE_MAX_MESSAGE_BYTES)",
-    )
 
 
 def _recv_with_user_id(sock: zmq.Socket) -> tuple[list[bytes], str | None]:
@@ -178,8 +151,6 @@ class Broker:
         cfg = self.cfg
         self.frontend = self.ctx.socket(zmq.ROUTER)
         self.backend = self.ctx.socket(zmq.ROUTER)
-        self.control = self.ctx.socket(zmq.PAIR)
-        self.monitor = self.ctx.socket(zmq.ROUTER)
         for sock in (self.frontend, self.backend):
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -193,14 +164,11 @@ class Broker:
         self.backend.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.frontend.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_bytes * 4)
         self.backend.setsockopt(zmq.MAXMSGSIZE, max(cfg.max_message_bytes * 16, 64 * 1024 * 1024))
-        self.control.setsockopt(zmq.LINGER, 0)
-        self.monitor.setsockopt(zmq.LINGER, 0)
         if self.curve is not None:
             self.curve.secure(self.ctx, self.frontend, self.backend)
         self.frontend.bind(cfg.frontend_endpoint)
         self.backend.bind(cfg.backend_endpoint)
-        self.control.bind(CONTROL_ENDPOINT)
-        self.monitor.bind(self.monitor_endpoint)
+        self.side = SideChannels(self.ctx, self.monitor_endpoint)
         self._bound = True
         log.info(
             "broker listening: frontend %s, backend %s (security: %s)",
@@ -210,8 +178,9 @@ class Broker:
         )
 
     def close(self) -> None:
-        for sock in (self.frontend, self.backend, self.control, self.monitor):
+        for sock in (self.frontend, self.backend):
             sock.close(linger=0)
+        self.side.close()
         if self.curve is not None:
             self.curve.close()
         self.jobs.close()
@@ -237,7 +206,8 @@ class Broker:
         # Prometheus state metrics come from a snapshot taken on the loop, at scrape time.
         self.telemetry.metrics.attach_snapshot(lambda: status.snapshot(self))
         poller = zmq.Poller()
-        for sock in (self.backend, self.frontend, self.control, self.monitor):
+        control, monitor = self.side.sockets
+        for sock in (self.backend, self.frontend, control, monitor):
             poller.register(sock, zmq.POLLIN)
         curve = self.curve
         for monitor_socket in curve.monitors if curve is not None else ():
@@ -270,10 +240,10 @@ class Broker:
                 if self.frontend in events:
                     self._drain(self.frontend, self._on_client_message, "client")
                     self._deliver()
-                if self.control in events:
+                if control in events:
                     self._handle_control()
-                if self.monitor in events:
-                    self._handle_monitor()
+                if monitor in events:
+                    self.side.answer_monitor(self)
                 if curve is not None and events:
                     curve.read_handshake_events(events)
                 now = time.monotonic()
@@ -332,21 +302,12 @@ class Broker:
     # ------------------------------------------------------------------ admission
 
     def _on_client_message(self, frames: list[bytes], user_id: str | None = None) -> None:
-        # REQ and DEALER clients send [identity, "", body]; a DEALER that skips the
-        # delimiter sends [identity, body]. The reply mirrors the envelope it came with.
-        if len(frames) == 3 and not frames[1]:
-            envelope, content = frames[:2], frames[2:]
-        else:
-            try:
-                split = frames.index(b"", 1) + 1
-            except ValueError:
-                split = 1
-            envelope, content = frames[:split], frames[split:]
+        envelope, content = admission.split_envelope(frames)
         now = time.monotonic()
         self.telemetry.arrived()
-        if len(content) != 1 or len(content[0]) > self.cfg.max_message_bytes:
+        rejected = admission.unframed(content, self.cfg.max_message_bytes)
+        if rejected is not None:
             # Logged in part: its first KiB is enough to see what was sent.
-            rejected = _unframed(content, self.cfg.max_message_bytes)
             self._reject(envelope, rejected, now, b"".join(content)[:1024])
             return
         body = content[0]
@@ -355,9 +316,9 @@ class Broker:
         except RequestRejected as exc:
             self._reject(envelope, exc, now, body)
             return
-        refusal: tuple[ErrorCode, str] | None = None
+        refusal: admission.Refusal | None = None
         if self.draining:
-            refusal = (ErrorCode.SHUTTING_DOWN, _SHUTTING_DOWN)
+            refusal = (ErrorCode.SHUTTING_DOWN, admission.SHUTTING_DOWN)
         elif self.guard.active:
             refusal = self.guard.admit(req, user_id, envelope[0], now)
         if refusal is not None:
@@ -372,7 +333,7 @@ class Broker:
                 self.telemetry.retried(req.method, joined=True)
                 return
             if seen == CONFLICT:
-                self._refuse(envelope, req, body, now, ErrorCode.INVALID_REQUEST, _reused(req))
+                self._refuse(envelope, req, body, now, *admission.reused(req))
                 return
             if isinstance(seen, bytes):
                 self.telemetry.retried(req.method, joined=False)
@@ -381,83 +342,44 @@ class Broker:
         if JobLane.handles(req):
             self._job_request(envelope, req, body, now)
             return
-        known = self.pool.known_methods()
-        pending = None
-        if known and req.method not in known:
-            available = ", ".join(sorted(known | _BROKER_METHODS))
-            hint = did_you_mean(req.method, known | _BROKER_METHODS)
-            refusal = (
-                ErrorCode.METHOD_NOT_FOUND,
-                f"unknown method {req.method!r}{hint}; available: {available}",
-            )
-        elif len(self.queue) >= self.cfg.max_queue_size:
-            refusal = (
-                ErrorCode.OVERLOADED,
-                f"{len(self.queue)} requests are already waiting (max_queue_size "
-                f"{self.cfg.max_queue_size}); back off and retry",
-            )
-        else:
-            pending = self._new_pending(req, envelope, body, now)
-            if pending is None:
-                refusal = (ErrorCode.INVALID_REQUEST, _TOO_DEEP)
-        if pending is None:
-            assert refusal is not None
-            self._refuse(envelope, req, body, now, *refusal)
+        refusal = admission.routing_refusal(
+            req.method, self.pool.known_methods(), len(self.queue), self.cfg.max_queue_size
+        )
+        payload = (
+            refusal if refusal is not None else admission.work_payload(req, self.cfg.compat, None)
+        )
+        if not isinstance(payload, bytes):
+            self._refuse(envelope, req, body, now, *payload)
             return
+        pending = self.table.new(req, envelope, body, now, payload, None)
         self.table.accept(pending)
         self.queue.push(pending)
         self._dispatch()
 
-    def _new_pending(
-        self,
-        req: ClientRequest,
-        envelope: list[bytes] | None,
-        body: bytes,
-        now: float,
-        job_id: str | None = None,
-    ) -> Pending | None:
-        """The pending request with its worker payload; None when params cannot be encoded."""
-        try:
-            payload = wp.encode_request(
-                req.request_id,
-                req.method,
-                req.params,
-                req.dialect,
-                self.cfg.compat,
-                # Wall clock: the worker may be another process or host.
-                time.time() + req.timeout_ms / 1000.0 if req.timeout_ms else None,
-                job_id,
-            )
-        except TypeError:  # orjson.JSONEncodeError: nesting beyond its 255-level limit
-            return None
-        return self.table.new(req, envelope, body, now, payload, job_id)
-
     def _job_pending(
         self, req: ClientRequest, body: bytes, now: float, job_id: str
     ) -> Pending | None:
-        return self._new_pending(req, None, body, now, job_id)
+        """A job's pending request (no client waits on it); None when params cannot be
+        encoded."""
+        payload = admission.work_payload(req, self.cfg.compat, job_id)
+        return (
+            self.table.new(req, None, body, now, payload, job_id)
+            if isinstance(payload, bytes)
+            else None
+        )
 
     def _job_request(
         self, envelope: list[bytes], req: ClientRequest, body: bytes, now: float
     ) -> None:
         started = time.perf_counter()
         try:
-            data = self.jobs.answer(req, body, now, self.pool.known_methods(), _BROKER_METHODS)
-        except Exception as exc:  # noqa: BLE001 - nothing a request sends may stop the broker
-            if not isinstance(exc, ServiceError):
-                log.exception("%s failed in the broker", req.method)
-                exc = ServiceError(
-                    ErrorCode.INTERNAL,
-                    f"{req.method} failed in the broker with {type(exc).__name__}; "
-                    "the broker logged the details",
-                )
-            reply = build_error_reply(exc, req.request_id, req.dialect, self.cfg.compat, BROKER_ID)
+            data = self.jobs.answer(req, body, now, self.pool.known_methods(), BROKER_METHODS)
+        except ServiceError as exc:
+            reply = self._error_reply(exc, req.request_id, req.dialect)
             self._answer(envelope, req, body, reply, 0.0, exc.code.value)
             return
         elapsed = (time.perf_counter() - started) * 1000.0
-        reply = build_reply(
-            req.request_id, req.dialect, self.cfg.compat, data, None, elapsed, BROKER_ID
-        )
+        reply = self._own_reply(req, data, elapsed)
         if JobLane.remembers(req):
             self.table.remember(req, reply, now)
         self._answer(envelope, req, body, reply, elapsed)
@@ -470,10 +392,7 @@ class Broker:
         if self.cfg.compat:
             data = health_fields(data)
         elapsed = (time.perf_counter() - started) * 1000.0
-        reply = build_reply(
-            req.request_id, req.dialect, self.cfg.compat, data, None, elapsed, BROKER_ID
-        )
-        self._answer(envelope, req, raw, reply, elapsed)
+        self._answer(envelope, req, raw, self._own_reply(req, data, elapsed), elapsed)
 
     # ------------------------------------------------------------------ answers
 
@@ -499,7 +418,7 @@ class Broker:
         raw: bytes,
         req: ClientRequest | None = None,
     ) -> None:
-        reply = build_error_reply(exc, exc.request_id, exc.dialect, self.cfg.compat, BROKER_ID)
+        reply = self._error_reply(exc, exc.request_id, exc.dialect)
         latency = (time.monotonic() - now) * 1000.0
         self._answer(envelope, req, raw, reply, 0.0, exc.code.value, latency, exc.request_id)
 
@@ -563,10 +482,17 @@ class Broker:
 
     def _fail(self, pending: Pending, code: ErrorCode, message: str) -> None:
         """The one way an accepted request ends in an error the broker decided."""
-        exc = ServiceError(code, message)
         req = pending.req
-        reply = build_error_reply(exc, req.request_id, req.dialect, self.cfg.compat, BROKER_ID)
+        reply = self._error_reply(ServiceError(code, message), req.request_id, req.dialect)
         self._finish(pending, reply, False, code.value, BROKER_ID, 0.0)
+
+    def _own_reply(self, req: ClientRequest, data: Any, elapsed_ms: float) -> bytes:
+        return build_reply(
+            req.request_id, req.dialect, self.cfg.compat, data, None, elapsed_ms, BROKER_ID
+        )
+
+    def _error_reply(self, exc: ServiceError, request_id: str | None, dialect: int) -> bytes:
+        return build_error_reply(exc, request_id, dialect, self.cfg.compat, BROKER_ID)
 
     def _send_client(self, envelope: list[bytes], reply: bytes) -> None:
         """Queue a client reply; :meth:`_deliver` sends it at the end of this handling step."""
@@ -601,12 +527,12 @@ class Broker:
     def _dispatch(self) -> None:
         queue = self.queue
         pool = self.pool
-        while queue and (pool.idle or pool.one_deep):
+        while queue and (pool.idle or pool.with_room):
             pending = queue.pop()
             if pending.deadline is not None and pending.deadline <= time.monotonic():
                 self._deadline_exceeded(pending)
                 continue
-            worker = pool.take_idle() or pool.take_second(self._quick)
+            worker = pool.take_idle() or pool.take_with_room(self._quick)
             if worker is None:
                 queue.push(pending, front=True)
                 break
@@ -701,33 +627,17 @@ class Broker:
             self._send_worker_command(identity, wp.DISCONNECT)
             return
         try:
-            info = orjson.loads(frames[4]) if len(frames) > 4 else {}
-            if not isinstance(info, dict):
-                raise ValueError("info is not an object")
-        except (orjson.JSONDecodeError, ValueError):
+            record = WorkerRecord.from_ready(identity, frames[4] if len(frames) > 4 else b"{}")
+        except ValueError:
             log.warning("READY with unreadable info ignored")
             return
+        record.key = user_id
         previous = self.pool.workers.get(identity)
         if previous is not None:
             # Same identity registering again: it lost us and reconnected. Anything it held
             # is gone with its old session.
             self._evict(previous, "re-registered", departed=False)
-        record = WorkerRecord(
-            identity=identity,
-            worker_id=str(info.get("worker_id") or identity.decode(errors="replace")),
-            pid=info.get("pid"),
-            host=str(info.get("host") or ""),
-            methods=frozenset(m for m in info.get("methods", []) if isinstance(m, str)),
-            version=str(info.get("version") or ""),
-            started_at=str(info.get("started_at") or ""),
-            key=user_id,
-        )
-        if previous is not None and (previous.worker_id, previous.pid) == (
-            record.worker_id,
-            record.pid,
-        ):
-            record.served, record.failed = previous.served, previous.failed
-            record.client_errors = previous.client_errors
+            record.carry_counters(previous)
         self.pool.add(record, now)
         self.telemetry.returned_worker(record)
         self.stats["workers_registered"] += 1
@@ -879,10 +789,7 @@ class Broker:
             # The handler still runs: the worker must not take anything else, and the local
             # supervisor (if the worker is one of its own) kills and replaces it.
             self._send_worker_command(record.identity, wp.DISCONNECT)
-            try:
-                self.control.send_multipart([b"kill", record.worker_id.encode()], _NOBLOCK)
-            except zmq.ZMQError:
-                pass  # no supervisor here: the worker ends itself (worker_runtime/worker.py)
+            self.side.kill_worker(record.worker_id)
             self._evict(record, f"time limit: {method} ran past {hard:.0f} s")
 
     def _evict(self, record: WorkerRecord, reason: str, departed: bool = True) -> None:
@@ -929,11 +836,7 @@ class Broker:
     # ------------------------------------------------------------------ control and monitor
 
     def _handle_control(self) -> None:
-        while True:
-            try:
-                msg = self.control.recv_multipart(_NOBLOCK)
-            except zmq.Again:
-                return
+        for msg in self.side.commands():
             command = msg[0]
             if command == b"lost" and len(msg) > 1:
                 # The supervisor reaped a local worker process: no need to wait for heartbeats.
@@ -944,32 +847,6 @@ class Broker:
                 self.stats["worker_restarts"] += 1
             elif command == b"stop":
                 self._stop.set()
-
-    def _handle_monitor(self) -> None:
-        for _ in range(64):
-            try:
-                frames = self.monitor.recv_multipart(_NOBLOCK)
-            except zmq.Again:
-                return
-            # [identity, "", seq, kind] from a DEALER (see monitoring/bridge.py)
-            if len(frames) != 4 or frames[3] not in QUERIES:
-                continue
-            try:
-                if frames[3] == b"timeseries":
-                    data = status.timeseries(self)
-                elif frames[3] == b"metrics":
-                    metrics = self.telemetry.metrics
-                    data = {"text": metrics.render().decode(), "json": metrics.as_json()}
-                else:
-                    data = status.snapshot(self)
-                body = orjson.dumps(data)
-            except Exception:  # a bug here must not take the broker down
-                log.exception("monitor query %r failed", frames[3])
-                body = orjson.dumps({"error": "snapshot failed; see the broker log"})
-            try:
-                self.monitor.send_multipart([frames[0], b"", frames[2], body], _NOBLOCK)
-            except zmq.ZMQError:
-                pass
 
     def monitor_snapshot(self) -> dict[str, Any]:
         """Everything the monitoring API shows, as of now (runs on the broker thread)."""

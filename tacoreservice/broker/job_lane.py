@@ -116,8 +116,25 @@ class JobLane:
     def answer(
         self, req: ClientRequest, body: bytes, now: float, known: frozenset[str], reserved: Any
     ) -> dict[str, Any]:
-        """The data of the reply to a job method; raises ServiceError. ``known``: the methods
-        the workers offer; ``reserved``: names that cannot run as a job (the broker's own)."""
+        """The data of the reply to a job method; raises ServiceError only (anything else
+        that goes wrong is logged and raised as INTERNAL: nothing a request sends may stop the
+        broker). ``known``: the methods the workers offer; ``reserved``: names that cannot run
+        as a job (the broker's own)."""
+        try:
+            return self._answer(req, body, now, known, reserved)
+        except ServiceError:
+            raise
+        except Exception as exc:
+            log.exception("%s failed in the broker", req.method)
+            raise ServiceError(
+                ErrorCode.INTERNAL,
+                f"{req.method} failed in the broker with {type(exc).__name__}; "
+                "the broker logged the details",
+            ) from exc
+
+    def _answer(
+        self, req: ClientRequest, body: bytes, now: float, known: frozenset[str], reserved: Any
+    ) -> dict[str, Any]:
         assert self.store is not None, "open() first"
         if req.method == "job.cancel":
             return self._cancel(req.params)

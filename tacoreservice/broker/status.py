@@ -8,9 +8,12 @@ broker thread, answering health.check and the monitoring API's inproc queries.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from typing import Any, Protocol
+
+import orjson
 
 from tacoreservice import __version__
 from tacoreservice.broker.job_lane import JobLane
@@ -18,6 +21,7 @@ from tacoreservice.broker.pending import PendingTable, WaitQueue
 from tacoreservice.broker.telemetry import Telemetry
 from tacoreservice.broker.worker_pool import WorkerPool, WorkerRecord
 from tacoreservice.config import BrokerSettings
+from tacoreservice.monitoring.bridge import QUERIES
 from tacoreservice.monitoring.process_stats import ProcessSampler
 from tacoreservice.protocol.messages import utc_timestamp
 from tacoreservice.security.curve import RefusalLog
@@ -26,7 +30,9 @@ from tacoreservice.service.time_limits import TimeLimits
 from tacoreservice.storage.disk_reserve import DiskReserve
 from tacoreservice.storage.file_watch import DatabaseWatch
 
-__all__ = ["BrokerView", "describe_worker", "health", "snapshot", "timeseries"]
+log = logging.getLogger("tacoreservice.broker")
+
+__all__ = ["BrokerView", "describe_worker", "health", "monitor_answer", "snapshot", "timeseries"]
 
 
 class BrokerView(Protocol):
@@ -184,3 +190,22 @@ def snapshot(b: BrokerView) -> dict[str, Any]:
 def timeseries(b: BrokerView) -> dict[str, Any]:
     window = b.telemetry.window
     return {"interval_s": 1, "window_s": window.window_s, "points": window.timeseries(time.time())}
+
+
+def monitor_answer(b: BrokerView, query: bytes) -> bytes | None:
+    """The monitoring API's answer to ``query`` (monitoring/bridge.py), as JSON; None for a
+    query it does not ask. A bug here answers an error instead of taking the broker down."""
+    if query not in QUERIES:
+        return None
+    try:
+        if query == b"timeseries":
+            data = timeseries(b)
+        elif query == b"metrics":
+            metrics = b.telemetry.metrics
+            data = {"text": metrics.render().decode(), "json": metrics.as_json()}
+        else:
+            data = snapshot(b)
+        return orjson.dumps(data)
+    except Exception:  # noqa: BLE001
+        log.exception("monitor query %r failed", query)
+        return orjson.dumps({"error": "snapshot failed; see the broker log"})

@@ -4,7 +4,8 @@ A worker holds the dispatch keys of the requests the broker gave it, oldest firs
 is running, any after it wait in the worker's socket (the credit, see
 :mod:`tacoreservice.protocol.worker_protocol`). Dispatch prefers an idle worker, least
 recently used first (spreads load and keeps every worker's caches warm); only when none is
-idle may a worker that holds one request take a second.
+idle may a worker that holds fewer than ``credit`` requests, all of methods known to be quick,
+take one more.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 __all__ = ["WorkerRecord", "WorkerPool"]
 
@@ -40,6 +43,31 @@ class WorkerRecord:
     client_errors: int = 0  # replies to a client's mistake (INVALID_PARAMS, ...)
     stats: dict[str, Any] = field(default_factory=dict)
     key: str | None = None  # its CURVE public key (Z85) when security is on
+
+    @classmethod
+    def from_ready(cls, identity: bytes, info_frame: bytes) -> WorkerRecord:
+        """The record of a worker from its READY's info; ValueError when unreadable."""
+        try:
+            info = orjson.loads(info_frame)
+        except orjson.JSONDecodeError:
+            raise ValueError("READY info is not JSON") from None
+        if not isinstance(info, dict):
+            raise ValueError("READY info is not an object")
+        return cls(
+            identity=identity,
+            worker_id=str(info.get("worker_id") or identity.decode(errors="replace")),
+            pid=info.get("pid"),
+            host=str(info.get("host") or ""),
+            methods=frozenset(m for m in info.get("methods", []) if isinstance(m, str)),
+            version=str(info.get("version") or ""),
+            started_at=str(info.get("started_at") or ""),
+        )
+
+    def carry_counters(self, previous: WorkerRecord) -> None:
+        """The same worker process registering again (same id and pid) keeps its counts."""
+        if (previous.worker_id, previous.pid) == (self.worker_id, self.pid):
+            self.served, self.failed = previous.served, previous.failed
+            self.client_errors = previous.client_errors
 
     @property
     def current_key(self) -> bytes | None:
@@ -72,8 +100,8 @@ class WorkerRecord:
 
 
 class WorkerPool:
-    """Workers by identity; the idle ones in LRU order, and those holding exactly one request
-    (candidates for a second) in the order they got it.
+    """Workers by identity; the idle ones in LRU order, and those holding fewer requests than
+    the credit (candidates for one more) in the order they got their last.
 
     ``credit`` is how many requests a worker may hold at once (1: only idle workers get work).
     """
@@ -83,7 +111,7 @@ class WorkerPool:
         self.credit = max(1, credit)
         self.workers: dict[bytes, WorkerRecord] = {}
         self.idle: OrderedDict[bytes, WorkerRecord] = OrderedDict()
-        self.one_deep: OrderedDict[bytes, WorkerRecord] = OrderedDict()
+        self.with_room: OrderedDict[bytes, WorkerRecord] = OrderedDict()
         self.resting: set[bytes] = set()  # idle, but given nothing until they next heartbeat
         self._methods: frozenset[str] | None = frozenset()
 
@@ -113,7 +141,7 @@ class WorkerPool:
     def remove(self, identity: bytes) -> WorkerRecord | None:
         record = self.workers.pop(identity, None)
         self.idle.pop(identity, None)
-        self.one_deep.pop(identity, None)
+        self.with_room.pop(identity, None)
         self.resting.discard(identity)
         if record is not None:
             self._methods = None
@@ -131,14 +159,15 @@ class WorkerPool:
             return None
         return self.idle.popitem(last=False)[1]
 
-    def take_second(self, may_queue_behind: Callable[[str], bool]) -> WorkerRecord | None:
-        """A worker holding one request whose method ``may_queue_behind`` accepts (a request
-        known to be quick), the one holding it longest first; None when there is none."""
+    def take_with_room(self, may_queue_behind: Callable[[str], bool]) -> WorkerRecord | None:
+        """A worker with room for one more request and holding only requests whose methods
+        ``may_queue_behind`` accepts (known to be quick: a request waits behind all of them),
+        the one that got its last longest ago first; None when there is none."""
         if self.credit < 2:
             return None
-        for identity, record in self.one_deep.items():
-            if may_queue_behind(record.assigned_methods[0]):
-                del self.one_deep[identity]
+        for identity, record in self.with_room.items():
+            if all(map(may_queue_behind, record.assigned_methods)):
+                del self.with_room[identity]
                 return record
         return None
 
@@ -150,7 +179,7 @@ class WorkerPool:
         record.assigned_methods.append(method)
         record.state = "busy"
         if len(record.assigned) < self.credit:
-            self.one_deep[record.identity] = record
+            self.with_room[record.identity] = record
 
     def release(self, record: WorkerRecord, key: bytes, now: float) -> bool:
         """``record`` no longer holds ``key`` (answered or declined); False if it did not."""
@@ -172,17 +201,17 @@ class WorkerPool:
             return True
         if not record.assigned:
             record.state = "idle"
-            self.one_deep.pop(record.identity, None)
+            self.with_room.pop(record.identity, None)
             self.idle[record.identity] = record
-        elif len(record.assigned) < self.credit and record.identity not in self.one_deep:
-            self.one_deep[record.identity] = record
+        elif len(record.assigned) < self.credit and record.identity not in self.with_room:
+            self.with_room[record.identity] = record
         return True
 
     def rest(self, record: WorkerRecord) -> None:
         """Give ``record`` nothing new until :meth:`wake` (it declined a request: it doubts
         its session, and would decline the next one too)."""
         self.idle.pop(record.identity, None)
-        self.one_deep.pop(record.identity, None)
+        self.with_room.pop(record.identity, None)
         self.resting.add(record.identity)
 
     def wake(self, record: WorkerRecord) -> None:

@@ -8,6 +8,7 @@ canonical form here, before any lookup, so caches, answers and suggestions agree
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -190,6 +191,14 @@ def normalize_symbol(raw: str) -> str:
     """
     if not isinstance(raw, str):
         raise _bad(raw, f"expected a string, got {type(raw).__name__}")
+    return _normalize_text(raw)
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalize_text(raw: str) -> str:
+    # Cached: every market-data request normalises its symbol with up to nine regular
+    # expressions, and a service sees the same few hundred symbols again and again. A
+    # spelling that raises is not cached.
     s = raw.strip()
     if not s:
         raise _bad(raw, "it is empty")

@@ -166,6 +166,7 @@ class WorkRequest:
     compat: bool = True
     deadline: float | None = None  # wall clock (time.time()): the worker may be another host
     job_id: str | None = None
+    size: int | None = None  # bytes of the payload it came in (None: not from the wire)
 
 
 def encode_request(
@@ -202,7 +203,7 @@ def decode_request(head: bytes, payload: bytes) -> tuple[bytes, WorkRequest]:
     if not isinstance(method, str) or not isinstance(params, dict):
         raise ValueError("REQUEST payload without a method and params")
     return head[_PREFIX:], WorkRequest(
-        rid, method, params, int(dialect or 0), bool(compat), deadline, job_id
+        rid, method, params, int(dialect or 0), bool(compat), deadline, job_id, len(payload)
     )
 
 

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of WAL kept on disk after a checkpoint
+REQUEST_LOG_PAGE_SIZE = 16 * 1024
 
 _REQUEST_LOGS_V1 = """
 CREATE TABLE IF NOT EXISTS request_logs (
@@ -364,11 +365,13 @@ def open_database(
     *,
     migrations: Sequence[tuple[int, str]] = MIGRATIONS,
     reclaimable: bool = False,
+    page_size: int | None = None,
 ) -> sqlite3.Connection:
     """Open (creating if needed) the database at ``path`` with the schema up to date.
 
     ``reclaimable``: a new file is made with incremental auto-vacuum, so that pages freed by
     deleted rows can be given back to the disk (``PRAGMA incremental_vacuum``).
+    ``page_size``: the page size of a new file (an existing file keeps its own).
 
     Raises :class:`SchemaVersionError` when the file comes from a newer release, and
     :class:`MigrationError` when a step fails. The connection belongs to the calling thread.
@@ -382,9 +385,12 @@ def open_database(
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         # Refuse a newer file before touching it, not even its journal mode.
         _refuse_newer(schema_version(conn), _check_migrations(migrations), where)
-        if reclaimable and schema_version(conn) == 0:
-            # Only takes effect before the first table is made, so: on a new file.
-            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        if schema_version(conn) == 0:
+            # Both only take effect before the first table is made, so: on a new file.
+            if page_size is not None:
+                conn.execute(f"PRAGMA page_size = {int(page_size)}")
+            if reclaimable:
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         _set_wal(conn, where)
         # NORMAL in WAL mode: a power cut may lose the last commits but never corrupts.
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -400,8 +406,15 @@ def open_database(
 
 
 def open_request_log_database(path: str | Path) -> sqlite3.Connection:
-    """Open the request log's own file (``Settings.request_log_path``), schema up to date."""
-    conn = open_database(path, migrations=REQUEST_LOG_MIGRATIONS, reclaimable=True)
+    """Open the request log's own file (``Settings.request_log_path``), schema up to date.
+
+    A new file gets 16 KiB pages: a row is about a request and its reply (a KiB or two), and
+    with four times the rows per page a batch writes a third less per row to the WAL and the
+    file (BENCHMARKS.md, "Routing core").
+    """
+    conn = open_database(
+        path, migrations=REQUEST_LOG_MIGRATIONS, reclaimable=True, page_size=REQUEST_LOG_PAGE_SIZE
+    )
     # Debian's SQLite zeroes every freed page by default (SECURE_DELETE), so deleting rows to
     # make room on a full disk would first need as much room again in the WAL. FAST zeroes
     # only what costs no extra write; the freed pages then leave the file (incremental_vacuum).

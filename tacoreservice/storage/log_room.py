@@ -28,7 +28,7 @@ __all__ = ["LogRoom", "request_log_bytes"]
 
 log = logging.getLogger("tacoreservice.request_log")
 
-_STEP_PAGES = 256  # pages handed back to the disk per step (1 MiB of 4 KiB pages)
+_STEP_BYTES = 1024 * 1024  # handed back to the disk per step
 _STEP_ROWS = 1000  # rows deleted per transaction on a low disk
 _GIVE_BACK_BUDGET_S = 1.0  # of one trim; the rest waits for the next (2 s later)
 
@@ -129,7 +129,7 @@ class LogRoom:
         return removed
 
     def _give_back(self, conn: sqlite3.Connection, deadline: float) -> None:
-        """Hand the file's free pages back to the file system, a step of ``_STEP_PAGES`` at a
+        """Hand the file's free pages back to the file system, a step of ``_STEP_BYTES`` at a
         time, until ``deadline``.
 
         Each step's moved pages pass through the WAL, which a TRUNCATE checkpoint empties
@@ -137,11 +137,12 @@ class LogRoom:
         single ``incremental_vacuum`` of a large file would need room for all the pages it
         moves, and fail for want of it on exactly the disk it is meant to relieve.
         """
+        step = max(1, _STEP_BYTES // int(conn.execute("PRAGMA page_size").fetchone()[0]))
         while time.monotonic() < deadline:
             free_pages = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
             if free_pages == 0:
                 break
-            pages = min(free_pages, _STEP_PAGES)
+            pages = min(free_pages, step)
             # execute() would step the vacuum once (one page); executescript runs it through.
             conn.executescript(f"PRAGMA incremental_vacuum({pages});")
             busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]

@@ -81,6 +81,13 @@ def _utf8(value: str | None) -> bytes:
     return b"" if value is None else value.encode("utf-8", "surrogatepass")
 
 
+def _text_at(data: bytes, pos: int, n: int) -> tuple[str | None, int]:
+    if n == _NONE:
+        return None, pos
+    end = pos + n
+    return data[pos:end].decode("utf-8", "surrogatepass"), end
+
+
 def _size(value: str | None, encoded: bytes) -> int:
     return _NONE if value is None else len(encoded)
 
@@ -145,41 +152,38 @@ def decode_records(data: bytes, base: int = 0) -> tuple[list[SpoolRecord], int, 
     """
     records: list[SpoolRecord] = []
     at = 0
-    view = memoryview(data)
     size = len(data)
-    while at + _FRAME.size <= size:
-        magic, length = _FRAME.unpack_from(data, at)
+    frame_size, head_size, unpack_frame, unpack_head = (
+        _FRAME.size, _HEAD.size, _FRAME.unpack_from, _HEAD.unpack_from
+    )  # fmt: skip
+    while at + frame_size <= size:
+        magic, length = unpack_frame(data, at)
         if magic != _MAGIC:
             raise ValueError(f"spool damaged at offset {base + at}")
         if length == 0:
-            if at + _FRAME.size + 8 > size:
+            if at + frame_size + 8 > size:
                 break
-            return records, at + _FRAME.size + 8, data[at + _FRAME.size]
-        end = at + _FRAME.size + length
+            return records, at + frame_size + 8, data[at + frame_size]
+        end = at + frame_size + length
         if end > size:
             break
-        fields = _HEAD.unpack_from(data, at)
-        _, _, created, processing_ms, wait_ms, ok = fields[:6]
-        *text_lengths, raw_len, reply_len = fields[6:]
-        pos = at + _HEAD.size
-        texts: list[str | None] = []
-        for n in text_lengths:
-            if n == _NONE:
-                texts.append(None)
-            else:
-                texts.append(bytes(view[pos : pos + n]).decode("utf-8", "surrogatepass"))
-                pos += n
-        raw = bytes(view[pos : pos + raw_len])
-        reply = bytes(view[pos + raw_len : pos + raw_len + reply_len])
-        rid, method, worker_id, code, client = texts
+        (_, _, created, processing_ms, wait_ms, ok,
+         n_rid, n_method, n_worker, n_code, n_client, raw_len, reply_len) = unpack_head(data, at)  # fmt: skip
+        pos = at + head_size
+        rid, pos = _text_at(data, pos, n_rid)
+        method, pos = _text_at(data, pos, n_method)
+        worker_id, pos = _text_at(data, pos, n_worker)
+        code, pos = _text_at(data, pos, n_code)
+        client, pos = _text_at(data, pos, n_client)
+        raw_end = pos + raw_len
         records.append(
             SpoolRecord(
                 created,
                 rid,
                 method,
                 worker_id,
-                raw,
-                reply,
+                data[pos:raw_end],
+                data[raw_end : raw_end + reply_len],
                 bool(ok),
                 code,
                 processing_ms,

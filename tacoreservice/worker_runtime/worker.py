@@ -518,7 +518,9 @@ class Worker:
                     "the request's timeout_ms passed before a worker could start it",
                 )
             limit = self.settings.worker.max_params_depth
-            if _depth_exceeds(req.params, limit):
+            # Each level of nesting takes two bytes ([] or {}): a payload shorter than twice
+            # the limit cannot go deeper, and most requests are a few dozen bytes.
+            if (req.size is None or req.size > 2 * limit) and _depth_exceeds(req.params, limit):
                 raise ServiceError(
                     ErrorCode.INVALID_REQUEST,
                     f"params are nested deeper than {limit} levels",
