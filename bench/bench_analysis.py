@@ -75,7 +75,7 @@ def _cold_process(scan_type: str) -> tuple[float, float, int]:
 
 
 def bench_scan_market(args: argparse.Namespace) -> list[Row]:
-    from tacoreservice.analysis.evidence import clear_caches
+    from tacoreservice.analysis.universe import clear_caches
     from tacoreservice.service.registry import call_method
 
     ctx = uncached_context()
@@ -134,7 +134,7 @@ ANALYSIS_SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JP
 
 
 def bench_analyze_stock(args: argparse.Namespace) -> list[Row]:
-    from tacoreservice.analysis.evidence import clear_caches
+    from tacoreservice.analysis.universe import clear_caches
     from tacoreservice.service.registry import call_method
 
     ctx = uncached_context()  # its cache never hits: every call runs the whole graph

@@ -49,7 +49,7 @@ def _num(x: float | None) -> str:
 
 
 def bench_window(args: argparse.Namespace) -> dict[str, Any]:
-    from tacoreservice.analysis.evidence import clear_caches
+    from tacoreservice.analysis.universe import clear_caches
     from tacoreservice.backtest.compare import compare
     from tacoreservice.config import load_settings
 

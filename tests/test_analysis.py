@@ -13,7 +13,7 @@ import pytest
 import tacoreservice.service.methods.analysis as analysis_methods  # registers the methods
 from tacoreservice.analysis import roles
 from tacoreservice.analysis.engines import load_engine
-from tacoreservice.analysis.evidence import clear_caches, compute_evidence
+from tacoreservice.analysis.evidence import compute_evidence
 from tacoreservice.analysis.graph import (
     DEPTH_ROUNDS,
     ROLE_NAMES,
@@ -21,6 +21,7 @@ from tacoreservice.analysis.graph import (
     Hooks,
     run_analysis,
 )
+from tacoreservice.analysis.universe import clear_caches
 from tacoreservice.backtest.strategies import (
     COST_PER_SIDE,
     STRATEGY_TYPES,

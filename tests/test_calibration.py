@@ -23,10 +23,11 @@ from tacoreservice.analysis.calibration import (
     fit_month_index,
 )
 from tacoreservice.analysis.engines import load_engine
-from tacoreservice.analysis.evidence import clear_caches, compute_evidence
+from tacoreservice.analysis.evidence import compute_evidence
 from tacoreservice.analysis.factors import HORIZON, clear_panels, market_panel
 from tacoreservice.analysis.forecast import set_calibration_dir
 from tacoreservice.analysis.graph import AnalysisRequest, run_analysis
+from tacoreservice.analysis.universe import clear_caches
 from tacoreservice.backtest.universe import summarise
 from tacoreservice.config import Settings
 from tacoreservice.market_data.bundled_provider import BundledProvider

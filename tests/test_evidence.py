@@ -19,9 +19,8 @@ from tacoreservice.analysis.evidence import (
     fundamentals_usable,
     horizon_bars,
     periods_per_year,
-    symbol_sectors,
-    universe_features,
 )
+from tacoreservice.analysis.universe import symbol_sectors, universe_features
 from tacoreservice.market_data.bundled_provider import BUNDLED_DIR, BundledProvider
 from tacoreservice.protocol.errors import DataUnavailable, InvalidParams
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tacoreservice.analysis.evidence import SIGNALS_BY_SCAN_TYPE, clear_caches
+from tacoreservice.analysis.universe import SIGNALS_BY_SCAN_TYPE, clear_caches
 from tacoreservice.config import Settings
 from tacoreservice.market_data.bundled_provider import BUNDLED_DIR, BundledProvider
 from tacoreservice.protocol.errors import ErrorCode, ServiceError

@@ -1,6 +1,7 @@
 """Analysis: evidence computed from real, point-in-time market data (and the roles built on it)."""
 
-from tacoreservice.analysis.evidence import compute_evidence, universe_features
+from tacoreservice.analysis.evidence import compute_evidence
+from tacoreservice.analysis.universe import universe_features
 
 __all__ = ["compute_evidence", "universe_features"]
 

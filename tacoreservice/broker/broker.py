@@ -36,7 +36,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import zmq
 
 from tacoreservice.broker import admission, status
@@ -63,7 +62,12 @@ from tacoreservice.protocol.messages import (
     parse_request,
     utc_timestamp,
 )
-from tacoreservice.security.curve import CLIENTS_DOMAIN, BrokerCurve, RefusalLog
+from tacoreservice.security.curve import (
+    CLIENTS_DOMAIN,
+    BrokerCurve,
+    RefusalLog,
+    recv_with_user_id,
+)
 from tacoreservice.security.exposure import check_broker_exposure
 from tacoreservice.security.guard import RequestGuard
 from tacoreservice.security.redaction import BodyRedactor
@@ -86,14 +90,6 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
 # How fast a method's typical processing time follows new replies (exponential average).
 _COST_WEIGHT = 0.2
-
-
-def _recv_with_user_id(sock: zmq.Socket) -> tuple[list[bytes], str | None]:
-    """One message and the User-Id the ZAP handler gave its connection (the peer's CURVE
-    public key): frames are read without copying so the property can be asked for."""
-    parts = sock.recv_multipart(copy=False)
-    user_id = parts[-1].get("User-Id")
-    return [p.bytes for p in parts], user_id if isinstance(user_id, str) else None
 
 
 class Broker:
@@ -292,7 +288,7 @@ class Broker:
                 return True
             try:
                 if curve:
-                    on_message(*_recv_with_user_id(sock))
+                    on_message(*recv_with_user_id(sock))
                 else:
                     on_message(sock.recv_multipart(), None)
             except Exception:  # noqa: BLE001 - a bug on one message must not stop the broker
@@ -458,24 +454,10 @@ class Broker:
         processing_ms: float,
     ) -> None:
         """Answer an accepted request: every copy of it (retries joined) gets ``reply``."""
-        req = pending.req
         now = time.monotonic()
         if pending.job_id is not None:
             self.jobs.finished(pending, ok, error_code, reply)
-        self.telemetry.finished(
-            req.request_id,
-            req.method,
-            worker_id,
-            pending.raw,
-            reply,
-            ok,
-            error_code,
-            processing_ms,
-            (now - pending.received) * 1000.0,
-            (pending.dispatched_at - pending.received) * 1000.0 if pending.dispatched_at else 0.0,
-            req.client,
-            pending.job_id is not None,
-        )
+        self.telemetry.finished_pending(pending, reply, ok, error_code, worker_id, processing_ms)
         self.table.settle(pending, reply, now)
         for envelope in pending.envelopes:
             self._send_client(envelope, reply)
@@ -707,12 +689,7 @@ class Broker:
         self.pool.touch(record, now)
         self.pool.wake(record)
         if len(frames) > 4 and frames[4]:
-            try:
-                stats = orjson.loads(frames[4])
-                if isinstance(stats, dict):
-                    record.stats = stats
-            except orjson.JSONDecodeError:
-                pass
+            record.take_stats(frames[4])
 
     def _reload_keys(self) -> None:
         """Pick up added or removed public keys; workers whose key went are let go."""
@@ -755,18 +732,8 @@ class Broker:
         """Answer each request running past its hard time limit with TIME_LIMIT_EXCEEDED
         (never dispatched again), and have its worker killed and replaced: a handler that
         ignored its soft limit will not return (service/time_limits.py)."""
-        for record in list(self.pool.workers.values()):
-            if not record.assigned or record.current_since is None:
-                continue
-            key = record.assigned[0]
-            pending = self.table.dispatched.get(key)
-            if pending is None:
-                continue
-            method, job = pending.req.method, pending.job_id is not None
-            hard = self.time_limits.hard(method, job)
-            ran = now - record.current_since
-            if ran < hard:
-                continue
+        for record, pending, ran, hard in self.table.past_hard_limit(self.time_limits.hard, now):
+            method = pending.req.method
             log.error(
                 "%s (%s) ran %.0f s on worker %s, past its hard limit of %.0f s; "
                 "answering TIME_LIMIT_EXCEEDED and replacing the worker",
@@ -777,15 +744,10 @@ class Broker:
                 hard,
             )
             self.telemetry.stats["time_limits_hit"] += 1
-            self._fail(
-                pending,
-                ErrorCode.TIME_LIMIT_EXCEEDED,
-                f"{method} ran {ran:.0f} s, past its time limit of {hard:.0f} s; its worker was "
-                "replaced and the request was not run again. If it needs longer, raise "
-                f"worker.time_limits for it (TACORE_TIME_LIMITS={method}=SECONDS)",
-            )
+            message = self.time_limits.broker_message(method, ran, hard)
+            self._fail(pending, ErrorCode.TIME_LIMIT_EXCEEDED, message)
             self.table.undispatch(pending)
-            self.pool.release(record, key, now)
+            self.pool.release(record, pending.key, now)
             # The handler still runs: the worker must not take anything else, and the local
             # supervisor (if the worker is one of its own) kills and replaces it.
             self._send_worker_command(record.identity, wp.DISCONNECT)

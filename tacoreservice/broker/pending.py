@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -227,6 +227,22 @@ class PendingTable:
         pending.worker = worker
         pending.dispatched_at = now
         self.dispatched[pending.key] = pending
+
+    def past_hard_limit(
+        self, hard: Callable[[str, bool], float], now: float
+    ) -> list[tuple[WorkerRecord, Pending, float, float]]:
+        """``(worker, pending, seconds run, limit)`` of each running request (the first its
+        worker holds) that has run ``hard(method, is_job)`` seconds or more."""
+        out = []
+        for pending in self.dispatched.values():
+            record = pending.worker
+            if record is None or record.current_since is None or record.current_key != pending.key:
+                continue
+            limit = hard(pending.req.method, pending.job_id is not None)
+            ran = now - record.current_since
+            if ran >= limit:
+                out.append((record, pending, ran, limit))
+        return out
 
     def undispatch(self, pending: Pending) -> None:
         """Back to waiting (its worker was lost or declined it)."""

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tacoreservice.broker.counters import RequestCounters
+from tacoreservice.broker.pending import Pending
 from tacoreservice.broker.worker_pool import WorkerRecord
 from tacoreservice.monitoring.metrics import BrokerMetrics
 from tacoreservice.monitoring.window import RequestWindow
@@ -146,6 +147,33 @@ class Telemetry:
                     client,
                 )
             )
+
+    def finished_pending(
+        self,
+        pending: Pending,
+        reply: bytes,
+        ok: bool,
+        error_code: str | None,
+        worker_id: str,
+        processing_ms: float,
+    ) -> None:
+        """The hook for an accepted request (its latency and queue wait from its times)."""
+        req = pending.req
+        received = pending.received
+        self.finished(
+            req.request_id,
+            req.method,
+            worker_id,
+            pending.raw,
+            reply,
+            ok,
+            error_code,
+            processing_ms,
+            (time.monotonic() - received) * 1000.0,
+            (pending.dispatched_at - received) * 1000.0 if pending.dispatched_at else 0.0,
+            req.client,
+            pending.job_id is not None,
+        )
 
     def hand_off(self) -> None:
         """Write the request-log records of the requests finished since the last call to the

@@ -63,6 +63,16 @@ class WorkerRecord:
             started_at=str(info.get("started_at") or ""),
         )
 
+    def take_stats(self, frame: bytes) -> None:
+        """The figures a HEARTBEAT carries (cache, CPU, memory); an unreadable frame is
+        ignored and the last figures kept."""
+        try:
+            stats = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(stats, dict):
+            self.stats = stats
+
     def carry_counters(self, previous: WorkerRecord) -> None:
         """The same worker process registering again (same id and pid) keeps its counts."""
         if (previous.worker_id, previous.pid) == (self.worker_id, self.pid):

@@ -16,7 +16,7 @@ import orjson
 
 from tacoreservice.service.decisions import latest_decision, latest_decisions
 from tacoreservice.storage.job_store import count_jobs, get_job, list_jobs
-from tacoreservice.storage.request_log import (
+from tacoreservice.storage.request_log_queries import (
     count_request_logs,
     failure_groups,
     query_request_logs,

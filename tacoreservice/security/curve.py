@@ -36,6 +36,7 @@ __all__ = [
     "apply_server_curve",
     "handshake_failure",
     "make_rings",
+    "recv_with_user_id",
 ]
 
 log = logging.getLogger("tacoreservice.security")
@@ -161,6 +162,14 @@ def make_rings(security: SecuritySettings) -> dict[str, KeyRing]:
         CLIENTS_DOMAIN: KeyRing(security.client_keys_path, "client keys"),
         WORKERS_DOMAIN: KeyRing(security.worker_keys_path, "worker keys"),
     }
+
+
+def recv_with_user_id(sock: zmq.Socket) -> tuple[list[bytes], str | None]:
+    """One message and the User-Id the ZAP handler gave its connection (the peer's CURVE
+    public key): frames are read without copying so the property can be asked for."""
+    parts = sock.recv_multipart(copy=False)
+    user_id = parts[-1].get("User-Id")
+    return [p.bytes for p in parts], user_id if isinstance(user_id, str) else None
 
 
 class BrokerCurve:

@@ -80,3 +80,12 @@ class TimeLimits:
 
     def soft(self, method: str, job: bool = False) -> float:
         return self.hard(method, job) * self.soft_ratio
+
+    @staticmethod
+    def broker_message(method: str, ran: float, hard: float) -> str:
+        """The TIME_LIMIT_EXCEEDED message of a request the broker stopped waiting for."""
+        return (
+            f"{method} ran {ran:.0f} s, past its time limit of {hard:.0f} s; its worker was "
+            "replaced and the request was not run again. If it needs longer, raise "
+            f"worker.time_limits for it (TACORE_TIME_LIMITS={method}=SECONDS)"
+        )

@@ -15,11 +15,10 @@ from tacoreservice.storage.database import (
 from tacoreservice.storage.request_log import (
     RequestLogEntry,
     RequestLogWriter,
-    count_request_logs,
     purge_request_logs,
-    query_request_logs,
     utc_now_iso,
 )
+from tacoreservice.storage.request_log_queries import count_request_logs, query_request_logs
 
 __all__ = [
     "MIGRATIONS",

@@ -57,7 +57,7 @@ Reply
     bar at or before ``as_of``) and ``unknown_symbols`` (``{symbol, suggestions, message}``).
 
 Speed: features are computed once per symbol and as_of and cached for the process
-(:func:`tacoreservice.analysis.evidence.universe_features`); a repeated scan only runs the
+(:func:`tacoreservice.analysis.universe.universe_features`); a repeated scan only runs the
 vectorised signals, score and filters on those columns (see bench/bench_analysis.py).
 """
 
@@ -70,9 +70,8 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
-from tacoreservice.analysis.evidence import (
-    RSI_OVERBOUGHT,
-    RSI_OVERSOLD,
+from tacoreservice.analysis.evidence import RSI_OVERBOUGHT, RSI_OVERSOLD
+from tacoreservice.analysis.universe import (
     SIGNALS,
     SIGNALS_BY_SCAN_TYPE,
     FeatureTable,
