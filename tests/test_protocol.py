@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
@@ -144,3 +146,52 @@ def test_client_names_match_the_whole_pattern(name: str) -> None:
     assert "client" in err.value.message
     with pytest.raises(ValueError):
         generate_keys("/nonexistent-never-written", [name])
+
+
+# -- the worker's nesting limit, as a REQUEST from the wire reaches it ------------------------
+
+
+def _nested(depth: int, text: str = "") -> dict[str, Any]:
+    value: Any = text
+    for _ in range(depth - 1):
+        value = {"k": value}
+    return {"payload": value}
+
+
+@pytest.mark.parametrize(
+    ("depth", "text", "refused"),
+    [
+        (32, "", False),  # at the limit: fewer brackets than the limit, no walk needed
+        (33, "", True),  # one level past it
+        (33, "{[{[" * 50, True),  # brackets inside strings only raise the bound
+        (20, "{[{[" * 50, False),  # ... and then the walk says it is within the limit
+    ],
+)
+def test_the_worker_refuses_params_nested_past_its_limit(
+    depth: int, text: str, refused: bool
+) -> None:
+    import tests.support.test_methods  # noqa: F401 - registers test.echo
+    from tacoreservice.cache import make_cache
+    from tacoreservice.config import Settings
+    from tacoreservice.protocol import worker_protocol as wp
+    from tacoreservice.service.registry import MethodContext
+    from tacoreservice.worker_runtime.worker import Worker
+
+    settings = Settings()
+    assert settings.worker.max_params_depth == 32
+    worker = Worker(settings, worker_id="nesting-test")
+    worker.method_ctx = MethodContext(
+        settings=settings, cache=make_cache(settings.cache), worker_id="nesting-test"
+    )
+    params = _nested(depth, text)
+    payload = wp.encode_request("rid-1", "test.echo", params, 0, True, None, None)
+    _key, req = wp.decode_request(wp.request_head(b"12345678"), payload)
+    assert req.nesting_bound is not None and req.nesting_bound >= depth
+    ok, code, _ms, body = worker.handle(req)
+    reply = orjson.loads(body)
+    if refused:
+        assert (ok, code) == (False, "INVALID_REQUEST")
+        assert "nested deeper than 32 levels" in reply["error"]["message"]
+    else:
+        assert ok, reply
+        assert reply["data"]["payload"] == params["payload"]

@@ -166,7 +166,9 @@ class WorkRequest:
     compat: bool = True
     deadline: float | None = None  # wall clock (time.time()): the worker may be another host
     job_id: str | None = None
-    size: int | None = None  # bytes of the payload it came in (None: not from the wire)
+    # An upper bound on how deep params nest: the brackets that open in the payload it came
+    # in, less its own list (None: not from the wire, unknown).
+    nesting_bound: int | None = None
 
 
 def encode_request(
@@ -203,7 +205,14 @@ def decode_request(head: bytes, payload: bytes) -> tuple[bytes, WorkRequest]:
     if not isinstance(method, str) or not isinstance(params, dict):
         raise ValueError("REQUEST payload without a method and params")
     return head[_PREFIX:], WorkRequest(
-        rid, method, params, int(dialect or 0), bool(compat), deadline, job_id, len(payload)
+        rid,
+        method,
+        params,
+        int(dialect or 0),
+        bool(compat),
+        deadline,
+        job_id,
+        payload.count(b"{") + payload.count(b"[") - 1,
     )
 
 

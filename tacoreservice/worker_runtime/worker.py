@@ -518,9 +518,10 @@ class Worker:
                     "the request's timeout_ms passed before a worker could start it",
                 )
             limit = self.settings.worker.max_params_depth
-            # Each level of nesting takes two bytes ([] or {}): a payload shorter than twice
-            # the limit cannot go deeper, and most requests are a few dozen bytes.
-            if (req.size is None or req.size > 2 * limit) and _depth_exceeds(req.params, limit):
+            # Each level of nesting opens a bracket: a payload with no more brackets than the
+            # limit cannot go deeper (counting bytes is far cheaper than walking the params).
+            bound = req.nesting_bound
+            if (bound is None or bound > limit) and _depth_exceeds(req.params, limit):
                 raise ServiceError(
                     ErrorCode.INVALID_REQUEST,
                     f"params are nested deeper than {limit} levels",
