@@ -143,7 +143,7 @@ def _load_generator(endpoint: str, clients: int, depth: int, seconds: float, out
 
 
 def start_service(
-    workers: int, request_log: bool, tmp: Path
+    workers: int, request_log: bool, tmp: Path, extra_env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     fport, bport = free_port(), free_port()
     env = dict(os.environ)
@@ -165,6 +165,7 @@ def start_service(
             "TACORE_RATE_LIMIT_BURST": "1000000",
             "TACORESERVICE_LOG_LEVEL": "WARNING",
             "TACORE_CONFIG": str(REPO / "config" / "config.yaml"),
+            **(extra_env or {}),
         }
     )
     if not request_log:
@@ -335,6 +336,15 @@ def compare(tmp: Path, rounds: int, seconds: float, n: int) -> dict[str, Any]:
             quiet_endpoint,
             [quiet.pid],
         )
+        # The credit this issue first had (broker.credit 8 now), log on: what the credit buys.
+        two, two_endpoint = start_service(4, True, tmp, {"TACORE_WORKER_CREDIT": "2"})
+        running.append(two)
+        _call(two_endpoint, MARKET)
+        setups["service, 4 workers, request log on, credit 2"] = (
+            _load_generator,
+            two_endpoint,
+            [two.pid],
+        )
         if have["fastapi"]:
             port = free_port()
             running.append(_reference.start_uvicorn(port, 4, body_file))
@@ -353,6 +363,7 @@ def compare(tmp: Path, rounds: int, seconds: float, n: int) -> dict[str, Any]:
                 [p.pid for p in servers],
             )
         log_before = _drained(endpoint)
+        _drained(two_endpoint)
         for generator, target, _roots in setups.values():
             throughput(target, 1.0, generator=generator)  # warm-up
         _drained(endpoint)
@@ -369,7 +380,8 @@ def compare(tmp: Path, rounds: int, seconds: float, n: int) -> dict[str, Any]:
                 result = throughput(target, seconds, generator=generator)
                 if target == endpoint:
                     pending_at_end.append(_request_log(endpoint)["pending"])
-                    _drained(endpoint)  # the rows of this round are written on its account
+                if target in (endpoint, two_endpoint):
+                    _drained(target)  # the rows of this round are written on its account
                 used = _cpu_s(pids) - cpu_before
                 rps[name].append(result["rps"])
                 cpu_us[name].append(used / max(1, result["ok"]) * 1e6)

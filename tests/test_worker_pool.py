@@ -1,5 +1,6 @@
 """The worker pool's dispatch order: idle workers least recently used first, then workers
-with room under their credit, and a request waits in a worker only behind quick ones."""
+with room under their credit whose held requests the broker accepts to wait behind; and the
+broker's rule for that (what is held must usually take under prefetch_below_ms in all)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from tacoreservice.broker.worker_pool import WorkerPool, WorkerRecord
 QUICK = {"get.market_data", "health.check"}
 
 
-def _quick(method: str) -> bool:
-    return method in QUICK
+def _quick(methods: list[str]) -> bool:
+    return all(m in QUICK for m in methods)
 
 
 def _pool(credit: int, *names: str) -> WorkerPool:
@@ -84,3 +85,19 @@ def test_room_goes_round_the_workers() -> None:
         order.append(record.worker_id)
         _give(pool, record, key, "get.market_data")
     assert order == ["a", "b"]
+
+
+def test_the_broker_lets_a_request_wait_only_behind_a_small_total() -> None:
+    # The typical times the broker learnt from replies: 3 ms and 30 ms, a 20 ms budget.
+    from tacoreservice.broker.broker import Broker
+    from tacoreservice.config import Settings
+
+    broker = Broker.__new__(Broker)  # the rule alone: no sockets, no files
+    broker.cfg = Settings().broker
+    assert broker.cfg.prefetch_below_ms == 20
+    broker._cost = {"get.market_data": 3.0, "analyze.stock": 30.0}
+    assert broker._quick(["get.market_data"])
+    assert broker._quick(["get.market_data"] * 6)  # 18 ms in all
+    assert not broker._quick(["get.market_data"] * 7)  # 21 ms: over the budget
+    assert not broker._quick(["analyze.stock"])
+    assert not broker._quick(["get.market_data", "scan.market"])  # never seen: unknown

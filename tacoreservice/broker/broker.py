@@ -6,8 +6,9 @@ promises (DESIGN.md, "Reliability"):
 - admission: a request is parsed, checked (security guard, known method, bounded queue:
   past ``max_queue_size`` waiting requests OVERLOADED at once) and queued, or refused at once;
 - dispatch: idle workers first, least recently used first; when none is idle, a worker holding
-  fewer than ``broker.credit`` requests, all known to be quick, may take one more, so it
-  starts that one without waiting a broker round trip (see worker_pool.py);
+  fewer than ``broker.credit`` requests that usually take under ``prefetch_below_ms`` in all
+  may take one more, so it starts that one without waiting a broker round trip and reads
+  several in one wake-up (see worker_pool.py);
 - a worker that dies or is evicted (supervisor notice, DISCONNECT, missed heartbeats) has
   every request it held re-dispatched, running or waiting alike, up to ``max_redispatch``
   times, then the client gets WORKER_LOST (a request that kills every worker it touches must
@@ -502,9 +503,17 @@ class Broker:
 
     # ------------------------------------------------------------------ dispatch
 
-    def _quick(self, method: str) -> bool:
-        cost = self._cost.get(method)
-        return cost is not None and cost < self.cfg.prefetch_below_ms
+    def _quick(self, methods: list[str]) -> bool:
+        """Whether a request may wait in a worker behind ``methods``: each has a known typical
+        time, and together they usually take under ``prefetch_below_ms``, so the wait it adds
+        is bounded whatever the credit."""
+        total = 0.0
+        for method in methods:
+            cost = self._cost.get(method)
+            if cost is None:
+                return False
+            total += cost
+        return total < self.cfg.prefetch_below_ms
 
     def _dispatch(self) -> None:
         queue = self.queue

@@ -4,8 +4,8 @@ A worker holds the dispatch keys of the requests the broker gave it, oldest firs
 is running, any after it wait in the worker's socket (the credit, see
 :mod:`tacoreservice.protocol.worker_protocol`). Dispatch prefers an idle worker, least
 recently used first (spreads load and keeps every worker's caches warm); only when none is
-idle may a worker that holds fewer than ``credit`` requests, all of methods known to be quick,
-take one more.
+idle may a worker that holds fewer than ``credit`` requests take one more, and then only when
+what it holds is known to take little time in all (the broker decides: see broker.py).
 """
 
 from __future__ import annotations
@@ -169,14 +169,14 @@ class WorkerPool:
             return None
         return self.idle.popitem(last=False)[1]
 
-    def take_with_room(self, may_queue_behind: Callable[[str], bool]) -> WorkerRecord | None:
-        """A worker with room for one more request and holding only requests whose methods
-        ``may_queue_behind`` accepts (known to be quick: a request waits behind all of them),
-        the one that got its last longest ago first; None when there is none."""
+    def take_with_room(self, may_queue_behind: Callable[[list[str]], bool]) -> WorkerRecord | None:
+        """A worker with room for one more request whose held requests (their methods, oldest
+        first) ``may_queue_behind`` accepts: a new request would wait behind all of them. The
+        one that got its last request longest ago first; None when there is none."""
         if self.credit < 2:
             return None
         for identity, record in self.with_room.items():
-            if all(map(may_queue_behind, record.assigned_methods)):
+            if may_queue_behind(record.assigned_methods):
                 del self.with_room[identity]
                 return record
         return None
