@@ -96,8 +96,8 @@ def test_the_broker_lets_a_request_wait_only_behind_a_small_total() -> None:
     broker.cfg = Settings().broker
     assert broker.cfg.prefetch_below_ms == 20
     broker._cost = {"get.market_data": 3.0, "analyze.stock": 30.0}
-    assert broker._quick(["get.market_data"])
-    assert broker._quick(["get.market_data"] * 6)  # 18 ms in all
-    assert not broker._quick(["get.market_data"] * 7)  # 21 ms: over the budget
-    assert not broker._quick(["analyze.stock"])
-    assert not broker._quick(["get.market_data", "scan.market"])  # never seen: unknown
+    assert broker._may_wait_behind(["get.market_data"])
+    assert broker._may_wait_behind(["get.market_data"] * 6)  # 18 ms in all
+    assert not broker._may_wait_behind(["get.market_data"] * 7)  # 21 ms: over the budget
+    assert not broker._may_wait_behind(["analyze.stock"])
+    assert not broker._may_wait_behind(["get.market_data", "scan.market"])  # never seen: unknown

@@ -503,7 +503,7 @@ class Broker:
 
     # ------------------------------------------------------------------ dispatch
 
-    def _quick(self, methods: list[str]) -> bool:
+    def _may_wait_behind(self, methods: list[str]) -> bool:
         """Whether a request may wait in a worker behind ``methods``: each has a known typical
         time, and together they usually take under ``prefetch_below_ms``, so the wait it adds
         is bounded whatever the credit."""
@@ -523,7 +523,7 @@ class Broker:
             if pending.deadline is not None and pending.deadline <= time.monotonic():
                 self._deadline_exceeded(pending)
                 continue
-            worker = pool.take_idle() or pool.take_with_room(self._quick)
+            worker = pool.take_idle() or pool.take_with_room(self._may_wait_behind)
             if worker is None:
                 queue.push(pending, front=True)
                 break

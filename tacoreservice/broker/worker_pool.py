@@ -182,7 +182,7 @@ class WorkerPool:
         return None
 
     def assign(self, record: WorkerRecord, key: bytes, method: str, now: float) -> None:
-        """``record`` (taken with take_idle or take_second) now holds ``key``."""
+        """``record`` (taken with take_idle or take_with_room) now holds ``key``."""
         if not record.assigned:
             record.current_since = now
         record.assigned.append(key)
