@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, ConfigDict, Field, model_validator
 
 from tacoreservice.market_data.provider import Bars, parse_as_of
 from tacoreservice.market_data.symbols import SymbolInfo, normalize_symbol, normalize_timeframe
@@ -45,6 +45,10 @@ _DAY24 = np.timedelta64(24 * 3600, "s")
 
 class MarketDataParams(ParamsModel):
     # Client generations add their own keys (market, scan_type, ...); ParamsModel ignores them.
+    # Frozen, and its checks read the params alone: a quote polled again reuses its
+    # validated params (registry.reuse_params).
+    model_config = ConfigDict(frozen=True)
+
     symbol: Symbol | None = None
     symbols: list[SymbolText] | None = Field(None, min_length=1, max_length=200)
     timeframe: str = Field(
@@ -234,7 +238,7 @@ def _served_timeframe(info: SymbolInfo, timeframe: str, strict: bool) -> str:
     return "1d"
 
 
-@method("get.market_data", MarketDataParams)
+@method("get.market_data", MarketDataParams, reuse_params=True)
 def get_market_data(params: MarketDataParams, ctx: MethodContext) -> dict[str, Any]:
     """Latest bar, change, 52-week range and optional history of one or many symbols."""
     single = params.symbol is not None
