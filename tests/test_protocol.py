@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
@@ -14,6 +15,7 @@ from tacoreservice.protocol.messages import (
     RequestRejected,
     build_error_reply,
     build_reply,
+    json_dumps,
     parse_request,
 )
 from tacoreservice.security.keys import generate_keys
@@ -98,6 +100,30 @@ def test_standard_reply_with_compat() -> None:
     assert reply["status"] == "error"
     assert reply["error"] == {"code": "INVALID_PARAMS", "message": "bad symbol"}
     assert reply["message"] == "bad symbol" and reply["result"] is None
+
+
+def test_a_compat_reply_is_the_bytes_of_the_whole_reply_encoded_at_once() -> None:
+    # "data" is encoded once and written twice: the bytes must be what encoding everything
+    # (numpy scalars, sets, non-string keys, nesting) in one go gives.
+    data = {"n": np.float64(1.5), "i": np.int64(3), "s": {3, 1}, 7: [{"x": None}], "t": "é"}
+    raw = build_reply("r1", STANDARD, True, data, None, 2.5, "w1")
+    reply = orjson.loads(raw)
+    whole = {
+        "status": "success",
+        "request_id": "r1",
+        "data": data,
+        "error": None,
+        "processing_time_ms": 2.5,
+        "timestamp": reply["timestamp"],
+        "worker_id": "w1",
+        "result": data,
+    }
+    assert raw == json_dumps(whole)
+    assert (
+        reply["data"]
+        == reply["result"]
+        == {"n": 1.5, "i": 3, "s": [1, 3], "7": [{"x": None}], "t": "é"}
+    )
 
 
 def test_standard_reply_without_compat_has_only_spec_fields() -> None:

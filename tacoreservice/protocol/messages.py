@@ -277,6 +277,9 @@ def build_reply(
         if error is not None:
             legacy["error_code"] = error["code"]
         return json_dumps(legacy)
+    if compat and data is not None:
+        # "result" repeats "data" for older clients: encoded once, written twice.
+        data = orjson.Fragment(json_dumps(data))
     reply: dict[str, Any] = {
         "status": "success" if error is None else "error",
         "request_id": request_id,
