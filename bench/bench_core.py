@@ -304,13 +304,17 @@ def _cpu_s(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def compare(tmp: Path, rounds: int, seconds: float, n: int) -> dict[str, Any]:
+def compare(
+    tmp: Path, rounds: int, seconds: float, n: int, baseline: Path | None = None
+) -> dict[str, Any]:
     """Issue 13: the service against the bare chain and the reference stacks, in one run.
 
     Every setup serves the same bytes (the service's own reply to the cached request) with 4
     workers and is kept running for the whole comparison; the rounds interleave the setups, so
     a neighbour's load hits them alike. After each service round the request log is left to
     write its backlog before the next setup runs (its rows are counted in the results).
+    ``baseline``: another checkout of the repository (an earlier commit), run beside the
+    service with the same config and load, so a change is measured before/after in one run.
     """
     from bench import _reference
 
@@ -336,6 +340,18 @@ def compare(tmp: Path, rounds: int, seconds: float, n: int) -> dict[str, Any]:
             quiet_endpoint,
             [quiet.pid],
         )
+        base_endpoint = None
+        if baseline is not None:
+            base, base_endpoint = start_service(
+                4, True, tmp, {"PYTHONPATH": str(baseline.resolve())}
+            )
+            running.append(base)
+            _call(base_endpoint, MARKET)
+            setups["service at the baseline checkout, 4 workers, request log on"] = (
+                _load_generator,
+                base_endpoint,
+                [base.pid],
+            )
         # The credit this issue first had (broker.credit 8 now), log on: what the credit buys.
         two, two_endpoint = start_service(4, True, tmp, {"TACORE_WORKER_CREDIT": "2"})
         running.append(two)
@@ -380,7 +396,7 @@ def compare(tmp: Path, rounds: int, seconds: float, n: int) -> dict[str, Any]:
                 result = throughput(target, seconds, generator=generator)
                 if target == endpoint:
                     pending_at_end.append(_request_log(endpoint)["pending"])
-                if target in (endpoint, two_endpoint):
+                if target in (endpoint, two_endpoint, base_endpoint):
                     _drained(target)  # the rows of this round are written on its account
                 used = _cpu_s(pids) - cpu_before
                 rps[name].append(result["rps"])
@@ -389,9 +405,12 @@ def compare(tmp: Path, rounds: int, seconds: float, n: int) -> dict[str, Any]:
         # One sequential client: the service against the bare chain, interleaved.
         chain: list[float] = []
         service: list[float] = []
+        at_baseline: list[float] = []
         for _ in range(rounds):
             chain += measure_latency(fe, MARKET, n // rounds)
             service += measure_latency(endpoint, MARKET, n // rounds)
+            if base_endpoint is not None:
+                at_baseline += measure_latency(base_endpoint, MARKET, n // rounds)
         log_after = _drained(endpoint)
     finally:
         stop_service(proc)
@@ -438,6 +457,14 @@ def compare(tmp: Path, rounds: int, seconds: float, n: int) -> dict[str, Any]:
             "service_p99_us": round(percentile(service, 99), 1),
             "p50_ratio": round(p50_service / p50_chain, 2),
             "n_each": len(chain),
+            **(
+                {
+                    "baseline_p50_us": round(statistics.median(at_baseline), 1),
+                    "baseline_p50_ratio": round(statistics.median(at_baseline) / p50_chain, 2),
+                }
+                if at_baseline
+                else {}
+            ),
         },
         "load_average_1min": {"min": min(loads), "max": max(loads)},
     }
@@ -462,6 +489,8 @@ def _print_compare(result: dict[str, Any]) -> None:
         f"\n1 sequential client: bare chain p50 {lat['bare_chain_p50_us']} us, service p50 "
         f"{lat['service_p50_us']} us: {lat['p50_ratio']}x"
     )
+    if "baseline_p50_us" in lat:
+        print(f"  baseline checkout p50 {lat['baseline_p50_us']} us: {lat['baseline_p50_ratio']}x")
 
 
 def main() -> None:
@@ -473,11 +502,23 @@ def main() -> None:
         help="only the issue-13 comparison: service vs bare chain vs FastAPI and grpcio",
     )
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="with --compare: a checkout of an earlier commit, run as one more setup "
+        "(before/after in one run)",
+    )
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "core.json"))
     args = parser.parse_args()
     if args.compare:
         tmp = Path(tempfile.mkdtemp(prefix="tacore-bench-"))
-        result = compare(tmp, args.rounds, 3.0 if args.quick else 8.0, 900 if args.quick else 3000)
+        result = compare(
+            tmp,
+            args.rounds,
+            3.0 if args.quick else 8.0,
+            900 if args.quick else 3000,
+            args.baseline,
+        )
         result["machine"] = _machine()
         out = Path(args.out).with_name("compare.json")
         out.parent.mkdir(parents=True, exist_ok=True)
