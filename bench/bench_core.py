@@ -506,7 +506,7 @@ def main() -> None:
         "--baseline",
         type=Path,
         help="with --compare: a checkout of an earlier commit, run as one more setup "
-        "(before/after in one run)",
+        "(before/after in one run); it reads this checkout's config/config.yaml",
     )
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "core.json"))
     args = parser.parse_args()

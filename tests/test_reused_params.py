@@ -5,6 +5,7 @@ and bounded."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,54 @@ def test_the_same_params_get_the_same_validated_model_and_the_same_answer(
     assert reused == fresh and reused["symbol"] == "AAPL" and len(reused["history"]) == 2
 
 
+def test_what_clients_add_to_every_request_does_not_split_the_key() -> None:
+    spec = _spec("get.market_data")
+    first = validate_params(spec, {"symbol": "AAPL", "timestamp": "2026-12-06T10:00:00.1Z"})
+    again = validate_params(
+        spec, {"symbol": "AAPL", "timestamp": "2026-12-06T10:00:01.2Z", "request_id": "r-9"}
+    )
+    assert again is first
+    assert validate_params(spec, {"symbol": "MSFT", "timestamp": "x"}) is not first
+
+
+def test_a_tolerated_key_the_model_reads_stays_in_the_key() -> None:
+    class Sourced(BaseModel):
+        model_config = ConfigDict(frozen=True)
+        source: str = "any"
+
+    spec = MethodSpec("t.sourced", Sourced, lambda p, c: None, reuse_params=True)
+    a = validate_params(spec, {"source": "scanner"})
+    b = validate_params(spec, {"source": "trader"})
+    assert (a.source, b.source) == ("scanner", "trader")  # type: ignore[attr-defined]
+    assert validate_params(spec, {"source": "scanner"}) is a
+
+
+def test_a_model_refusing_extra_keys_refuses_a_tolerated_one_every_time() -> None:
+    class Strict(BaseModel):
+        model_config = ConfigDict(frozen=True, extra="forbid")
+        x: int = 0
+
+    spec = MethodSpec("t.strict", Strict, lambda p, c: None, reuse_params=True)
+    kept = validate_params(spec, {"x": 1})
+    assert validate_params(spec, {"x": 1}) is kept
+    with pytest.raises(ServiceError) as info:
+        validate_params(spec, {"x": 1, "timestamp": 5})
+    assert info.value.code == ErrorCode.INVALID_PARAMS
+
+
+def test_values_json_would_blur_are_never_keyed() -> None:
+    # orjson writes NaN as null and a date as its ISO string: as keys they would match params
+    # that validate differently (None and "2024-01-02" are valid as_of values; these are not).
+    spec = _spec("get.market_data")
+    validate_params(spec, {"symbol": "AAPL", "as_of": None})
+    validate_params(spec, {"symbol": "AAPL", "as_of": "2024-01-02"})
+    for odd in (float("nan"), float("inf"), date(2024, 1, 2)):
+        assert reused_params.key(spec, {"symbol": "AAPL", "as_of": odd}) is None
+        with pytest.raises(ServiceError) as info:
+            validate_params(spec, {"symbol": "AAPL", "as_of": odd})
+        assert info.value.code == ErrorCode.INVALID_PARAMS
+
+
 def test_a_refused_request_is_refused_every_time() -> None:
     spec = _spec("get.market_data")
     for params in ({"symbol": ""}, {"sybmol": "AAPL"}, {"symbol": "AAPL", "symbols": ["X"]}):
@@ -98,17 +147,20 @@ def test_only_a_frozen_model_may_be_reused() -> None:
     MethodSpec("t.loose", Loose, lambda p, c: None)  # without reuse, any model
 
 
-def test_params_that_cannot_be_keyed_are_validated_without_keeping(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    spec = _spec("get.market_data")
-    # Past the key size (a long padding key is tolerated but not worth keeping).
-    long = {"symbol": "AAPL", "client": "c" * 600}
+def test_params_that_cannot_be_keyed_are_validated_without_keeping() -> None:
+    class Noted(BaseModel):
+        model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+        note: object = None
+
+    spec = MethodSpec("t.noted", Noted, lambda p, c: None, reuse_params=True)
+    # Past the key size: not worth keeping.
+    long = {"note": "n" * 600}
     assert validate_params(spec, long) is not validate_params(spec, long)
     # A value JSON cannot hold, as a caller in Python might pass.
-    odd = {"symbol": "AAPL", "client": object()}
+    odd = {"note": object()}
     assert reused_params.key(spec, odd) is None
-    assert validate_params(spec, odd).symbol == "AAPL"
+    assert validate_params(spec, odd).note is odd["note"]  # type: ignore[attr-defined]
+    assert len(reused_params) == 0
 
 
 def test_the_kept_models_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:

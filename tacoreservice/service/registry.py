@@ -7,6 +7,7 @@ API all call :func:`call_method`; none of them knows how a method is computed.
 from __future__ import annotations
 
 import importlib
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -218,7 +219,7 @@ def _refuse_unknown_keys(spec: MethodSpec, params: dict[str, Any]) -> None:
 
 
 class _ReusedParams:
-    """Params models already validated, by method and params bytes, for the methods
+    """Params models already validated, by params model and params bytes, for the methods
     registered with ``reuse_params``.
 
     Why: a client polling a quote sends the same params again and again, and pydantic's
@@ -233,21 +234,35 @@ class _ReusedParams:
     MAX_KEY_BYTES = 512  # a long symbol list is not worth keeping
 
     def __init__(self) -> None:
-        self._models: dict[tuple[str, bytes], BaseModel] = {}
-        self._lock = threading.Lock()  # the HTTP API may validate on several threads
+        self._models: dict[tuple[type, bytes], BaseModel] = {}
+        self._lock = threading.Lock()  # an application embedding the service may call on threads
 
     @classmethod
-    def key(cls, spec: MethodSpec, params: dict[str, Any]) -> tuple[str, bytes] | None:
-        try:
-            raw = orjson.dumps(params)
-        except TypeError:  # a value JSON cannot hold (a caller in Python passed it)
-            return None
-        return (spec.name, raw) if len(raw) <= cls.MAX_KEY_BYTES else None
+    def key(cls, spec: MethodSpec, params: dict[str, Any]) -> tuple[type, bytes] | None:
+        """The params' key, or None when they are not kept: a value other than a string, a
+        whole number, a finite float, a bool or null (orjson would write a NaN as null and a
+        date as a string, so two params that validate differently could share bytes), or too
+        long."""
+        for value in params.values():
+            kind = type(value)
+            if kind not in _KEYABLE or (kind is float and not math.isfinite(value)):
+                return None
+        model = spec.params_model
+        if not TOLERATED_KEYS.isdisjoint(params) and model.model_config.get("extra") in (
+            None,
+            "ignore",
+        ):
+            # What some client generations add to every request (a timestamp, a request id)
+            # changes each time and is ignored unless the model reads it: not part of the key.
+            read = accepted_keys(model)
+            params = {k: v for k, v in params.items() if k not in TOLERATED_KEYS or k in read}
+        raw = orjson.dumps(params)
+        return (model, raw) if len(raw) <= cls.MAX_KEY_BYTES else None
 
-    def get(self, key: tuple[str, bytes]) -> BaseModel | None:
+    def get(self, key: tuple[type, bytes]) -> BaseModel | None:
         return self._models.get(key)
 
-    def keep(self, key: tuple[str, bytes], model: BaseModel) -> None:
+    def keep(self, key: tuple[type, bytes], model: BaseModel) -> None:
         if not all(isinstance(v, _IMMUTABLE) for v in model.__dict__.values()):
             return
         with self._lock:
@@ -264,6 +279,7 @@ class _ReusedParams:
 
 
 _IMMUTABLE = (str, int, float, bool, bytes, type(None))
+_KEYABLE = frozenset({str, int, float, bool, type(None)})
 reused_params = _ReusedParams()
 
 
