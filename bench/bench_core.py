@@ -333,33 +333,24 @@ def compare(
         running += bare
         setups["bare Python LRU chain, 4 workers"] = (_load_generator, fe, [p.pid for p in bare])
         setups["service, 4 workers, request log on"] = (_load_generator, endpoint, [proc.pid])
-        quiet, quiet_endpoint = start_service(4, False, tmp)
-        running.append(quiet)
-        setups["service, 4 workers, request log off"] = (
-            _load_generator,
-            quiet_endpoint,
-            [quiet.pid],
-        )
-        base_endpoint = None
+        logged = [endpoint]  # services with the request log on: drained after their rounds
+
+        def add_service(name: str, request_log: bool, env: dict[str, str] | None = None) -> None:
+            """One more service setup, running for the whole comparison, its cache filled."""
+            svc, svc_endpoint = start_service(4, request_log, tmp, env)
+            running.append(svc)
+            _call(svc_endpoint, MARKET)
+            setups[name] = (_load_generator, svc_endpoint, [svc.pid])
+            if request_log:
+                logged.append(svc_endpoint)
+
+        add_service("service, 4 workers, request log off", False)
+        base_name = "service at the baseline checkout, 4 workers, request log on"
         if baseline is not None:
-            base, base_endpoint = start_service(
-                4, True, tmp, {"PYTHONPATH": str(baseline.resolve())}
-            )
-            running.append(base)
-            _call(base_endpoint, MARKET)
-            setups["service at the baseline checkout, 4 workers, request log on"] = (
-                _load_generator,
-                base_endpoint,
-                [base.pid],
-            )
+            add_service(base_name, True, {"PYTHONPATH": str(baseline.resolve())})
         # The credit this issue first had (broker.credit 8 now), log on: what the credit buys.
-        two, two_endpoint = start_service(4, True, tmp, {"TACORE_WORKER_CREDIT": "2"})
-        running.append(two)
-        _call(two_endpoint, MARKET)
-        setups["service, 4 workers, request log on, credit 2"] = (
-            _load_generator,
-            two_endpoint,
-            [two.pid],
+        add_service(
+            "service, 4 workers, request log on, credit 2", True, {"TACORE_WORKER_CREDIT": "2"}
         )
         if have["fastapi"]:
             port = free_port()
@@ -379,7 +370,8 @@ def compare(
                 [p.pid for p in servers],
             )
         log_before = _drained(endpoint)
-        _drained(two_endpoint)
+        for other in logged[1:]:
+            _drained(other)
         for generator, target, _roots in setups.values():
             throughput(target, 1.0, generator=generator)  # warm-up
         _drained(endpoint)
@@ -396,7 +388,7 @@ def compare(
                 result = throughput(target, seconds, generator=generator)
                 if target == endpoint:
                     pending_at_end.append(_request_log(endpoint)["pending"])
-                if target in (endpoint, two_endpoint, base_endpoint):
+                if target in logged:
                     _drained(target)  # the rows of this round are written on its account
                 used = _cpu_s(pids) - cpu_before
                 rps[name].append(result["rps"])
@@ -409,8 +401,8 @@ def compare(
         for _ in range(rounds):
             chain += measure_latency(fe, MARKET, n // rounds)
             service += measure_latency(endpoint, MARKET, n // rounds)
-            if base_endpoint is not None:
-                at_baseline += measure_latency(base_endpoint, MARKET, n // rounds)
+            if base_name in setups:
+                at_baseline += measure_latency(setups[base_name][1], MARKET, n // rounds)
         log_after = _drained(endpoint)
     finally:
         stop_service(proc)
