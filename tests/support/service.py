@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import random
@@ -25,19 +26,28 @@ REPO = Path(__file__).resolve().parents[2]
 # what it hands to outgoing connections, so between this check and the service's bind any
 # client on the machine (another test run's) could take it. Here only another bind can.
 _PORTS = (20_000, 32_767)
+# Ports this test process handed out lately. A port is free when picked but bound only when the
+# service starts, so the three picks of one ServiceProcesses (or two services of one test) could
+# otherwise land on the same port: the broker then cannot bind, and the test waits out its
+# deadline for a service that exited at once. A suite hands out well under this many.
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=4096)
 
 
 def free_port() -> int:
-    """A loopback TCP port nothing listens on or holds, outside the ephemeral range."""
+    """A loopback TCP port nothing listens on or holds, outside the ephemeral range, and not
+    one this process handed out among its last 4,096."""
     rng = random.SystemRandom()
     while True:
         port = rng.randint(*_PORTS)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue  # in use (or in TIME_WAIT): another
-            return port
+        _HANDED_OUT.append(port)
+        return port
 
 
 class ServiceProcesses:
@@ -147,6 +157,11 @@ class ServiceProcesses:
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
+            if self.main is not None and self.main.poll() is not None:
+                raise AssertionError(
+                    f"the service exited (code {self.main.returncode}) while waiting for "
+                    f"{count} workers:\n{self.output_tail(self.main)}"
+                )
             try:
                 last = self.health()
                 pids = {w["pid"] for w in last["worker_list"]}
@@ -156,6 +171,13 @@ class ServiceProcesses:
                 last = exc
             time.sleep(0.02)
         raise AssertionError(f"expected {count} workers within {timeout}s; last: {last}")
+
+    def output_tail(self, proc: subprocess.Popen[bytes], size: int = 2000) -> str:
+        """The last ``size`` bytes ``proc`` (one this harness spawned) wrote."""
+        index = self.procs.index(proc)
+        for path in self.tmp.glob(f"*-{index}.out"):
+            return path.read_bytes()[-size:].decode(errors="replace")
+        return ""
 
     def worker_pids(self) -> set[int]:
         return {w["pid"] for w in self.health()["worker_list"]}
