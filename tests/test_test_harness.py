@@ -1,12 +1,15 @@
-"""The test harness itself: the ports it hands out and how it reports a service that died."""
+"""The test harness itself: the ports it hands out, how it reports a service that died, and
+the disk filler of the full-disk tests."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.support.disk import fill_disk, small_disk
 from tests.support.service import ServiceProcesses, free_port
 
 
@@ -27,3 +30,21 @@ def test_waiting_for_workers_stops_at_once_when_the_service_exits(tmp_path: Path
     finally:
         svc.stop()
     assert time.monotonic() - started < 30  # not the 60 s deadline
+
+
+def test_fill_disk_fills_a_disk_whose_space_ends_just_short_of_a_chunk(tmp_path: Path) -> None:
+    # The filler writes 1 MiB at a time. Here the free space ends one page short of a MiB, the
+    # case where a buffered filler failed with ENOSPC on its own truncate.
+    with small_disk(tmp_path / "disk", 8) as disk:
+        (disk / "other").write_bytes(b"x" * 4096)
+        assert _free(disk) % (1 << 20) == (1 << 20) - 4096
+        filler = fill_disk(disk, leave_bytes=0)
+        assert _free(disk) == 0
+        filler.unlink()
+        fill_disk(disk, leave_bytes=1 << 20)
+        assert _free(disk) == 1 << 20
+
+
+def _free(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize

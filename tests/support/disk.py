@@ -32,11 +32,17 @@ def small_disk(path: Path, megabytes: int) -> Iterator[Path]:
 
 
 def fill_disk(disk: Path, leave_bytes: int) -> Path:
+    """Take every free byte of ``disk`` but the last ``leave_bytes``; returns the filler file.
+
+    Unbuffered: a buffered file keeps the tail of a chunk that did not fit (when the disk
+    fills within a buffer's length of a chunk's end), and every later flush, truncate
+    included, fails on it with ENOSPC.
+    """
     filler = disk / "filler"
-    with open(filler, "wb") as f:
-        with contextlib.suppress(OSError):
-            while True:
-                f.write(b"\0" * (1 << 20))
-                f.flush()
+    chunk = b"\0" * (1 << 20)
+    with open(filler, "wb", buffering=0) as f:
+        with contextlib.suppress(OSError):  # ENOSPC: full
+            while f.write(chunk):
+                pass
         f.truncate(max(0, f.tell() - leave_bytes))
     return filler
