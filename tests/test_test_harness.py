@@ -3,7 +3,7 @@ the disk filler of the full-disk tests."""
 
 from __future__ import annotations
 
-import os
+import shutil
 import time
 from pathlib import Path
 
@@ -37,14 +37,9 @@ def test_fill_disk_fills_a_disk_whose_space_ends_just_short_of_a_chunk(tmp_path:
     # case where a buffered filler failed with ENOSPC on its own truncate.
     with small_disk(tmp_path / "disk", 8) as disk:
         (disk / "other").write_bytes(b"x" * 4096)
-        assert _free(disk) % (1 << 20) == (1 << 20) - 4096
+        assert shutil.disk_usage(disk).free % (1 << 20) == (1 << 20) - 4096
         filler = fill_disk(disk, leave_bytes=0)
-        assert _free(disk) == 0
+        assert shutil.disk_usage(disk).free == 0
         filler.unlink()
         fill_disk(disk, leave_bytes=1 << 20)
-        assert _free(disk) == 1 << 20
-
-
-def _free(path: Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
+        assert shutil.disk_usage(disk).free == 1 << 20
