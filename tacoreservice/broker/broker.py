@@ -63,6 +63,7 @@ from tacoreservice.protocol.messages import (
     parse_request,
     utc_timestamp,
 )
+from tacoreservice.protocol.transport import NOBLOCK, recv_frames, send_frames
 from tacoreservice.security.curve import (
     CLIENTS_DOMAIN,
     BrokerCurve,
@@ -87,8 +88,6 @@ _DRAIN_BATCH = 256  # messages read per socket per loop turn: amortises poll() c
 # Plain ints: pyzmq's enum wrappers cost more than the socket calls on the hot path.
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
-_NOBLOCK = int(zmq.NOBLOCK)
-_SNDMORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
 # How fast a method's typical processing time follows new replies (exponential average).
 _COST_WEIGHT = 0.2
 
@@ -291,7 +290,7 @@ class Broker:
                 if curve:
                     on_message(*recv_with_user_id(sock))
                 else:
-                    on_message(sock.recv_multipart(), None)
+                    on_message(recv_frames(sock), None)
             except Exception:  # noqa: BLE001 - a bug on one message must not stop the broker
                 log.exception("a %s message could not be handled; the broker goes on", what)
         return False
@@ -489,12 +488,10 @@ class Broker:
         if not self._outbox:
             return
         out, self._outbox = self._outbox, []
-        send = self.frontend.send
+        frontend = self.frontend
         for frames in out:
             try:
-                for frame in frames[:-1]:
-                    send(frame, _SNDMORE_NOBLOCK)
-                send(frames[-1], _NOBLOCK)
+                send_frames(frontend, frames, NOBLOCK)
             except zmq.ZMQError as exc:
                 # EHOSTUNREACH: the client went away; EAGAIN: it stopped reading (HWM).
                 # Either way its reply has nowhere to go; the broker must not block for it.
@@ -537,8 +534,10 @@ class Broker:
 
     def _send_to_worker(self, worker: WorkerRecord, pending: Pending) -> None:
         try:
-            self.backend.send_multipart(
-                [worker.identity, wp.request_head(pending.key), pending.payload], _NOBLOCK
+            send_frames(
+                self.backend,
+                (worker.identity, wp.request_head(pending.key), pending.payload),
+                NOBLOCK,
             )
         except zmq.ZMQError as exc:
             # The worker's connection is gone: evict it and try the request elsewhere.
@@ -712,7 +711,7 @@ class Broker:
 
     def _send_worker_command(self, identity: bytes, command: bytes) -> None:
         try:
-            self.backend.send_multipart([identity, *wp.command(command)], _NOBLOCK)
+            send_frames(self.backend, [identity, *wp.command(command)], NOBLOCK)
         except zmq.ZMQError:
             pass
 

@@ -28,6 +28,7 @@ from tacoreservice.protocol.messages import (
     build_reply,
     utc_timestamp,
 )
+from tacoreservice.protocol.transport import recv_frames, send_frames
 from tacoreservice.security.keys import CurveKeys, apply_curve, load_curve_keys
 from tacoreservice.security.redaction import mask_values
 from tacoreservice.security.secrets import secret_values
@@ -403,7 +404,7 @@ class Worker:
         """Read every message waiting into ``inbox``; True when a DISCONNECT is among those
         not yet handled."""
         while int(sock.getsockopt(_EVENTS)) & _POLLIN:
-            inbox.append(sock.recv_multipart())
+            inbox.append(recv_frames(sock))
             heart.last_seen = time.monotonic()
         return any(map(_is_disconnect, inbox))
 
@@ -431,7 +432,7 @@ class Worker:
     @staticmethod
     def _send(sock: zmq.Socket, frames: list[bytes]) -> None:
         try:
-            sock.send_multipart(frames)
+            send_frames(sock, frames)
         except zmq.ZMQError as exc:
             log.error("could not send to the broker: %s", exc)
 
