@@ -23,12 +23,11 @@ def ctx() -> Iterator[zmq.Context]:
 
 
 def _pair(ctx: zmq.Context) -> tuple[Any, Any]:
-    a = ctx.socket(zmq.DEALER)
-    a.setsockopt(zmq.LINGER, 0)
+    a, b = ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER)
+    for sock in (a, b):
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, 5000)  # a lost frame fails the test, never hangs it
     port = a.bind_to_random_port("tcp://127.0.0.1")
-    b = ctx.socket(zmq.DEALER)
-    b.setsockopt(zmq.LINGER, 0)
-    b.setsockopt(zmq.RCVTIMEO, 5000)
     b.connect(f"tcp://127.0.0.1:{port}")
     return a, b
 

@@ -63,7 +63,7 @@ from tacoreservice.protocol.messages import (
     parse_request,
     utc_timestamp,
 )
-from tacoreservice.protocol.transport import NOBLOCK, recv_frames, send_frames
+from tacoreservice.protocol.transport import EVENTS, NOBLOCK, POLLIN, recv_frames, send_frames
 from tacoreservice.security.curve import (
     CLIENTS_DOMAIN,
     BrokerCurve,
@@ -85,9 +85,6 @@ __all__ = ["Broker", "CONTROL_ENDPOINT"]
 log = logging.getLogger("tacoreservice.broker")
 
 _DRAIN_BATCH = 256  # messages read per socket per loop turn: amortises poll() cost
-# Plain ints: pyzmq's enum wrappers cost more than the socket calls on the hot path.
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
 # How fast a method's typical processing time follows new replies (exponential average).
 _COST_WEIGHT = 0.2
 
@@ -284,7 +281,7 @@ class Broker:
         curve = self.curve is not None
         for _ in range(_DRAIN_BATCH):
             # Checking EVENTS is cheaper than letting a NOBLOCK recv raise zmq.Again.
-            if not int(sock.getsockopt(_EVENTS)) & _POLLIN:
+            if not int(sock.getsockopt(EVENTS)) & POLLIN:
                 return True
             try:
                 if curve:

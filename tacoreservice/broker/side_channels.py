@@ -16,11 +16,11 @@ from __future__ import annotations
 import zmq
 
 from tacoreservice.broker import status
+from tacoreservice.protocol.transport import NOBLOCK
 
 __all__ = ["CONTROL_ENDPOINT", "SideChannels"]
 
 CONTROL_ENDPOINT = "inproc://tacore-broker-control"
-_NOBLOCK = int(zmq.NOBLOCK)
 _MONITOR_BATCH = 64  # queries answered per loop turn
 
 
@@ -45,7 +45,7 @@ class SideChannels:
         out = []
         while True:
             try:
-                out.append(self.control.recv_multipart(_NOBLOCK))
+                out.append(self.control.recv_multipart(NOBLOCK))
             except zmq.Again:
                 return out
 
@@ -53,7 +53,7 @@ class SideChannels:
         """Ask the supervisor to kill and replace ``worker_id`` (nothing happens when the
         worker is not one of its own: such a worker ends itself)."""
         try:
-            self.control.send_multipart([b"kill", worker_id.encode()], _NOBLOCK)
+            self.control.send_multipart([b"kill", worker_id.encode()], NOBLOCK)
         except zmq.ZMQError:
             pass
 
@@ -61,14 +61,14 @@ class SideChannels:
         """Answer the monitoring queries waiting (``[identity, "", seq, kind]``)."""
         for _ in range(_MONITOR_BATCH):
             try:
-                frames = self.monitor.recv_multipart(_NOBLOCK)
+                frames = self.monitor.recv_multipart(NOBLOCK)
             except zmq.Again:
                 return
             body = status.monitor_answer(view, frames[3]) if len(frames) == 4 else None
             if body is None:
                 continue
             try:
-                self.monitor.send_multipart([frames[0], b"", frames[2], body], _NOBLOCK)
+                self.monitor.send_multipart([frames[0], b"", frames[2], body], NOBLOCK)
             except zmq.ZMQError:
                 pass
 

@@ -18,9 +18,12 @@ from collections.abc import Sequence
 
 import zmq
 
-__all__ = ["NOBLOCK", "recv_frames", "send_frames"]
+__all__ = ["EVENTS", "NOBLOCK", "POLLIN", "recv_frames", "send_frames"]
 
+# Plain ints: pyzmq's enum wrappers cost more than the socket calls on the hot path.
+EVENTS = int(zmq.EVENTS)
 NOBLOCK = int(zmq.NOBLOCK)
+POLLIN = int(zmq.POLLIN)
 _SNDMORE = int(zmq.SNDMORE)
 
 

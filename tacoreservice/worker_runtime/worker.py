@@ -28,7 +28,7 @@ from tacoreservice.protocol.messages import (
     build_reply,
     utc_timestamp,
 )
-from tacoreservice.protocol.transport import recv_frames, send_frames
+from tacoreservice.protocol.transport import EVENTS, POLLIN, recv_frames, send_frames
 from tacoreservice.security.keys import CurveKeys, apply_curve, load_curve_keys
 from tacoreservice.security.redaction import mask_values
 from tacoreservice.security.secrets import secret_values
@@ -54,9 +54,6 @@ log = logging.getLogger("tacoreservice.worker")
 # that could not open the database.
 EXIT_TIME_LIMIT = 75
 EXIT_NO_DATABASE = 74
-
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
 
 
 def default_worker_id() -> str:
@@ -403,7 +400,7 @@ class Worker:
     ) -> bool:
         """Read every message waiting into ``inbox``; True when a DISCONNECT is among those
         not yet handled."""
-        while int(sock.getsockopt(_EVENTS)) & _POLLIN:
+        while int(sock.getsockopt(EVENTS)) & POLLIN:
             inbox.append(recv_frames(sock))
             heart.last_seen = time.monotonic()
         return any(map(_is_disconnect, inbox))
