@@ -45,6 +45,15 @@ class NullCache:
     def set(self, key: str, value: bytes, ttl_s: float) -> None:
         return None
 
+    def delete(self, key: str) -> None:
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        return {"backend": "none", "hits": 0, "misses": 0, "sets": 0, "errors": 0, "size": 0}
+
+    def close(self) -> None:
+        return None
+
 
 def uncached_context() -> Any:
     """A method context with the default settings, the methods loaded and no cache."""

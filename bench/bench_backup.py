@@ -56,7 +56,7 @@ def _fill(db: Path, rows: int) -> None:
     conn.close()
 
 
-def _timed(runs: int, fn: Callable[[int], None]) -> list[float]:
+def _timed(runs: int, fn: Callable[[int], object]) -> list[float]:
     times = []
     for i in range(runs):
         t0 = time.perf_counter()

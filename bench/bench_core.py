@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import zmq
@@ -77,13 +77,13 @@ def _bare_broker(frontend: str, backend: str) -> None:
     while True:
         events = dict(poller.poll(250))
         if be in events:
-            while be.get(zmq.EVENTS) & zmq.POLLIN:
+            while int(be.get(zmq.EVENTS)) & zmq.POLLIN:
                 frames = be.recv_multipart()
                 if len(frames) > 2:
                     fe.send_multipart(frames[1:])
                 workers.append(frames[0])
         if fe in events:
-            while fe.get(zmq.EVENTS) & zmq.POLLIN:
+            while int(fe.get(zmq.EVENTS)) & zmq.POLLIN:
                 queue.append(fe.recv_multipart())
         while queue and workers:
             be.send_multipart([workers.popleft(), *queue.popleft()])
@@ -101,7 +101,7 @@ def _bare_worker(backend: str, reply: bytes) -> None:
 
 
 def measure_latency(endpoint: str, body: bytes, n: int) -> list[float]:
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context = zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
@@ -184,7 +184,7 @@ def start_service(
         stderr=subprocess.DEVNULL,
     )
     endpoint = f"tcp://127.0.0.1:{fport}"
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context = zmq.Context.instance()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         s = ctx.socket(zmq.REQ)
@@ -235,7 +235,7 @@ def throughput(
 
 
 def _call(endpoint: str, body: bytes) -> bytes:
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context = zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
@@ -331,7 +331,8 @@ def compare(
         body_file.write_bytes(reply)
         bare, fe = _start_bare_chain(4, reply)
         running += bare
-        setups["bare Python LRU chain, 4 workers"] = (_load_generator, fe, [p.pid for p in bare])
+        bare_pids = [cast(int, p.pid) for p in bare]  # started: never None
+        setups["bare Python LRU chain, 4 workers"] = (_load_generator, fe, bare_pids)
         setups["service, 4 workers, request log on"] = (_load_generator, endpoint, [proc.pid])
         logged = [endpoint]  # services with the request log on: drained after their rounds
 

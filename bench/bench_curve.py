@@ -56,7 +56,7 @@ def _echo(port: int, keys: str | None) -> None:
 
 
 def _socket(endpoint: str, keys: Path | None) -> zmq.Socket:
-    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock: zmq.Socket = zmq.Context.instance().socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     if keys is not None:
         public, secret = load_key_pair(keys / "private" / "bench.key_secret")

@@ -62,7 +62,7 @@ def portfolio_rows(result: dict[str, Any]) -> list[str]:
 def rolling_rows(result: dict[str, Any]) -> list[str]:
     rolling = result["rolling_windows"] or {}
     rows = rolling.get("summary") or []
-    engine = next((r for r in rows if r["strategy"] == "engine"), {})
+    engine: dict[str, Any] = next((r for r in rows if r["strategy"] == "engine"), {})
     beats = engine.get("sharpe_beats") or {}
     return [
         f"| {result['split']} | {r['label']} | {r['runs']} | {_f(r['median_sharpe_ratio'], '{:.2f}')}"

@@ -115,9 +115,9 @@ def main() -> None:
             for path in ("/metrics", "/api/status", "/api/workers", "/api/logs?limit=50"):
                 times = []
                 for _ in range(100):
-                    t = time.perf_counter()
+                    sent = time.perf_counter()
                     http.get(path).raise_for_status()
-                    times.append((time.perf_counter() - t) * 1e3)
+                    times.append((time.perf_counter() - sent) * 1e3)
                 print(f"GET {path}: p50 {statistics.median(times):.2f} ms")
     finally:
         svc.stop()

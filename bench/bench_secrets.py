@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -89,10 +90,11 @@ def bench_writer(args: argparse.Namespace) -> list[Row]:
     ).encode()
     response = json.dumps({"status": "success", "data": {"symbol": "AAPL", "close": 1.0}}).encode()
     rows = []
-    for case, kwargs in (
+    cases: tuple[tuple[str, dict[str, Any]], ...] = (
         ("no redaction", {}),
         ("redact_fields + 8 secret values", {"redact_fields": FIELDS, "mask_values": SECRETS}),
-    ):
+    )
+    for case, kwargs in cases:
         with tempfile.TemporaryDirectory() as tmp:
             writer = RequestLogWriter(Path(tmp) / "bench.db", Settings().request_log, **kwargs)
             with writer:

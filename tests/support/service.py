@@ -145,7 +145,7 @@ class ServiceProcesses:
 
     def health(self, detailed: bool = True, timeout_ms: int = 1000) -> dict[str, Any]:
         with self.client(timeout_ms=timeout_ms, retries=0) as c:
-            return c.health(detailed=detailed)  # type: ignore[no-any-return]
+            return c.health(detailed=detailed)
 
     def wait_workers(
         self, count: int, timeout: float = 60.0, exclude_pid: int | None = None
@@ -166,7 +166,7 @@ class ServiceProcesses:
                 last = self.health()
                 pids = {w["pid"] for w in last["worker_list"]}
                 if last["workers"]["alive"] == count and exclude_pid not in pids:
-                    return last  # type: ignore[no-any-return]
+                    return last
             except TACoreError as exc:
                 last = exc
             time.sleep(0.02)
@@ -216,7 +216,7 @@ def wait_job(
 
 def raw_request(endpoint: str, body: bytes, timeout_ms: int = 5000) -> dict[str, Any]:
     """One frame through a plain REQ socket, as the oldest clients do it."""
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context = zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
@@ -224,7 +224,7 @@ def raw_request(endpoint: str, body: bytes, timeout_ms: int = 5000) -> dict[str,
         sock.send(body)
         if not sock.poll(timeout_ms):
             raise AssertionError(f"no reply within {timeout_ms} ms to {body[:80]!r}")
-        return orjson.loads(sock.recv())  # type: ignore[no-any-return]
+        return orjson.loads(sock.recv())
     finally:
         sock.close(linger=0)
 
