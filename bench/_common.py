@@ -39,17 +39,28 @@ def round_trips(sock: Any, body: bytes, n: int) -> list[float]:
 class NullCache:
     """A cache that never hits, so every call does the whole computation."""
 
+    def __init__(self) -> None:
+        self.misses = self.sets = 0
+
     def get(self, key: str) -> bytes | None:
+        self.misses += 1
         return None
 
     def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        return None
+        self.sets += 1  # offered, never kept
 
     def delete(self, key: str) -> None:
         return None
 
     def stats(self) -> dict[str, Any]:
-        return {"backend": "none", "hits": 0, "misses": 0, "sets": 0, "errors": 0, "size": 0}
+        return {
+            "backend": "none",
+            "hits": 0,
+            "misses": self.misses,
+            "sets": self.sets,
+            "errors": 0,
+            "size": 0,
+        }
 
     def close(self) -> None:
         return None
