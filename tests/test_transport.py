@@ -71,6 +71,22 @@ def test_recv_frames_reads_one_message_and_leaves_the_next(ctx: zmq.Context) -> 
     assert b.recv_multipart() == [b"second", b"2", b"two"]
 
 
+def test_recv_frames_without_blocking_reads_what_poll_reported_and_raises_again_on_nothing(
+    ctx: zmq.Context,
+) -> None:
+    # The broker and the worker read the message poll woke them for this way, without
+    # asking EVENTS first: it must come whole, and an empty socket must not block them.
+    a, b = _pair(ctx)
+    _connected(a, b)
+    with pytest.raises(zmq.Again):
+        recv_frames(b, NOBLOCK)
+    send_frames(a, [b"", b"head", b"x" * 70_000])
+    assert b.poll(5000) == zmq.POLLIN
+    assert recv_frames(b, NOBLOCK) == [b"", b"head", b"x" * 70_000]
+    with pytest.raises(zmq.Again):
+        recv_frames(b, NOBLOCK)
+
+
 def test_an_unroutable_send_fails_on_its_first_frame_and_leaves_nothing_behind(
     ctx: zmq.Context,
 ) -> None:

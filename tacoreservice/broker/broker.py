@@ -122,6 +122,11 @@ class Broker:
         self._bound = False
         # Client replies of this loop turn: sent together by _deliver, after their records.
         self._outbox: list[list[bytes]] = []
+        # True while the broker handles the message poll woke it for: its reply is sent as
+        # soon as it is made, before the bookkeeping and before more messages are looked at.
+        # Work before a send lengthens the round trip; work after it mostly overlaps the
+        # next hop (BENCHMARKS.md, "Before the send or after it").
+        self._reply_at_once = False
         # Typical processing time of each method (ms), from the workers' replies: a request
         # may wait in a worker behind another only when that one is known to be quick.
         self._cost: dict[str, float] = {}
@@ -228,10 +233,10 @@ class Broker:
                     timeout = min(timeout, 0.02)
                 events = dict(poller.poll(int(timeout * 1000.0)))
                 if self.backend in events:
-                    self._drain_backend()
+                    self._drain_backend(ready=True)
                     self._deliver()
                 if self.frontend in events:
-                    self._drain(self.frontend, self._on_client_message, "client")
+                    self._drain(self.frontend, self._on_client_message, "client", ready=True)
                     self._deliver()
                 if control in events:
                     self._handle_control()
@@ -274,22 +279,44 @@ class Broker:
         return bool(self.queue) or any(p.job_id is None for p in self.table.dispatched.values())
 
     def _drain(
-        self, sock: zmq.Socket, on_message: Callable[[list[bytes], str | None], None], what: str
+        self,
+        sock: zmq.Socket,
+        on_message: Callable[[list[bytes], str | None], None],
+        what: str,
+        ready: bool = False,
     ) -> bool:
         """Hand up to a batch of waiting messages to ``on_message``, with their User-Id;
-        True when nothing more was waiting."""
+        True when nothing more was waiting.
+
+        ``ready``: poll has just reported ``sock`` readable. The first message is then read
+        without asking EVENTS, and its reply is sent as soon as it is made (see
+        ``_reply_at_once``); the rest of the batch is sent together by the caller, with one
+        ``write(2)`` of their log records.
+        """
         curve = self.curve is not None
+        first = self._reply_at_once = ready
         for _ in range(_DRAIN_BATCH):
             # Checking EVENTS is cheaper than letting a NOBLOCK recv raise zmq.Again.
-            if not int(sock.getsockopt(EVENTS)) & POLLIN:
+            if not first and not int(sock.getsockopt(EVENTS)) & POLLIN:
                 return True
             try:
-                if curve:
-                    on_message(*recv_with_user_id(sock))
-                else:
-                    on_message(recv_frames(sock), None)
+                frames, user_id = (
+                    recv_with_user_id(sock, NOBLOCK)
+                    if curve
+                    else (recv_frames(sock, NOBLOCK), None)
+                )
+            except zmq.Again:
+                return True
+            except Exception:  # noqa: BLE001 - as below: the broker goes on
+                log.exception("a %s message could not be read; the broker goes on", what)
+                continue
+            try:
+                on_message(frames, user_id)
             except Exception:  # noqa: BLE001 - a bug on one message must not stop the broker
                 log.exception("a %s message could not be handled; the broker goes on", what)
+            if first:
+                first = self._reply_at_once = False
+                self._deliver()
         return False
 
     # ------------------------------------------------------------------ admission
@@ -566,8 +593,8 @@ class Broker:
 
     # ------------------------------------------------------------------ backend
 
-    def _drain_backend(self) -> bool:
-        emptied = self._drain(self.backend, self._on_worker_message, "worker")
+    def _drain_backend(self, ready: bool = False) -> bool:
+        emptied = self._drain(self.backend, self._on_worker_message, "worker", ready)
         if self.queue or self.jobs.queue:
             self._dispatch()
         return emptied
@@ -635,12 +662,20 @@ class Broker:
         key, ok, processing_ms, error_code = wp.decode_reply(head)
         worker = self.pool.workers.get(identity)
         pending = self.table.dispatched.pop(key, None)
+        if pending is not None:
+            worker_id = (
+                worker.worker_id if worker is not None else identity.decode(errors="replace")
+            )
+            self._finish(pending, body, ok, error_code, worker_id, processing_ms)
+            if self._reply_at_once:
+                self._deliver()
+        # The books are kept after the answer: nothing below changes what the client gets.
         if worker is not None:
             self.pool.touch(worker, now)
             self.pool.release(worker, key, now)
         else:
-            # A reply from a worker we had given up on: use the answer if it is still wanted,
-            # and tell the worker to register again.
+            # A reply from a worker we had given up on: its answer was used if still wanted;
+            # tell the worker to register again.
             self._send_worker_command(identity, wp.DISCONNECT)
         if pending is None:
             self.stats["stale_replies"] += 1
@@ -659,8 +694,6 @@ class Broker:
                     worker.client_errors += 1
                 else:
                     worker.failed += 1
-        worker_id = worker.worker_id if worker is not None else identity.decode(errors="replace")
-        self._finish(pending, body, ok, error_code, worker_id, processing_ms)
 
     def _on_decline(self, identity: bytes, key: bytes, now: float) -> None:
         """The worker gave a request back unstarted (its session was not fresh, or it is

@@ -38,11 +38,13 @@ def send_frames(sock: zmq.Socket, frames: Sequence[bytes], flags: int = 0) -> No
     send(frames[last], flags)
 
 
-def recv_frames(sock: zmq.Socket) -> list[bytes]:
+def recv_frames(sock: zmq.Socket, flags: int = 0) -> list[bytes]:
     """Receive one whole message (blocking, as ``recv_multipart``): a frame's ``more`` flag
-    comes with it, so no option is asked for."""
+    comes with it, so no option is asked for. With ``flags`` :data:`NOBLOCK` it raises
+    ``zmq.Again`` when no message is waiting; a message's later frames are always there
+    once its first is."""
     recv = sock.recv
-    frame = recv(0, copy=False)
+    frame = recv(flags, copy=False)
     frames = [frame.bytes]
     while frame.more:
         frame = recv(0, copy=False)

@@ -164,10 +164,11 @@ def make_rings(security: SecuritySettings) -> dict[str, KeyRing]:
     }
 
 
-def recv_with_user_id(sock: zmq.Socket) -> tuple[list[bytes], str | None]:
+def recv_with_user_id(sock: zmq.Socket, flags: int = 0) -> tuple[list[bytes], str | None]:
     """One message and the User-Id the ZAP handler gave its connection (the peer's CURVE
-    public key): frames are read without copying so the property can be asked for."""
-    parts = sock.recv_multipart(copy=False)
+    public key): frames are read without copying so the property can be asked for.
+    ``flags`` as for ``recv_multipart`` (NOBLOCK raises ``zmq.Again`` when none waits)."""
+    parts = sock.recv_multipart(flags, copy=False)
     user_id = parts[-1].get("User-Id")
     return [p.bytes for p in parts], user_id if isinstance(user_id, str) else None
 

@@ -28,7 +28,7 @@ from tacoreservice.protocol.messages import (
     build_reply,
     utc_timestamp,
 )
-from tacoreservice.protocol.transport import EVENTS, POLLIN, recv_frames, send_frames
+from tacoreservice.protocol.transport import EVENTS, NOBLOCK, POLLIN, recv_frames, send_frames
 from tacoreservice.security.keys import CurveKeys, apply_curve, load_curve_keys
 from tacoreservice.security.redaction import mask_values
 from tacoreservice.security.secrets import secret_values
@@ -382,9 +382,12 @@ class Worker:
                 return "stop"
             if heart.broker_lost.is_set():
                 return "lost"
-            if not inbox and not poller.poll(100):
-                continue
-            if self._read_waiting(sock, inbox, heart):
+            woken = False
+            if not inbox:
+                if not poller.poll(100):
+                    continue
+                woken = True
+            if self._read_waiting(sock, inbox, heart, woken):
                 # The broker gave up this session; what this worker held went to others.
                 log.info("broker asked %s to register again", self.worker_id)
                 self._decline_all(sock, inbox)
@@ -396,10 +399,21 @@ class Worker:
                 log.warning("malformed message from broker ignored")
 
     def _read_waiting(
-        self, sock: zmq.Socket, inbox: deque[list[bytes]], heart: _Heartbeater
+        self,
+        sock: zmq.Socket,
+        inbox: deque[list[bytes]],
+        heart: _Heartbeater,
+        woken: bool = False,
     ) -> bool:
         """Read every message waiting into ``inbox``; True when a DISCONNECT is among those
-        not yet handled."""
+        not yet handled. ``woken``: poll has just reported a message, so the first is read
+        without asking EVENTS (one call less before the request starts)."""
+        if woken:
+            try:
+                inbox.append(recv_frames(sock, NOBLOCK))
+                heart.last_seen = time.monotonic()
+            except zmq.Again:
+                pass
         while int(sock.getsockopt(EVENTS)) & POLLIN:
             inbox.append(recv_frames(sock))
             heart.last_seen = time.monotonic()
