@@ -295,29 +295,32 @@ class Broker:
         """
         curve = self.curve is not None
         first = self._reply_at_once = ready
-        for _ in range(_DRAIN_BATCH):
-            # Checking EVENTS is cheaper than letting a NOBLOCK recv raise zmq.Again.
-            if not first and not int(sock.getsockopt(EVENTS)) & POLLIN:
-                return True
-            try:
-                frames, user_id = (
-                    recv_with_user_id(sock, NOBLOCK)
-                    if curve
-                    else (recv_frames(sock, NOBLOCK), None)
-                )
-            except zmq.Again:
-                return True
-            except Exception:  # noqa: BLE001 - as below: the broker goes on
-                log.exception("a %s message could not be read; the broker goes on", what)
-                continue
-            try:
-                on_message(frames, user_id)
-            except Exception:  # noqa: BLE001 - a bug on one message must not stop the broker
-                log.exception("a %s message could not be handled; the broker goes on", what)
-            if first:
-                first = self._reply_at_once = False
-                self._deliver()
-        return False
+        try:
+            for _ in range(_DRAIN_BATCH):
+                # Checking EVENTS is cheaper than letting a NOBLOCK recv raise zmq.Again.
+                if not first and not int(sock.getsockopt(EVENTS)) & POLLIN:
+                    return True
+                try:
+                    frames, user_id = (
+                        recv_with_user_id(sock, NOBLOCK)
+                        if curve
+                        else (recv_frames(sock, NOBLOCK), None)
+                    )
+                except zmq.Again:
+                    return True
+                except Exception:  # noqa: BLE001 - as below: the broker goes on
+                    log.exception("a %s message could not be read; the broker goes on", what)
+                    continue
+                try:
+                    on_message(frames, user_id)
+                except Exception:  # noqa: BLE001 - a bug on one message must not stop the broker
+                    log.exception("a %s message could not be handled; the broker goes on", what)
+                if first:
+                    first = self._reply_at_once = False
+                    self._deliver()
+            return False
+        finally:
+            self._reply_at_once = False
 
     # ------------------------------------------------------------------ admission
 
