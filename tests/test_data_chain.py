@@ -39,8 +39,10 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+import zmq
 
 from examples.scanpulse import Notifier, Pipeline, Scanner, ScanPulseConfig, Store, Trader
+from examples.scanpulse.bus import OPPORTUNITY, Publisher
 from examples.scanpulse.pipeline import start_thread
 from tests.support.service import REPO, ServiceProcesses, pid_alive
 
@@ -434,6 +436,47 @@ def test_chain_survives_worker_trader_and_broker_kills(
     assert created > killed_at[0] + 0.4
     assert notifier.stats["notified"] == len(filled)
     assert len(out.getvalue().splitlines()) == len(filled)
+
+
+def test_a_trader_stopped_notes_what_pub_delivered_that_it_had_not_read(
+    redis_server: str,
+) -> None:
+    """The pipeline stops the trader as soon as Redis shows nothing pending, which is often
+    right after a reconcile finished opportunities whose PUB messages still wait unread in
+    the trader's SUB socket. Those were delivered: on stop they are noted as received over
+    PUB (and not handled again, nor handled at all if not done: the stream keeps those)."""
+    config = ScanPulseConfig(
+        endpoints=("tcp://127.0.0.1:1",),  # never called: the opportunity is already done
+        redis_url=redis_server,
+        key_prefix=f"sp-test-{uuid.uuid4().hex[:8]}",
+        symbols=("XOM",),
+        as_of=AS_OF,
+    ).on_free_loopback_ports()
+    oid = f"XOM:{AS_OF}"
+    store = Store(config)
+    publisher = Publisher(zmq.Context.instance(), config.pub_bind)
+    events: list[dict[str, Any]] = []
+    stop = threading.Event()
+
+    class StoppedAfterFirstReconcile(Trader):
+        def reconcile(self) -> int:
+            # Published and queued in the SUB socket, then the stop: the loop never reads it.
+            assert publisher.wait_subscribers(1, 10.0)
+            publisher.publish(OPPORTUNITY, {"opportunity_id": oid, "symbol": "XOM"})
+            assert self.subscriber is not None and self.subscriber.sock.poll(10_000)
+            stop.set()
+            return super().reconcile()
+
+    try:
+        store.finish(oid, "skipped", reason="done before the test")
+        trader = StoppedAfterFirstReconcile(config, emit=events.append)
+        trader.run(stop)
+        assert store.opportunity(oid)["pub_received"] == "1"
+        assert trader.stats["received_pub"] == 1
+        assert not [e for e in events if e["hop"] == "received"]  # noted, not handled
+    finally:
+        publisher.close()
+        store.close()
 
 
 def _import_violations(source: str, filename: str) -> list[str]:

@@ -133,6 +133,23 @@ class Trader:
                 if time.monotonic() - last >= self.config.reconcile_interval_s:
                     self.reconcile()
                     last = time.monotonic()
+            self._note_delivered()
+
+    def _note_delivered(self) -> None:
+        """On stop: what PUB delivered but the loop did not read is noted as received, not
+        handled (the stream still holds whatever is not done, for the next start). A stop
+        often comes right after a reconcile finished the opportunities whose PUB messages
+        still wait here; unread, they would look as if the fast path had lost them."""
+        assert self.subscriber is not None
+        while (message := self.subscriber.receive(0)) is not None:
+            oid = message.get("opportunity_id")
+            if not isinstance(oid, str):
+                continue
+            self.stats["received_pub"] += 1
+            try:
+                self.store.note_pub_received(oid)
+            except redis.RedisError:
+                return
 
     def on_published(self, opp: dict[str, Any]) -> None:
         oid = opp.get("opportunity_id")
