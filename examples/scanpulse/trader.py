@@ -142,25 +142,28 @@ class Trader:
         still wait here; unread, they would look as if the fast path had lost them."""
         assert self.subscriber is not None
         while (message := self.subscriber.receive(0)) is not None:
-            oid = message.get("opportunity_id")
-            if not isinstance(oid, str):
-                continue
-            self.stats["received_pub"] += 1
             try:
-                self.store.note_pub_received(oid)
+                self._note_received(message)
             except redis.RedisError:
                 return
 
     def on_published(self, opp: dict[str, Any]) -> None:
-        oid = opp.get("opportunity_id")
-        if not isinstance(oid, str):
-            return  # not an opportunity message
-        self.stats["received_pub"] += 1
         try:
-            self.store.note_pub_received(oid)
+            if not self._note_received(opp):
+                return  # not an opportunity message
         except redis.RedisError:
             return  # the stream will bring it once Redis is back
         self.handle(opp, via="pub")
+
+    def _note_received(self, message: dict[str, Any]) -> bool:
+        """Count a PUB message and note its opportunity as received over PUB; False when it
+        is not an opportunity. Raises redis.RedisError."""
+        oid = message.get("opportunity_id")
+        if not isinstance(oid, str):
+            return False
+        self.stats["received_pub"] += 1
+        self.store.note_pub_received(oid)
+        return True
 
     def reconcile(self) -> int:
         """Handle what the stream holds that is not done: first the entries this consumer was

@@ -294,11 +294,11 @@ class Broker:
         ``write(2)`` of their log records.
         """
         curve = self.curve is not None
-        first = self._reply_at_once = ready
+        self._reply_at_once = ready
         try:
             for _ in range(_DRAIN_BATCH):
                 # Checking EVENTS is cheaper than letting a NOBLOCK recv raise zmq.Again.
-                if not first and not int(sock.getsockopt(EVENTS)) & POLLIN:
+                if not self._reply_at_once and not int(sock.getsockopt(EVENTS)) & POLLIN:
                     return True
                 try:
                     frames, user_id = (
@@ -315,8 +315,8 @@ class Broker:
                     on_message(frames, user_id)
                 except Exception:  # noqa: BLE001 - a bug on one message must not stop the broker
                     log.exception("a %s message could not be handled; the broker goes on", what)
-                if first:
-                    first = self._reply_at_once = False
+                if self._reply_at_once:
+                    self._reply_at_once = False
                     self._deliver()
             return False
         finally:

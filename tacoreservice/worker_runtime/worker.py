@@ -382,11 +382,9 @@ class Worker:
                 return "stop"
             if heart.broker_lost.is_set():
                 return "lost"
-            woken = False
-            if not inbox:
-                if not poller.poll(100):
-                    continue
-                woken = True
+            woken = not inbox
+            if woken and not poller.poll(100):
+                continue
             if self._read_waiting(sock, inbox, heart, woken):
                 # The broker gave up this session; what this worker held went to others.
                 log.info("broker asked %s to register again", self.worker_id)
