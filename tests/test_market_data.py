@@ -36,6 +36,7 @@ from tacoreservice.market_data.bundled_provider import (
 )
 from tacoreservice.market_data.provider import aggregate
 from tacoreservice.protocol.errors import ErrorCode, InvalidParams, ServiceError
+from tacoreservice.protocol.messages import LEGACY, STANDARD, build_reply
 from tacoreservice.service.methods.market_data import summarize
 from tacoreservice.service.registry import MethodContext, call_method, load_plugins
 from tests.support.memory_cache import DictCache
@@ -669,6 +670,76 @@ def test_answer_is_cached_and_served_from_cache(ctx: MethodContext) -> None:
     call(ctx, symbols=["MSFT", "AAPL"])
     call(ctx, symbols=["msft", "AAPL"])
     assert calls == ["AAPL", "AAPL", "MSFT", "AAPL"]
+
+
+def test_cached_answer_goes_into_the_reply_as_its_bytes_for_a_worker() -> None:
+    # A worker encodes its results with orjson: a cached answer reaches it as the cached bytes,
+    # written into the reply as they are instead of decoded and encoded again.
+    cache = DictCache()
+    worker_ctx = MethodContext(settings=Settings(), cache=cache, encoded_results=True)
+    first = call(worker_ctx, symbol="AAPL", history=3)  # computed: a dict
+    assert isinstance(first, dict)
+    (key,) = cache.data
+    second = call(worker_ctx, symbol="AAPL", history=3)
+    assert isinstance(second, orjson.Fragment)
+    assert orjson.dumps(second) == cache.data[key]
+    assert orjson.loads(orjson.dumps(second)) == first
+    for dialect in (STANDARD, LEGACY):
+        from_bytes = orjson.loads(build_reply("r-1", dialect, True, second, None, 1.0, "w"))
+        from_dict = orjson.loads(build_reply("r-1", dialect, True, first, None, 1.0, "w"))
+        from_bytes.pop("timestamp"), from_dict.pop("timestamp")
+        assert from_bytes == from_dict and from_bytes["data"] == first
+    # Any other caller still gets a dict from the same cache entry.
+    assert call(MethodContext(settings=Settings(), cache=cache), symbol="AAPL", history=3) == first
+
+
+def test_damaged_cache_entry_is_never_answered_with() -> None:
+    cache = DictCache()
+    worker_ctx = MethodContext(settings=Settings(), cache=cache, encoded_results=True)
+    first = call(worker_ctx, symbol="MSFT", history=2)
+    (key,) = cache.data
+    assert isinstance(call(worker_ctx, symbol="MSFT", history=2), orjson.Fragment)
+    # Another writer (or a cut-off value) leaves bytes that do not decode: computed again.
+    cache.data[key] = cache.data[key][:-20]
+    again = call(worker_ctx, symbol="MSFT", history=2)
+    assert isinstance(again, dict) and again == first
+    assert orjson.loads(cache.data[key]) == first  # and written back whole
+    # Different bytes that do decode (another release wrote them) are checked, then served.
+    cache.data[key] = orjson.dumps({**first, "note": "written elsewhere"})
+    served = call(worker_ctx, symbol="MSFT", history=2)
+    assert orjson.loads(orjson.dumps(served))["note"] == "written elsewhere"
+
+
+def test_polled_quote_derives_its_cache_key_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tacoreservice.service.methods import market_data as md
+
+    derived: list[str] = []
+    original = md.normalize_timeframe
+
+    def counting(timeframe: str) -> str:
+        derived.append(timeframe)
+        return original(timeframe)
+
+    monkeypatch.setattr(md, "normalize_timeframe", counting)
+    ctx = MethodContext(settings=Settings(), cache=DictCache())
+    params = {"symbol": "NVDA", "history": 7, "timeframe": "daily"}
+    first = call(ctx, **params)
+    assert call(ctx, **params) == call(ctx, **params) == first
+    assert derived == ["daily"]  # the registry hands out the same params: the key is known
+    # Another provider's answers live under another key.
+    other = Settings()
+    other.market_data.provider = "yfinance"
+    other_ctx = MethodContext(settings=other, cache=DictCache())
+    other_ctx._provider = BundledProvider()
+    assert call(other_ctx, **params) == first
+    assert derived == ["daily", "daily"]
+    assert len(other_ctx.cache.data) == 1  # type: ignore[attr-defined]
+    assert next(iter(other_ctx.cache.data)) != next(iter(ctx.cache.data))  # type: ignore[attr-defined]
+    # Lists of symbols are validated afresh every time: their keys are not kept.
+    kept = len(md._KEYS)
+    call(ctx, symbols=["NVDA", "AAPL"])
+    call(ctx, symbols=["NVDA", "AAPL"])
+    assert len(md._KEYS) == kept
 
 
 def test_cache_disabled_with_zero_ttl() -> None:

@@ -277,7 +277,7 @@ def build_reply(
         if error is not None:
             legacy["error_code"] = error["code"]
         return json_dumps(legacy)
-    if compat and data is not None:
+    if compat and data is not None and not isinstance(data, orjson.Fragment):
         # "result" repeats "data" for older clients: encoded once, written twice.
         data = orjson.Fragment(json_dumps(data))
     reply: dict[str, Any] = {

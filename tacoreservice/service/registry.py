@@ -67,6 +67,10 @@ class MethodContext:
         default=_no_progress, repr=False
     )
     cancelled: Callable[[], bool] = field(default=_never_cancelled, repr=False)
+    # The caller encodes results with orjson (a worker writing its reply): a handler may then
+    # return JSON it already holds as bytes (a cached answer) as an ``orjson.Fragment``,
+    # which is written as it is, instead of decoding it only to have it encoded again.
+    encoded_results: bool = False
     _provider: MarketDataProvider | None = field(default=None, repr=False)
 
     def check_cancelled(self) -> None:

@@ -298,7 +298,10 @@ class Worker:
             return EXIT_NO_DATABASE
         set_calibration_dir(self.settings.analysis.calibration_dir)
         self.method_ctx = MethodContext(
-            settings=self.settings, cache=make_cache(self.settings.cache), worker_id=self.worker_id
+            settings=self.settings,
+            cache=make_cache(self.settings.cache),
+            worker_id=self.worker_id,
+            encoded_results=True,  # results go into replies (and job rows) through orjson
         )
         heart = _Heartbeater(self)
         initial_backoff = self.settings.worker.reconnect_initial_ms / 1000.0

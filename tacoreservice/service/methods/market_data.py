@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -162,18 +163,61 @@ def summarize(info: SymbolInfo, bars: Bars, history: int, source: str) -> dict[s
     return out
 
 
-def _cache_get(ctx: MethodContext, key: str) -> Any | None:
+@dataclass(slots=True)
+class _CacheKey:
+    """The cache key of one params instance, and the last cached bytes known to decode."""
+
+    # Kept so that its id is not taken by another object while this entry lives.
+    params: MarketDataParams
+    provider: str
+    key: str
+    valid: bytes | None = None
+
+
+# Cache keys by id of the params instance, for the params the registry hands out again for the
+# same request (reuse_params): a polled quote derives its key once, not on every request.
+_KEYS: dict[int, _CacheKey] = {}
+_MAX_KEYS = 1024
+
+
+def _known_key(params: MarketDataParams, ctx: MethodContext) -> _CacheKey | None:
+    known = _KEYS.get(id(params))
+    if (
+        known is None
+        or known.params is not params
+        or known.provider != ctx.settings.market_data.provider
+    ):
+        return None
+    return known
+
+
+def _remember_key(params: MarketDataParams, ctx: MethodContext, key: str) -> _CacheKey:
+    if len(_KEYS) >= _MAX_KEYS:
+        _KEYS.clear()
+    known = _KEYS[id(params)] = _CacheKey(params, ctx.settings.market_data.provider, key)
+    return known
+
+
+def _cache_get(ctx: MethodContext, known: _CacheKey) -> Any | None:
+    """The cached answer, or None. For a caller that encodes with orjson
+    (``ctx.encoded_results``) the cached bytes themselves, as a Fragment: they are decoded
+    once, to check them (a foreign or damaged entry is not answered with), and the same bytes
+    again are not decoded at all."""
     try:
-        raw = ctx.cache.get(key)
+        raw = ctx.cache.get(known.key)
     except Exception:  # a cache outage must not fail a request the data can answer
-        log.warning("market data cache read failed for %s", key, exc_info=True)
+        log.warning("market data cache read failed for %s", known.key, exc_info=True)
         return None
     if raw is None:
         return None
+    if raw is known.valid or raw == known.valid:
+        return orjson.Fragment(raw) if ctx.encoded_results else orjson.loads(raw)
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
+    known.valid = raw
+    return orjson.Fragment(raw) if ctx.encoded_results else value
 
 
 def _cache_set(ctx: MethodContext, key: str, value: Any, ttl_s: float) -> None:
@@ -239,8 +283,15 @@ def _served_timeframe(info: SymbolInfo, timeframe: str, strict: bool) -> str:
 
 
 @method("get.market_data", MarketDataParams, reuse_params=True)
-def get_market_data(params: MarketDataParams, ctx: MethodContext) -> dict[str, Any]:
-    """Latest bar, change, 52-week range and optional history of one or many symbols."""
+def get_market_data(params: MarketDataParams, ctx: MethodContext) -> Any:
+    """Latest bar, change, 52-week range and optional history of one or many symbols (a
+    dict; cached JSON as an ``orjson.Fragment`` when ``ctx.encoded_results``)."""
+    ttl = float(ctx.settings.cache.market_data_ttl_s)
+    known = _known_key(params, ctx) if ttl > 0 else None
+    if known is not None:
+        cached = _cache_get(ctx, known)
+        if cached is not None:
+            return cached
     single = params.symbol is not None
     timeframe = normalize_timeframe(params.timeframe)
     as_of = parse_as_of(params.as_of)
@@ -259,11 +310,12 @@ def get_market_data(params: MarketDataParams, ctx: MethodContext) -> dict[str, A
         "history": params.history,
     }
     key = "md:" + orjson.dumps(key_params, option=orjson.OPT_SORT_KEYS).decode()
-    ttl = float(ctx.settings.cache.market_data_ttl_s)
     if ttl > 0 and not bad:
-        cached = _cache_get(ctx, key)
+        # Only a single symbol's params are reused (a list of symbols is never kept).
+        known = _remember_key(params, ctx, key) if single else _CacheKey(params, "", key)
+        cached = _cache_get(ctx, known)
         if cached is not None:
-            return dict(cached)
+            return cached
 
     provider = ctx.market_data
     # A single symbol's own resolve error already carries the suggestions.
